@@ -1,0 +1,130 @@
+"""Gradient-based subword tokenization (GBST) from Charformer (Tay et al., 2021).
+
+GBST turns a byte sequence into a shorter sequence of soft "latent subwords": each position
+mixes mean-pooled blocks of several sizes with learned softmax weights, and the result is
+mean-pooled by a fixed downsampling rate.
+
+This implements the paper's form (softmax over block sizes, optional position-wise score
+calibration), not SeqFlowLite's `GBSTLayerV2` variant (scores multiply candidates which are
+then averaged over block sizes): the softmax lets the model pick a segmentation per position,
+which is the point of GBST.
+"""
+
+from typing import Tuple
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+def _masked_mean_pool(
+    x: jnp.ndarray, mask: jnp.ndarray, window: int
+) -> Tuple[jnp.ndarray, jnp.ndarray]:
+  """Non-overlapping mask-weighted mean pooling with window = stride.
+
+  Windows are aligned to absolute positions (the sequence is right-padded to a multiple of
+  `window` with masked positions), so appending padding never moves a window.
+
+  Args:
+    x: [batch, length, dim] values.
+    mask: [batch, length] bool, True for real positions.
+    window: pooling window and stride.
+
+  Returns:
+    pooled: [batch, ceil(length / window), dim] mean over the real positions of each window;
+      exactly 0 for a window without real positions.
+    pooled_mask: [batch, ceil(length / window)] whether the window has a real position.
+  """
+  batch, length, dim = x.shape
+  num_windows = -(-length // window)
+  extra = num_windows * window - length
+  x = jnp.pad(x, ((0, 0), (0, extra), (0, 0)))
+  mask = jnp.pad(mask, ((0, 0), (0, extra)))
+  x = x.reshape(batch, num_windows, window, dim)
+  mask = mask.reshape(batch, num_windows, window)
+  # `where` rather than multiply: garbage at pads may be inf/NaN.
+  total = jnp.sum(jnp.where(mask[..., None], x, 0.0), axis=2)
+  count = jnp.sum(mask, axis=2).astype(x.dtype)
+  return total / jnp.maximum(count, 1.0)[..., None], jnp.any(mask, axis=2)
+
+
+class GBST(nn.Module):
+  """Charformer GBST: soft block tokenization followed by downsampling.
+
+  The optional byte convolution is depthwise with 'SAME' (centered) zero padding: each
+  position sees (kernel_size - 1) // 2 neighbours on the left and the rest on the right. Pads
+  are zeroed before the convolution, so a real position sees exactly what it would see
+  beyond the end of the sequence (zeros), and its output does not depend on how much padding
+  follows.
+
+  Attributes:
+    max_block_size: block sizes 1..max_block_size are candidates at every position.
+    downsample_rate: window and stride of the final mean pooling.
+    conv_kernel_size: width of the depthwise convolution before block pooling; 0 disables it.
+    score_calibration: apply position-wise score calibration P̂ = softmax(P Pᵀ) P.
+  """
+
+  max_block_size: int = 4
+  downsample_rate: int = 2
+  conv_kernel_size: int = 5
+  score_calibration: bool = False
+
+  @nn.compact
+  def __call__(
+      self, x: jnp.ndarray, mask: jnp.ndarray
+  ) -> Tuple[jnp.ndarray, jnp.ndarray]:
+    """Computes latent subwords.
+
+    Args:
+      x: [batch, length, dim] byte embeddings; values at pad positions are ignored.
+      mask: [batch, length] bool, True for real positions (padding on the right).
+
+    Returns:
+      y: [batch, ceil(length / downsample_rate), dim], exactly 0 where y_mask is False.
+      y_mask: [batch, ceil(length / downsample_rate)] bool, True where the window has a real
+        position.
+    """
+    length, dim = x.shape[1], x.shape[2]
+    x = jnp.where(mask[..., None], x, 0.0)
+
+    if self.conv_kernel_size:
+      x = nn.Conv(
+          features=dim,
+          kernel_size=(self.conv_kernel_size,),
+          padding="SAME",
+          feature_group_count=dim,
+          kernel_init=nn.with_logical_partitioning(
+              nn.linear.default_kernel_init, ("conv_window", None, "embed")
+          ),
+          bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)),
+          name="conv",
+      )(x)
+      # Pads now hold bias and neighbour values; every pooling below is mask-weighted, so
+      # they are never read.
+
+    # One scorer shared by all block sizes, so scores are comparable across sizes.
+    scorer = nn.Dense(
+        1,
+        kernel_init=nn.with_logical_partitioning(
+            nn.linear.default_kernel_init, ("embed", "score")
+        ),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("score",)),
+        name="score",
+    )
+    candidates, scores = [], []
+    for block_size in range(1, self.max_block_size + 1):
+      blocks, _ = _masked_mean_pool(x, mask, block_size)
+      block_scores = scorer(blocks)
+      # Upsample back to one candidate per byte; trailing internal padding is cut off.
+      candidates.append(jnp.repeat(blocks, block_size, axis=1)[:, :length])
+      scores.append(jnp.repeat(block_scores, block_size, axis=1)[:, :length])
+    candidates = jnp.stack(candidates, axis=2)  # [batch, length, blocks, dim]
+    probs = nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1)  # [batch, length, blocks]
+
+    if self.score_calibration:
+      affinity = jnp.einsum("bim,bjm->bij", probs, probs)
+      # Finite minimum rather than -inf keeps all-pad rows NaN-free (their output is masked).
+      affinity = jnp.where(mask[:, None, :], affinity, jnp.finfo(affinity.dtype).min)
+      probs = jnp.einsum("bij,bjm->bim", nn.softmax(affinity, axis=-1), probs)
+
+    latent = jnp.einsum("blm,blmd->bld", probs, candidates)
+    return _masked_mean_pool(latent, mask, self.downsample_rate)

@@ -1,0 +1,184 @@
+"""Quasi-recurrent neural network (QRNN) layers (Bradbury et al., 2016).
+
+Gates come from a (causal) convolution over the input; the only recurrence is the linear
+"pooling" c_t = f_t * c_{t-1} + (1 - f_t) * z_t, computed with a parallel associative scan.
+"""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+_POOLINGS = ("f", "fo")
+
+
+def linear_recurrence(
+    forget: jnp.ndarray, update: jnp.ndarray, reverse: bool = False
+) -> jnp.ndarray:
+  """Computes c_t = f_t * c_{t-1} + (1 - f_t) * z_t with c_{-1} = 0 along axis 1.
+
+  Each step is an affine map c -> a * c + b with (a, b) = (f_t, (1 - f_t) * z_t); affine maps
+  compose associatively, (a1, b1) ∘ (a2, b2) = (a1 * a2, a2 * b1 + b2), so
+  `jax.lax.associative_scan` evaluates all prefixes in O(log length) depth instead of the
+  O(length) sequential steps of `lax.scan`.
+
+  Args:
+    forget: [batch, length, dim] forget gates f_t.
+    update: [batch, length, dim] candidate values z_t.
+    reverse: scan from the last position (c_t depends on c_{t+1}).
+
+  Returns:
+    [batch, length, dim] states c_t.
+  """
+
+  def compose(first, second):
+    a1, b1 = first
+    a2, b2 = second
+    return a1 * a2, a2 * b1 + b2
+
+  _, state = jax.lax.associative_scan(
+      compose, (forget, (1.0 - forget) * update), reverse=reverse, axis=1
+  )
+  return state
+
+
+class QRNNLayer(nn.Module):
+  """One direction of a QRNN layer.
+
+  Padded steps get f = 1 and z = 0, so they carry the state unchanged: in the reverse
+  direction real positions are unaffected by trailing padding.
+
+  Zoneout keeps the previous state (f = 1) with probability `zoneout` during training,
+  without rescaling, which keeps f in [0, 1]. At inference f is replaced by its training-time
+  expectation, 1 - (1 - zoneout) * (1 - f), as in the zoneout paper and pytorch-qrnn.
+
+  Attributes:
+    features: state / output width.
+    kernel_size: width of the gate convolution.
+    pooling: "f" (h = c) or "fo" (h = o * c).
+    zoneout: probability of keeping the previous state at each step and feature.
+    reverse: run right-to-left (anti-causal convolution, reversed scan).
+  """
+
+  features: int
+  kernel_size: int = 3
+  pooling: str = "fo"
+  zoneout: float = 0.0
+  reverse: bool = False
+
+  @nn.compact
+  def __call__(
+      self, x: jnp.ndarray, mask: jnp.ndarray, *, deterministic: bool
+  ) -> jnp.ndarray:
+    """Runs the layer.
+
+    Args:
+      x: [batch, length, dim] inputs; values at pad positions are ignored.
+      mask: [batch, length] bool, True for real positions (padding on the right).
+      deterministic: disables zoneout sampling (uses its expectation instead).
+
+    Returns:
+      [batch, length, features] hidden states, 0 at pad positions.
+    """
+    if self.pooling not in _POOLINGS:
+      raise ValueError(f"pooling must be one of {_POOLINGS}, got {self.pooling!r}.")
+    num_gates = len(self.pooling) + 1  # z, f and optionally o.
+    keep = mask[..., None]
+    x = jnp.where(keep, x, 0.0)
+    # Causal for the forward direction, anti-causal for the reverse one: a position's gates
+    # only see inputs it has already "read" in its scan order.
+    context = self.kernel_size - 1
+    padding = ((0, context),) if self.reverse else ((context, 0),)
+    gates = nn.Conv(
+        features=self.features * num_gates,
+        kernel_size=(self.kernel_size,),
+        padding=padding,
+        kernel_init=nn.with_logical_partitioning(
+            nn.linear.default_kernel_init, ("conv_window", "embed", "hidden")
+        ),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("hidden",)),
+        name="conv",
+    )(x)
+    gates = jnp.split(gates, num_gates, axis=-1)
+    update = jnp.tanh(gates[0])
+    forget = self._zoneout(nn.sigmoid(gates[1]), deterministic)
+    forget = jnp.where(keep, forget, 1.0)
+    update = jnp.where(keep, update, 0.0)
+    hidden = linear_recurrence(forget, update, reverse=self.reverse)
+    if self.pooling == "fo":
+      hidden = nn.sigmoid(gates[2]) * hidden
+    return jnp.where(keep, hidden, 0.0)
+
+  def _zoneout(self, forget: jnp.ndarray, deterministic: bool) -> jnp.ndarray:
+    if not self.zoneout:
+      return forget
+    if deterministic:
+      return 1.0 - (1.0 - self.zoneout) * (1.0 - forget)
+    update_kept = jax.random.bernoulli(
+        self.make_rng("dropout"), 1.0 - self.zoneout, forget.shape
+    )
+    return jnp.where(update_kept, forget, 1.0)
+
+
+class QRNNEncoder(nn.Module):
+  """A stack of QRNN layers.
+
+  Bidirectional layers concatenate (rather than sum) the forward and reverse outputs, so the
+  next layer can weigh the two directions differently.
+
+  Attributes:
+    num_layers: number of stacked layers.
+    features: state width of each direction.
+    kernel_size: width of the gate convolutions.
+    pooling: "f" or "fo".
+    bidirectional: add a reverse-direction layer at every depth.
+    dropout_rate: dropout on the inputs of layers 2..num_layers.
+    zoneout: zoneout probability of every layer.
+  """
+
+  num_layers: int = 3
+  features: int = 128
+  kernel_size: int = 3
+  pooling: str = "fo"
+  bidirectional: bool = True
+  dropout_rate: float = 0.0
+  zoneout: float = 0.0
+
+  @property
+  def output_features(self) -> int:
+    """Width of the encoder output."""
+    return self.features * (2 if self.bidirectional else 1)
+
+  @nn.compact
+  def __call__(
+      self, x: jnp.ndarray, mask: jnp.ndarray, *, deterministic: bool
+  ) -> jnp.ndarray:
+    """Encodes a sequence.
+
+    Args:
+      x: [batch, length, dim] inputs; values at pad positions are ignored.
+      mask: [batch, length] bool, True for real positions (padding on the right).
+      deterministic: disables dropout and zoneout sampling.
+
+    Returns:
+      [batch, length, output_features], 0 at pad positions.
+    """
+    layer = functools.partial(
+        QRNNLayer,
+        features=self.features,
+        kernel_size=self.kernel_size,
+        pooling=self.pooling,
+        zoneout=self.zoneout,
+    )
+    for i in range(self.num_layers):
+      if i:
+        # Pads stay exactly 0: dropout only scales values.
+        x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+      outputs = [layer(name=f"layer_{i}_fwd")(x, mask, deterministic=deterministic)]
+      if self.bidirectional:
+        outputs.append(
+            layer(reverse=True, name=f"layer_{i}_bwd")(x, mask, deterministic=deterministic)
+        )
+      x = jnp.concatenate(outputs, axis=-1)
+    return x
