@@ -1,0 +1,140 @@
+r"""TF-IDF + logistic regression baselines on the byteflax task splits (test ROC AUC).
+
+Fortunes, on exactly the split the SeqIO tasks use
+(`split_examples(load_offensive_examples(languages))`):
+
+  python benchmarks/tfidf_baseline.py --languages en --languages en,es,it --json out.json
+
+A user's CSV/JSONL files, read and split as `register_file_task` does:
+
+  python benchmarks/tfidf_baseline.py --train_path train.csv [--test_path test.csv] \
+      [--validation_path valid.csv] [--text_key text] [--label_keys toxic,insult]
+
+Needs `pip install -e .` (or PYTHONPATH=. from the repository root) to import `tasks`.
+Two feature sets, each TfidfVectorizer(sublinear_tf=True) fit on train: words (1-2 grams)
+and characters (2-5 grams). For each, C of a LogisticRegression is chosen by validation
+AUC over a small grid, and that model's test AUC is reported (macro-averaged over labels
+when there are several).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+import json
+import time
+
+import numpy as np
+from sklearn import feature_extraction
+from sklearn import linear_model
+from sklearn import metrics
+
+from tasks import fortunes
+from tasks import toxicity
+
+_C_GRID = (0.3, 1.0, 3.0, 10.0, 30.0)
+_FEATURES = {
+    "word": dict(analyzer="word", ngram_range=(1, 2), min_df=2),
+    # min_df=2 drops the n-grams seen once, which cannot generalise and would otherwise
+    # make up most of the several million character features.
+    "char": dict(analyzer="char", ngram_range=(2, 5), min_df=2),
+}
+
+Splits = dict[str, tuple[list[str], np.ndarray]]
+
+
+def _as_arrays(splits: dict[str, list[tuple[str, Sequence[int]]]]) -> Splits:
+  """{split: (texts, labels [n, num_labels])}."""
+  return {name: ([text for text, _ in examples],
+                 np.array([labels for _, labels in examples], np.int64).reshape(
+                     len(examples), -1))
+          for name, examples in splits.items()}
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
+  """Mean ROC AUC over label columns."""
+  return float(np.mean([metrics.roc_auc_score(labels[:, j], scores[:, j])
+                        for j in range(labels.shape[1])]))
+
+
+def evaluate(splits: Splits, features: str) -> tuple[float, float]:
+  """Test AUC of the validation-tuned TF-IDF + LR model, and the chosen C."""
+  vectorizer = feature_extraction.text.TfidfVectorizer(sublinear_tf=True,
+                                                       **_FEATURES[features])
+  x = {name: (vectorizer.fit_transform if name == "train" else vectorizer.transform)(texts)
+       for name, (texts, _) in splits.items()}
+  y = {name: labels for name, (_, labels) in splits.items()}
+
+  def fit_predict(c: float, split: str) -> np.ndarray:
+    scores = []
+    for j in range(y["train"].shape[1]):
+      model = linear_model.LogisticRegression(C=c, max_iter=2000)
+      model.fit(x["train"], y["train"][:, j])
+      scores.append(model.decision_function(x[split]))
+    return np.stack(scores, axis=1)
+
+  best_c = max(_C_GRID, key=lambda c: _auc(y["validation"], fit_predict(c, "validation")))
+  return _auc(y["test"], fit_predict(best_c, "test")), best_c
+
+
+def run(name: str, splits: Splits) -> dict[str, object]:
+  """Both feature sets on one dataset; returns a row of the results table."""
+  for split, (_, labels) in splits.items():
+    if (labels.min(axis=0) == labels.max(axis=0)).any():
+      raise ValueError(f"{name}: a label has a single class in the {split} split, so AUC is "
+                       "undefined.")
+  all_labels = np.concatenate([labels for _, labels in splits.values()])
+  row = {"task": name, "examples": len(all_labels),
+         "positive_rate": float(all_labels.mean()),
+         "split_sizes": {split: len(texts) for split, (texts, _) in splits.items()}}
+  for features in _FEATURES:
+    start = time.time()
+    auc, c = evaluate(splits, features)
+    row[f"{features}_auc"], row[f"{features}_c"] = auc, c
+    row[f"{features}_seconds"] = round(time.time() - start, 1)
+  return row
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--languages", action="append",
+                      help="Comma-separated fortunes languages (en, es, it); repeatable. "
+                           "Default: en, unless --train_path is given.")
+  parser.add_argument("--train_path", help="CSV/JSONL training file.")
+  parser.add_argument("--test_path", help="CSV/JSONL test file (default: carved from train).")
+  parser.add_argument("--validation_path",
+                      help="CSV/JSONL validation file (default: carved from train).")
+  parser.add_argument("--text_key", default="text")
+  parser.add_argument("--label_keys", default="label", help="Comma-separated label columns.")
+  parser.add_argument("--validation_fraction", type=float, default=0.1)
+  parser.add_argument("--seed", type=int, default=0, help="Seed of the split shuffle.")
+  parser.add_argument("--json", help="Also write the results table to this JSON file.")
+  args = parser.parse_args(argv)
+  if (args.test_path or args.validation_path) and not args.train_path:
+    parser.error("--test_path/--validation_path need --train_path.")
+
+  rows = []
+  for languages in args.languages or ([] if args.train_path else ["en"]):
+    langs = tuple(lang.strip() for lang in languages.split(","))
+    examples = fortunes.load_offensive_examples(langs)
+    splits = fortunes.split_examples([(text, (label,)) for text, label in examples],
+                                     seed=args.seed)
+    rows.append(run("fortunes " + "+".join(langs), _as_arrays(splits)))
+  if args.train_path:
+    splits = toxicity.read_file_splits(
+        args.train_path, args.test_path, args.validation_path, text_key=args.text_key,
+        label_keys=tuple(args.label_keys.split(",")),
+        validation_fraction=args.validation_fraction, seed=args.seed)
+    rows.append(run(args.train_path, _as_arrays(splits)))
+
+  print(f"{'task':<28} {'examples':>9} {'positive':>9} {'word AUC':>9} {'char AUC':>9}")
+  for row in rows:
+    print(f"{row['task']:<28} {row['examples']:>9,} {row['positive_rate']:>9.1%} "
+          f"{row['word_auc']:>9.3f} {row['char_auc']:>9.3f}")
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+  main()

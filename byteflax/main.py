@@ -1,0 +1,66 @@
+r"""Entry point: train or evaluate a byteflax model from a Python config.
+
+  python -m byteflax.main --config=configs/byteqrnn_toxicity.py --workdir=/tmp/run \
+      [--config.optim.learning_rate=1e-3 ...] [--mode=train|eval]
+  python -m byteflax.main --list_tasks
+"""
+
+from __future__ import annotations
+
+import json
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+import seqio
+
+import tasks  # pylint: disable=unused-import  (registers the SeqIO tasks)
+from byteflax import train
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Path to a configs/*.py file, optionally with ':variant'.",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and eval.json go here.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"],
+                          "train (resumes if workdir has checkpoints) or eval only.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False,
+    "Call jax.distributed.initialize() first (one process per host on a TPU pod or GPU "
+    "cluster; coordinates are auto-detected there).")
+_LIST_TASKS = flags.DEFINE_bool("list_tasks", False, "Print registered SeqIO tasks and exit.")
+
+
+class _QuietLibraries(logging.logging.Filter):
+  """Drops INFO chatter from orbax / TF data (dozens of lines per checkpoint)."""
+
+  def filter(self, record):
+    noisy = ("orbax", "tensorflow", "seqio")
+    return record.levelno >= logging.WARNING or not any(n in record.pathname for n in noisy)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.get_absl_logger().addFilter(_QuietLibraries())
+  if _LIST_TASKS.value:
+    print("\n".join(sorted(seqio.TaskRegistry.names())))
+    return
+  if _CONFIG.value is None or _WORKDIR.value is None:
+    raise app.UsageError("--config and --workdir are required.")
+  if _DISTRIBUTED.value:
+    jax.distributed.initialize()
+  logging.info("Config:\n%s", _CONFIG.value)
+  run = train.train_and_evaluate if _MODE.value == "train" else train.evaluate_checkpoint
+  report = run(_CONFIG.value, _WORKDIR.value)
+  summary = {name: {k: v for k, v in m.items() if "/" not in k}
+             for name, m in report.items() if isinstance(m, dict)}
+  print(json.dumps({"step": report["step"], "num_params": report["num_params"], **summary},
+                   indent=2))
+  for name, m in summary.items():
+    print(f"{name} ROC AUC: {m['auc']:.4f}")
+
+
+if __name__ == "__main__":
+  app.run(main)

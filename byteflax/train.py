@@ -1,0 +1,321 @@
+"""Training and evaluation of byte-level classifiers.
+
+`train_step` and `eval_step` are pure functions of (state, batch), jitted once with explicit
+shardings; `train_and_evaluate` is the loop around them: input, logging, checkpoints, evals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from typing import Any
+
+from absl import logging
+from clu import metric_writers
+import flax.linen as nn
+from flax.training import train_state
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+from byteflax import input_pipeline
+from byteflax import metrics as metrics_lib
+from byteflax import models
+from byteflax import partitioning
+from tasks import toxicity
+
+
+class TrainState(train_state.TrainState):
+  """Params, optimizer state, step, and the base rng that dropout keys are folded from."""
+  rng: jax.Array
+
+
+def make_optimizer(optim: ml_collections.ConfigDict, total_steps: int
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """AdamW with warmup then cosine / linear / constant decay and global-norm clipping."""
+  decay_steps = max(total_steps - optim.warmup_steps, 1)
+  end_value = optim.learning_rate * optim.end_learning_rate_factor
+  decays = {
+      "cosine": optax.cosine_decay_schedule(
+          optim.learning_rate, decay_steps, alpha=optim.end_learning_rate_factor),
+      "linear": optax.linear_schedule(optim.learning_rate, end_value, decay_steps),
+      "constant": optax.constant_schedule(optim.learning_rate),
+  }
+  if optim.schedule not in decays:
+    raise ValueError(f"Unknown optim.schedule {optim.schedule!r}; choose from {sorted(decays)}.")
+  schedule = optax.join_schedules(
+      [optax.linear_schedule(0.0, optim.learning_rate, optim.warmup_steps),
+       decays[optim.schedule]], [optim.warmup_steps])
+  tx = optax.chain(
+      optax.clip_by_global_norm(optim.grad_clip_norm),
+      optax.adamw(schedule, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay,
+                  # Decay matrices only: biases and per-channel vectors are not overfit-prone.
+                  mask=lambda params: jax.tree.map(lambda p: p.ndim > 1, params)))
+  return tx, schedule
+
+
+def weighted_sigmoid_loss(logits, labels, weights):
+  """Mean binary cross-entropy over labels, weighted over examples -> (sum, weight)."""
+  per_example = optax.sigmoid_binary_cross_entropy(logits, labels).mean(axis=-1)
+  return jnp.sum(per_example * weights), jnp.sum(weights)
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array]
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimizer step; batch: inputs `[batch, length]`, labels `[batch, labels]`, weights `[batch]`."""
+  dropout_rng = jax.random.fold_in(state.rng, state.step)
+
+  def loss_fn(params):
+    logits = state.apply_fn({"params": params}, batch["inputs"], train=True,
+                            rngs={"dropout": dropout_rng})
+    loss_sum, weight = weighted_sigmoid_loss(logits, batch["labels"], batch["weights"])
+    return loss_sum / weight
+
+  loss, grads = jax.value_and_grad(loss_fn)(state.params)
+  new_state = state.apply_gradients(grads=grads)
+  return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+
+
+def eval_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """Probabilities `[batch, labels]` and the weighted loss sum of one eval batch."""
+  logits = state.apply_fn({"params": state.params}, batch["inputs"], train=False)
+  loss_sum, weight = weighted_sigmoid_loss(logits, batch["labels"], batch["weights"])
+  return {"probs": jax.nn.sigmoid(logits), "loss_sum": loss_sum, "weight": weight}
+
+
+class Trainer:
+  """Owns the mesh, the jitted steps and their shardings for one config."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self.task_name = input_pipeline.resolve_task(config.data)
+    self.label_names = toxicity.label_names(self.task_name)
+    self.model = models.build_model(config.model_name, len(self.label_names), config.model)
+    self.mesh = partitioning.make_mesh(config.mesh)
+    self.tx, self.schedule = make_optimizer(config.optim, config.total_steps)
+
+    init_shape = jnp.zeros((1, input_pipeline.bucket_boundaries(config.data)[0]), jnp.int32)
+
+    def init_boxed(rng):
+      params_rng, dropout_rng = jax.random.split(rng)
+      params = self.model.init(params_rng, init_shape, train=False)["params"]
+      return TrainState.create(apply_fn=self.model.apply, params=params, tx=self.tx,
+                               rng=dropout_rng)
+
+    # Shardings come from the logical names on the (abstract, boxed) params; the state
+    # itself holds plain arrays so checkpoints and optimizers see ordinary pytrees.
+    with self.sharding_context():
+      abstract = jax.eval_shape(init_boxed, jax.random.PRNGKey(0))
+      self.state_sharding = partitioning.logical_to_sharding(abstract, self.mesh)
+      self._init = jax.jit(lambda rng: nn.meta.unbox(init_boxed(rng)),
+                           out_shardings=self.state_sharding)
+    self._abstract_state = nn.meta.unbox(abstract)
+    self.batch_sharding = partitioning.batch_sharding(self.mesh)
+    self.train_step = jax.jit(
+        train_step, in_shardings=(self.state_sharding, self.batch_sharding),
+        out_shardings=(self.state_sharding, None), donate_argnums=(0,))
+    self.eval_step = jax.jit(
+        eval_step, in_shardings=(self.state_sharding, self.batch_sharding))
+
+  def sharding_context(self):
+    stack = contextlib.ExitStack()
+    stack.enter_context(jax.set_mesh(self.mesh))
+    stack.enter_context(nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES))
+    return stack
+
+  def init_state(self) -> TrainState:
+    with self.sharding_context():
+      return self._init(jax.random.PRNGKey(self.config.seed))
+
+  def abstract_state(self) -> TrainState:
+    """Shapes, dtypes and shardings of the state: the restore target for checkpoints."""
+    return jax.tree.map(
+        lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+        self._abstract_state, self.state_sharding)
+
+  def device_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    return {k: jax.make_array_from_process_local_data(self.batch_sharding, v)
+            for k, v in batch.items()}
+
+  def run_train_step(self, state, batch):
+    with self.sharding_context():
+      return self.train_step(state, self.device_batch(batch))
+
+  def evaluate(self, state: TrainState, split: str) -> dict[str, float]:
+    """Exact metrics over one full pass of `split`."""
+    probs, labels, loss_sum, weight = [], [], 0.0, 0.0
+    with self.sharding_context():
+      for batch in input_pipeline.eval_batches(self.task_name, split, self.config.data):
+        out = jax.device_get(self.eval_step(state, self.device_batch(batch)))
+        real = batch["weights"] > 0
+        probs.append(out["probs"][real])
+        labels.append(batch["labels"][real])
+        loss_sum += float(out["loss_sum"])
+        weight += float(out["weight"])
+    if not probs:
+      raise ValueError(f"Split {split!r} of task {self.task_name!r} has no examples.")
+    return metrics_lib.classification_metrics(
+        np.concatenate(labels), np.concatenate(probs), loss_sum / weight, self.label_names)
+
+
+def count_params(params) -> int:
+  return int(sum(np.prod(p.shape) for p in jax.tree.leaves(params)))
+
+
+def checkpoint_manager(workdir: str, config: ml_collections.ConfigDict
+                       ) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      os.path.join(os.path.abspath(workdir), "checkpoints"),
+      options=ocp.CheckpointManagerOptions(
+          max_to_keep=config.checkpoint.keep,
+          save_interval_steps=config.checkpoint.every_steps,
+          create=True))
+
+
+def restore_latest(manager: ocp.CheckpointManager, trainer: Trainer) -> TrainState | None:
+  """Newest readable checkpoint, falling back to older ones when the newest is corrupt."""
+  target = trainer.abstract_state()
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      state = manager.restore(step, args=ocp.args.StandardRestore(target))
+    except Exception as error:  # pylint: disable=broad-except
+      logging.error("Checkpoint at step %d is unreadable (%s: %s); trying an older one.",
+                    step, type(error).__name__, error)
+      continue
+    logging.info("Restored checkpoint at step %d.", step)
+    return state
+  if manager.all_steps():
+    raise RuntimeError(
+        f"No checkpoint in {manager.directory} could be restored; move the directory "
+        "aside to start from scratch, or fix the config to match the checkpoints.")
+  return None
+
+
+class MetricsLogger:
+  """Scalars to clu's writers (TensorBoard + log) and to <workdir>/metrics.jsonl."""
+
+  def __init__(self, workdir: str):
+    self.is_chief = jax.process_index() == 0
+    self._writer = metric_writers.create_default_writer(workdir, just_logging=not self.is_chief)
+    self._jsonl_path = os.path.join(workdir, "metrics.jsonl")
+
+  def write_scalars(self, step: int, scalars: dict[str, float]):
+    self._writer.write_scalars(step, scalars)
+    if self.is_chief:
+      with open(self._jsonl_path, "a") as f:
+        f.write(json.dumps({"step": int(step), **{k: float(v) for k, v in scalars.items()}})
+                + "\n")
+
+  def flush(self):
+    self._writer.flush()
+
+
+def run_evals(trainer: Trainer, state: TrainState, step: int, names,
+              writer: MetricsLogger) -> dict[str, dict[str, float]]:
+  results = {}
+  for name in names:
+    results[name] = trainer.evaluate(state, trainer.config.evals[name].split)
+    writer.write_scalars(step, {f"{name}/{k}": v for k, v in results[name].items()})
+    logging.info("eval %s @ step %d: auc %.4f  accuracy %.4f  f1 %.4f  loss %.4f", name,
+                 step, results[name]["auc"], results[name]["accuracy"], results[name]["f1"],
+                 results[name]["loss"])
+  return results
+
+
+def _check_finite(losses: list[jax.Array], first_step: int):
+  values = np.asarray(jax.device_get(losses))
+  bad = np.flatnonzero(~np.isfinite(values))
+  if bad.size:
+    raise FloatingPointError(
+        f"Loss became {values[bad[0]]} at step {first_step + int(bad[0])}; stopping without "
+        "saving this state. The last checkpoint is the last good one; try a lower "
+        "optim.learning_rate or optim.grad_clip_norm.")
+
+
+def write_final_eval(workdir: str, trainer: Trainer, state: TrainState,
+                     writer: MetricsLogger) -> dict[str, Any]:
+  step = int(jax.device_get(state.step))
+  results = run_evals(trainer, state, step, list(trainer.config.evals), writer)
+  report = {"step": step, "task": trainer.task_name,
+            "num_params": count_params(state.params), **results}
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "eval.json"), "w") as f:
+      json.dump(report, f, indent=2)
+  return report
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains (resuming from the newest checkpoint in workdir), then writes eval.json."""
+  os.makedirs(workdir, exist_ok=True)
+  trainer = Trainer(config)
+  writer = MetricsLogger(workdir)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+  manager = checkpoint_manager(workdir, config)
+  state = restore_latest(manager, trainer) or trainer.init_state()
+  start_step = int(jax.device_get(state.step))
+  logging.info("Model %s: %d parameters; task %s; mesh %s.", config.model_name,
+               count_params(state.params), trainer.task_name, dict(trainer.mesh.shape))
+  if start_step >= config.total_steps:
+    logging.info("Training already finished (step %d of %d); evaluating only.", start_step,
+                 config.total_steps)
+  else:
+    logging.info("Training steps %d -> %d.", start_step, config.total_steps)
+    periodic = [name for name, e in config.evals.items() if e.every_steps]
+    batches = input_pipeline.train_batches(trainer.task_name, config.data, seed=config.seed,
+                                           start_step=start_step)
+    pending_losses, window_start, window_bytes = [], time.perf_counter(), 0
+    first_pending = start_step + 1
+    for step in range(start_step + 1, config.total_steps + 1):
+      batch = next(batches)
+      state, step_metrics = trainer.run_train_step(state, batch)
+      pending_losses.append(step_metrics["loss"])
+      window_bytes += int(np.count_nonzero(batch["inputs"]))
+      is_last = step == config.total_steps
+      if step % config.log_every_steps == 0 or is_last:
+        _check_finite(pending_losses, first_pending)
+        elapsed = time.perf_counter() - window_start
+        scalars = {"train/loss": float(np.mean(jax.device_get(pending_losses))),
+                   "train/grad_norm": float(step_metrics["grad_norm"]),
+                   "train/learning_rate": float(trainer.schedule(step - 1)),
+                   "train/steps_per_sec": len(pending_losses) / elapsed,
+                   "train/bytes_per_sec": window_bytes / elapsed}
+        writer.write_scalars(step, scalars)
+        logging.info("step %d/%d: loss %.4f  %.2f steps/s  %.0f bytes/s", step,
+                     config.total_steps, scalars["train/loss"],
+                     scalars["train/steps_per_sec"], scalars["train/bytes_per_sec"])
+        pending_losses, window_start, window_bytes = [], time.perf_counter(), 0
+        first_pending = step + 1
+      if manager.should_save(step) or is_last:
+        _check_finite(pending_losses, first_pending)
+        manager.save(step, args=ocp.args.StandardSave(state), force=is_last)
+      due = [name for name in periodic if step % config.evals[name].every_steps == 0]
+      if due and not is_last:
+        run_evals(trainer, state, step, due, writer)
+    manager.wait_until_finished()
+  report = write_final_eval(workdir, trainer, state, writer)
+  writer.flush()
+  manager.close()
+  return report
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """--mode=eval: evaluates the newest checkpoint in workdir on every configured eval."""
+  trainer = Trainer(config)
+  manager = checkpoint_manager(workdir, config)
+  state = restore_latest(manager, trainer)
+  if state is None:
+    raise FileNotFoundError(
+        f"No checkpoint under {os.path.join(workdir, 'checkpoints')}; train first "
+        "(--mode=train).")
+  writer = MetricsLogger(workdir)
+  report = write_final_eval(workdir, trainer, state, writer)
+  writer.flush()
+  manager.close()
+  return report

