@@ -47,6 +47,35 @@ def _masked_mean_pool(
   return total / jnp.maximum(count, 1.0)[..., None], jnp.any(mask, axis=2)
 
 
+class DepthwiseConv1D(nn.Module):
+  """'SAME' depthwise 1-D convolution computed as a sum of shifted, scaled copies.
+
+  Same maths as `nn.Conv(feature_group_count=dim)`, but XLA:CPU runs grouped convolutions
+  about 10x slower than these elementwise ops (measured in the training step's gradient).
+
+  Attributes:
+    kernel_size: window width; (kernel_size - 1) // 2 neighbours on the left, rest right.
+  """
+
+  kernel_size: int
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    """x: [batch, length, dim] -> [batch, length, dim]."""
+    length, dim = x.shape[1], x.shape[2]
+    kernel = self.param(
+        "kernel",
+        nn.with_logical_partitioning(
+            nn.initializers.lecun_normal(in_axis=0, out_axis=()), ("conv_window", "embed")),
+        (self.kernel_size, dim))
+    bias = self.param(
+        "bias", nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)),
+        (dim,))
+    left = (self.kernel_size - 1) // 2
+    padded = jnp.pad(x, ((0, 0), (left, self.kernel_size - 1 - left), (0, 0)))
+    return sum(padded[:, k:k + length] * kernel[k] for k in range(self.kernel_size)) + bias
+
+
 class GBST(nn.Module):
   """Charformer GBST: soft block tokenization followed by downsampling.
 
@@ -83,21 +112,11 @@ class GBST(nn.Module):
       y_mask: [batch, ceil(length / downsample_rate)] bool, True where the window has a real
         position.
     """
-    length, dim = x.shape[1], x.shape[2]
+    length = x.shape[1]
     x = jnp.where(mask[..., None], x, 0.0)
 
     if self.conv_kernel_size:
-      x = nn.Conv(
-          features=dim,
-          kernel_size=(self.conv_kernel_size,),
-          padding="SAME",
-          feature_group_count=dim,
-          kernel_init=nn.with_logical_partitioning(
-              nn.linear.default_kernel_init, ("conv_window", None, "embed")
-          ),
-          bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)),
-          name="conv",
-      )(x)
+      x = DepthwiseConv1D(self.conv_kernel_size, name="conv")(x)
       # Pads now hold bias and neighbour values; every pooling below is mask-weighted, so
       # they are never read.
 

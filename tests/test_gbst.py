@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from byteflax.gbst import GBST
+from byteflax.gbst import DepthwiseConv1D
 
 DIM = 4
 
@@ -138,11 +139,25 @@ def test_params_are_logically_partitioned():
   params = flax.traverse_util.flatten_dict(variables["params"], sep="/")
   names = {path: leaf.names for path, leaf in params.items()}
   assert names == {
-      "conv/kernel": ("conv_window", None, "embed"),
+      "conv/kernel": ("conv_window", "embed"),
       "conv/bias": ("embed",),
       "score/kernel": ("embed", "score"),
       "score/bias": ("score",),
   }
+
+
+@pytest.mark.parametrize("kernel_size", [1, 4, 5])
+def test_depthwise_conv_matches_grouped_lax_conv(kernel_size):
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 6))
+  conv = DepthwiseConv1D(kernel_size)
+  variables = conv.init(jax.random.PRNGKey(1), x)
+  params = nn.meta.unbox(variables)["params"]
+  params = {**params, "bias": jax.random.normal(jax.random.PRNGKey(2), (6,))}
+  left = (kernel_size - 1) // 2
+  expected = jax.lax.conv_general_dilated(
+      x, params["kernel"][:, None, :], (1,), [(left, kernel_size - 1 - left)],
+      dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=6) + params["bias"]
+  np.testing.assert_allclose(conv.apply({"params": params}, x), expected, atol=1e-5)
 
 
 def test_gradients_finite():
