@@ -1,0 +1,82 @@
+"""Slow end-to-end checks through the CLI and on the real installed corpora."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tasks import fortunes
+
+pytestmark = pytest.mark.slow
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _main(*args):
+  result = subprocess.run([sys.executable, "-m", "byteflax.main", *args], cwd=_REPO,
+                          capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+def _metric_lines(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return f.readlines()
+
+
+def test_cli_trains_resumes_without_retraining_and_evaluates(tmp_path):
+  config = "--config=configs/byteqrnn_toxicity.py:smoke"
+  first = _main(config, f"--workdir={tmp_path}")
+  assert "test ROC AUC:" in first.stdout
+  with open(tmp_path / "eval.json") as f:
+    report = json.load(f)
+  assert report["step"] == 40 and report["task"] == "fortunes_offensive_en"
+  assert 0.0 <= report["test"]["auc"] <= 1.0
+  assert report["test"]["num_examples"] == 1714  # 10% of the 17,147 English examples.
+  lines = _metric_lines(tmp_path)
+  assert any("train/bytes_per_sec" in line for line in lines)
+  assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path))
+
+  second = _main(config, f"--workdir={tmp_path}")
+  assert "Training already finished" in second.stderr
+  # Only the final evals were appended: no training step ran again.
+  new_lines = _metric_lines(tmp_path)[len(lines):]
+  assert new_lines and not any("train/loss" in line for line in new_lines)
+  assert f"test ROC AUC: {report['test']['auc']:.4f}" in second.stdout
+
+  evaluated = _main(config, f"--workdir={tmp_path}", "--mode=eval")
+  assert f"test ROC AUC: {report['test']['auc']:.4f}" in evaluated.stdout
+
+
+def test_cli_trains_on_a_user_jsonl_file(tmp_path):
+  texts = [("you absolute idiot, shut up", 1), ("what a lovely sunny day", 0),
+           ("idiot moron fool", 1), ("the train leaves at noon", 0)]
+  for split, copies in (("train", 30), ("test", 5)):
+    with open(tmp_path / f"{split}.jsonl", "w") as f:
+      for i in range(copies):
+        for text, label in texts:
+          f.write(json.dumps({"text": f"{text} {i}", "label": label}) + "\n")
+  _main("--config=configs/byteqrnn_toxicity.py:smoke", f"--workdir={tmp_path / 'run'}",
+        f"--config.data.train_path={tmp_path / 'train.jsonl'}",
+        f"--config.data.test_path={tmp_path / 'test.jsonl'}")
+  with open(tmp_path / "run" / "eval.json") as f:
+    report = json.load(f)
+  assert report["task"].startswith("file_")
+  assert report["test"]["num_examples"] == 20
+
+
+def test_real_multilingual_corpus_is_decoded_and_complete():
+  try:
+    examples = fortunes.load_offensive_examples(("en", "es", "it"))
+  except FileNotFoundError as error:
+    pytest.fail(f"Debian fortunes missing (.ci/run installs them): {error}")
+  assert len(examples) == 38_777
+  positives = sum(label for _, label in examples)
+  assert 0.12 < positives / len(examples) < 0.13
+  spanish_offensive = fortunes.load_offensive_examples(("es",))
+  offensive_text = " ".join(t for t, label in spanish_offensive if label).lower()
+  # ROT13-decoded Spanish reads as Spanish: "que" is among its most common words, while
+  # its ROT13 form "dhr" is not a Spanish word at all.
+  assert offensive_text.count(" que ") > 20 * max(offensive_text.count(" dhr "), 1)
