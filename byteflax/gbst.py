@@ -66,7 +66,10 @@ class DepthwiseConv1D(nn.Module):
     kernel = self.param(
         "kernel",
         nn.with_logical_partitioning(
-            nn.initializers.lecun_normal(in_axis=0, out_axis=()), ("conv_window", "embed")),
+            # Each channel has its own window: fan-in is the width alone, as nn.Conv has it.
+            nn.initializers.variance_scaling(
+                1.0, "fan_in", "truncated_normal", in_axis=0, out_axis=(), batch_axis=(1,)),
+            ("conv_window", "embed")),
         (self.kernel_size, dim))
     bias = self.param(
         "bias", nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)),

@@ -63,7 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       pooling="attention",
   ))
 
-  config.total_steps = 3000
+  config.total_steps = 2000
   config.optim = ml_collections.ConfigDict(dict(
       learning_rate=2e-3,
       warmup_steps=200,

@@ -9,17 +9,13 @@ import pytest
 
 from byteflax.gbst import GBST
 from byteflax.gbst import DepthwiseConv1D
+from tests import utils
 
 DIM = 4
 
 
 def _ragged_inputs(lengths, length, seed=0):
-  """Random inputs whose pad positions hold large garbage values."""
-  rng = np.random.default_rng(seed)
-  mask = np.arange(length)[None, :] < np.asarray(lengths)[:, None]
-  x = rng.normal(size=(len(lengths), length, DIM)).astype(np.float32)
-  garbage = rng.uniform(-1e3, 1e3, size=x.shape).astype(np.float32)
-  return np.where(mask[..., None], x, garbage), mask
+  return utils.ragged_inputs(lengths, length, DIM, seed)
 
 
 def _init_apply(model, x, mask):
@@ -158,6 +154,14 @@ def test_depthwise_conv_matches_grouped_lax_conv(kernel_size):
       x, params["kernel"][:, None, :], (1,), [(left, kernel_size - 1 - left)],
       dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=6) + params["bias"]
   np.testing.assert_allclose(conv.apply({"params": params}, x), expected, atol=1e-5)
+
+
+def test_depthwise_conv_init_scale_matches_nn_conv():
+  x = jnp.zeros((1, 8, 256))
+  ours = nn.meta.unbox(DepthwiseConv1D(5).init(jax.random.PRNGKey(0), x))["params"]["kernel"]
+  grouped = nn.Conv(256, (5,), feature_group_count=256).init(
+      jax.random.PRNGKey(0), x)["params"]["kernel"]
+  assert float(ours.std()) == pytest.approx(float(grouped.std()), rel=0.1)
 
 
 def test_gradients_finite():

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from byteflax.qrnn import QRNNEncoder, QRNNLayer, linear_recurrence
+from tests import utils
 
 DIM = 3
 FEATURES = 4
@@ -57,12 +58,7 @@ def _naive_qrnn(x, mask, kernel, bias, pooling, reverse):
 
 
 def _ragged_inputs(lengths, length, seed=0):
-  """Random inputs whose pad positions hold large garbage values."""
-  rng = np.random.default_rng(seed)
-  mask = np.arange(length)[None, :] < np.asarray(lengths)[:, None]
-  x = rng.normal(size=(len(lengths), length, DIM)).astype(np.float32)
-  garbage = rng.uniform(-1e3, 1e3, size=x.shape).astype(np.float32)
-  return np.where(mask[..., None], x, garbage), mask
+  return utils.ragged_inputs(lengths, length, DIM, seed)
 
 
 def _jit_apply(model, deterministic=True):
