@@ -6,7 +6,8 @@ attention pooling -> one sigmoid label, trained from scratch with AdamW.
   pip install -e .
   python -m byteflax.main --config=configs/byteqrnn_toxicity.py --workdir=/tmp/byteqrnn
 
-Measured: see README ("Results"), which states the time on 2 CPU cores and the test AUC.
+Measured on 2 CPU cores (README, "Results"): 12 min 50 s, 1.51 M parameters, test ROC AUC
+0.778 (validation 0.816).
 Running the same command again resumes from the newest checkpoint in --workdir.
 
 Variants (`--config=configs/byteqrnn_toxicity.py:<arg>`):
