@@ -249,6 +249,44 @@ def write_final_eval(workdir: str, trainer: Trainer, state: TrainState,
   return report
 
 
+def _train_loop(trainer: Trainer, state: TrainState, start_step: int,
+                manager: ocp.CheckpointManager, writer: MetricsLogger) -> TrainState:
+  """Steps start_step+1 .. total_steps with logging, checkpoints and periodic evals."""
+  config = trainer.config
+  periodic = [name for name, e in config.evals.items() if e.every_steps]
+  batches = input_pipeline.train_batches(trainer.task_name, config.data, seed=config.seed,
+                                         start_step=start_step)
+  pending_losses, window_start, window_bytes = [], time.perf_counter(), 0
+  first_pending = start_step + 1
+  for step in range(start_step + 1, config.total_steps + 1):
+    batch = next(batches)
+    state, step_metrics = trainer.run_train_step(state, batch)
+    pending_losses.append(step_metrics["loss"])
+    window_bytes += int(np.count_nonzero(batch["inputs"]))
+    is_last = step == config.total_steps
+    if step % config.log_every_steps == 0 or is_last:
+      _check_finite(pending_losses, first_pending)
+      elapsed = time.perf_counter() - window_start
+      scalars = {"train/loss": float(np.mean(jax.device_get(pending_losses))),
+                 "train/grad_norm": float(step_metrics["grad_norm"]),
+                 "train/learning_rate": float(trainer.schedule(step - 1)),
+                 "train/steps_per_sec": len(pending_losses) / elapsed,
+                 "train/bytes_per_sec": window_bytes / elapsed}
+      writer.write_scalars(step, scalars)
+      logging.info("step %d/%d: loss %.4f  %.2f steps/s  %.0f bytes/s", step,
+                   config.total_steps, scalars["train/loss"],
+                   scalars["train/steps_per_sec"], scalars["train/bytes_per_sec"])
+      pending_losses, window_start, window_bytes = [], time.perf_counter(), 0
+      first_pending = step + 1
+    if manager.should_save(step) or is_last:
+      _check_finite(pending_losses, first_pending)
+      manager.save(step, args=ocp.args.StandardSave(state), force=is_last)
+    due = [name for name in periodic if step % config.evals[name].every_steps == 0]
+    if due and not is_last:
+      run_evals(trainer, state, step, due, writer)
+  return state
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains (resuming from the newest checkpoint in workdir), then writes eval.json."""
   os.makedirs(workdir, exist_ok=True)
@@ -267,38 +305,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                  config.total_steps)
   else:
     logging.info("Training steps %d -> %d.", start_step, config.total_steps)
-    periodic = [name for name, e in config.evals.items() if e.every_steps]
-    batches = input_pipeline.train_batches(trainer.task_name, config.data, seed=config.seed,
-                                           start_step=start_step)
-    pending_losses, window_start, window_bytes = [], time.perf_counter(), 0
-    first_pending = start_step + 1
-    for step in range(start_step + 1, config.total_steps + 1):
-      batch = next(batches)
-      state, step_metrics = trainer.run_train_step(state, batch)
-      pending_losses.append(step_metrics["loss"])
-      window_bytes += int(np.count_nonzero(batch["inputs"]))
-      is_last = step == config.total_steps
-      if step % config.log_every_steps == 0 or is_last:
-        _check_finite(pending_losses, first_pending)
-        elapsed = time.perf_counter() - window_start
-        scalars = {"train/loss": float(np.mean(jax.device_get(pending_losses))),
-                   "train/grad_norm": float(step_metrics["grad_norm"]),
-                   "train/learning_rate": float(trainer.schedule(step - 1)),
-                   "train/steps_per_sec": len(pending_losses) / elapsed,
-                   "train/bytes_per_sec": window_bytes / elapsed}
-        writer.write_scalars(step, scalars)
-        logging.info("step %d/%d: loss %.4f  %.2f steps/s  %.0f bytes/s", step,
-                     config.total_steps, scalars["train/loss"],
-                     scalars["train/steps_per_sec"], scalars["train/bytes_per_sec"])
-        pending_losses, window_start, window_bytes = [], time.perf_counter(), 0
-        first_pending = step + 1
-      if manager.should_save(step) or is_last:
-        _check_finite(pending_losses, first_pending)
-        manager.save(step, args=ocp.args.StandardSave(state), force=is_last)
-      due = [name for name in periodic if step % config.evals[name].every_steps == 0]
-      if due and not is_last:
-        run_evals(trainer, state, step, due, writer)
-    manager.wait_until_finished()
+    # Whatever stops the loop (a NaN, Ctrl-C, an input error), let the asynchronous
+    # checkpoint writes already started finish, so the last good state is on disk.
+    try:
+      state = _train_loop(trainer, state, start_step, manager, writer)
+    finally:
+      manager.wait_until_finished()
   report = write_final_eval(workdir, trainer, state, writer)
   writer.flush()
   manager.close()
