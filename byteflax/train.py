@@ -67,7 +67,15 @@ def weighted_sigmoid_loss(logits, labels, weights):
 
 def train_step(state: TrainState, batch: dict[str, jax.Array]
                ) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One optimizer step; batch: inputs `[batch, length]`, labels `[batch, labels]`, weights `[batch]`."""
+  """One optimizer step.
+
+  Args:
+    state: params, optimizer state, step and base rng.
+    batch: inputs `[batch, length]` int32, labels `[batch, labels]`, weights `[batch]`.
+
+  Returns:
+    The updated state and {"loss", "grad_norm"} of this step.
+  """
   dropout_rng = jax.random.fold_in(state.rng, state.step)
 
   def loss_fn(params):
