@@ -15,6 +15,8 @@ from typing import Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
+from byteflax import quant as quant_lib
+
 
 def _masked_mean_pool(
     x: jnp.ndarray, mask: jnp.ndarray, window: int
@@ -55,9 +57,11 @@ class DepthwiseConv1D(nn.Module):
 
   Attributes:
     kernel_size: window width; (kernel_size - 1) // 2 neighbours on the left, rest right.
+    quant: fake quantization of the input and (per channel) of the kernel.
   """
 
   kernel_size: int
+  quant: quant_lib.QuantConfig = quant_lib.QuantConfig()
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -74,6 +78,8 @@ class DepthwiseConv1D(nn.Module):
     bias = self.param(
         "bias", nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)),
         (dim,))
+    kernel = quant_lib.quantize_weight(kernel, self.quant, channel_axes=(-1,))
+    x = quant_lib.ActQuant(self.quant, name="input_quant")(x)
     left = (self.kernel_size - 1) // 2
     padded = jnp.pad(x, ((0, 0), (left, self.kernel_size - 1 - left), (0, 0)))
     return sum(padded[:, k:k + length] * kernel[k] for k in range(self.kernel_size)) + bias
@@ -93,12 +99,14 @@ class GBST(nn.Module):
     downsample_rate: window and stride of the final mean pooling.
     conv_kernel_size: width of the depthwise convolution before block pooling; 0 disables it.
     score_calibration: apply position-wise score calibration P̂ = softmax(P Pᵀ) P.
+    quant: fake quantization of the convolution and the block scorer.
   """
 
   max_block_size: int = 4
   downsample_rate: int = 2
   conv_kernel_size: int = 5
   score_calibration: bool = False
+  quant: quant_lib.QuantConfig = quant_lib.QuantConfig()
 
   @nn.compact
   def __call__(
@@ -119,7 +127,7 @@ class GBST(nn.Module):
     x = jnp.where(mask[..., None], x, 0.0)
 
     if self.conv_kernel_size:
-      x = DepthwiseConv1D(self.conv_kernel_size, name="conv")(x)
+      x = DepthwiseConv1D(self.conv_kernel_size, quant=self.quant, name="conv")(x)
       # Pads now hold bias and neighbour values; every pooling below is mask-weighted, so
       # they are never read.
 
@@ -130,6 +138,7 @@ class GBST(nn.Module):
             nn.linear.default_kernel_init, ("embed", "score")
         ),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("score",)),
+        dot_general_cls=quant_lib.dot_general_cls(self.quant),
         name="score",
     )
     candidates, scores = [], []

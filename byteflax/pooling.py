@@ -5,6 +5,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from byteflax import quant as quant_lib
+
 POOLING_KINDS = ("attention", "mean", "max")
 
 
@@ -14,8 +16,10 @@ class MaskedPooling(nn.Module):
   Attributes:
     kind: "attention" (a learned score per position, softmax over real positions, as
       SeqFlowLite's ByteQRNN), "mean" or "max".
+    quant: fake quantization of the attention scorer.
   """
   kind: str = "attention"
+  quant: quant_lib.QuantConfig = quant_lib.QuantConfig()
 
   @nn.compact
   def __call__(self, x, mask):
@@ -32,7 +36,13 @@ class MaskedPooling(nn.Module):
       scores = nn.Dense(
           1, kernel_init=nn.with_logical_partitioning(
               nn.initializers.lecun_normal(), ("embed", "score")),
+          dot_general_cls=quant_lib.dot_general_cls(self.quant),
           name="score")(x)
-      weights = nn.softmax(jnp.where(mask, scores, -1e9), axis=1) * mask
+      # Softmax over real positions, normalised below. Shifting by the largest real score
+      # (rather than putting -1e9 at pads) keeps every intermediate within the scores' own
+      # range, which int8 export needs for a useful quantization scale.
+      lowest = jnp.min(scores, axis=1, keepdims=True)
+      real_max = jnp.max(jnp.where(mask, scores, lowest), axis=1, keepdims=True)
+      weights = jnp.exp(jnp.where(mask, scores - real_max, 0.0)) * mask
     # An all-padding row (empty batch slot) pools to zeros instead of NaN.
     return jnp.sum(weights * x, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1e-9)

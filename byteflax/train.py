@@ -27,12 +27,15 @@ from byteflax import input_pipeline
 from byteflax import metrics as metrics_lib
 from byteflax import models
 from byteflax import partitioning
+from byteflax import quant
 from tasks import toxicity
 
 
 class TrainState(train_state.TrainState):
-  """Params, optimizer state, step, and the base rng that dropout keys are folded from."""
+  """Params, optimizer state, step, the base rng that dropout keys are folded from, and the
+  activation ranges of fake quantization (`quant_stats`; empty when quantization is off)."""
   rng: jax.Array
+  quant_stats: Any
 
 
 def make_optimizer(optim: ml_collections.ConfigDict, total_steps: int
@@ -79,19 +82,23 @@ def train_step(state: TrainState, batch: dict[str, jax.Array]
   dropout_rng = jax.random.fold_in(state.rng, state.step)
 
   def loss_fn(params):
-    logits = state.apply_fn({"params": params}, batch["inputs"], train=True,
-                            rngs={"dropout": dropout_rng})
+    # Quantization ranges follow this batch (an EMA); they are not trained by gradients.
+    logits, updates = state.apply_fn(
+        {"params": params, quant.COLLECTION: state.quant_stats}, batch["inputs"],
+        train=True, rngs={"dropout": dropout_rng}, mutable=[quant.COLLECTION])
     loss_sum, weight = weighted_sigmoid_loss(logits, batch["labels"], batch["weights"])
-    return loss_sum / weight
+    return loss_sum / weight, updates.get(quant.COLLECTION, state.quant_stats)
 
-  loss, grads = jax.value_and_grad(loss_fn)(state.params)
-  new_state = state.apply_gradients(grads=grads)
+  (loss, quant_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  new_state = state.apply_gradients(grads=grads, quant_stats=quant_stats)
   return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
 
 
 def eval_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
   """Probabilities `[batch, labels]` and the weighted loss sum of one eval batch."""
-  logits = state.apply_fn({"params": state.params}, batch["inputs"], train=False)
+  # quant_stats is immutable here, so quantization ranges are frozen.
+  logits = state.apply_fn({"params": state.params, quant.COLLECTION: state.quant_stats},
+                          batch["inputs"], train=False)
   loss_sum, weight = weighted_sigmoid_loss(logits, batch["labels"], batch["weights"])
   return {"probs": jax.nn.sigmoid(logits), "loss_sum": loss_sum, "weight": weight}
 
@@ -103,7 +110,8 @@ class Trainer:
     self.config = config
     self.task_name = input_pipeline.resolve_task(config.data)
     self.label_names = toxicity.label_names(self.task_name)
-    self.model = models.build_model(config.model_name, len(self.label_names), config.model)
+    self.model = models.build_model(config.model_name, len(self.label_names), config.model,
+                                    quant.QuantConfig.from_config(config.get("quant")))
     self.mesh = partitioning.make_mesh(config.mesh)
     self.tx, self.schedule = make_optimizer(config.optim, config.total_steps)
 
@@ -111,9 +119,10 @@ class Trainer:
 
     def init_boxed(rng):
       params_rng, dropout_rng = jax.random.split(rng)
-      params = self.model.init(params_rng, init_shape, train=False)["params"]
-      return TrainState.create(apply_fn=self.model.apply, params=params, tx=self.tx,
-                               rng=dropout_rng)
+      variables = self.model.init(params_rng, init_shape, train=False)
+      return TrainState.create(apply_fn=self.model.apply, params=variables["params"],
+                               tx=self.tx, rng=dropout_rng,
+                               quant_stats=variables.get(quant.COLLECTION, {}))
 
     # Shardings come from the logical names on the (abstract, boxed) params; the state
     # itself holds plain arrays so checkpoints and optimizers see ordinary pytrees.
@@ -202,6 +211,38 @@ def restore_latest(manager: ocp.CheckpointManager, trainer: Trainer) -> TrainSta
         f"No checkpoint in {manager.directory} could be restored; move the directory "
         "aside to start from scratch, or fix the config to match the checkpoints.")
   return None
+
+
+def load_params(workdir: str, trainer: Trainer) -> tuple[Any, int]:
+  """(params, step) of the newest checkpoint in a run's workdir, placed on this mesh.
+
+  Only params are read, so this works for any run of the same model (float or quantized,
+  older checkpoint layouts too): config.init_from starts a run from them with a fresh step,
+  optimizer and quantization ranges (e.g. quantization-aware fine-tuning of a float run),
+  and export converts them.
+  """
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  manager = step = None
+  if os.path.isdir(directory):
+    manager = ocp.CheckpointManager(
+        directory, options=ocp.CheckpointManagerOptions(read_only=True))
+    step = manager.latest_step()
+  if step is None:
+    raise FileNotFoundError(
+        f"No checkpoint under {directory}; train the model first "
+        f"(python -m byteflax.main --config=... --workdir={workdir}).")
+  target = {"params": trainer.abstract_state().params}
+  try:
+    restored = manager.restore(step, args=ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True))
+  except (ValueError, KeyError) as error:
+    raise ValueError(
+        f"The checkpoint at step {step} in {directory} does not hold params of this model "
+        f"({type(error).__name__}: {error}); config.model_name and config.model must "
+        "match the run it came from.") from error
+  logging.info("Loaded params from step %d of %s.", step, directory)
+  return restored["params"], step
 
 
 class MetricsLogger:
@@ -304,7 +345,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
   manager = checkpoint_manager(workdir, config)
-  state = restore_latest(manager, trainer) or trainer.init_state()
+  state = restore_latest(manager, trainer)
+  if state is None:
+    state = trainer.init_state()
+    if config.get("init_from"):
+      state = state.replace(params=load_params(config.init_from, trainer)[0])
   start_step = int(jax.device_get(state.step))
   logging.info("Model %s: %d parameters; task %s; mesh %s.", config.model_name,
                count_params(state.params), trainer.task_name, dict(trainer.mesh.shape))

@@ -13,6 +13,9 @@ Running the same command again resumes from the newest checkpoint in --workdir.
 Variants (`--config=configs/byteqrnn_toxicity.py:<arg>`):
   multilingual  English + Spanish + Italian fortunes (needs the Debian packages
                 fortunes-es fortunes-it fortunes-it-off).
+  qat           quantization-aware fine-tuning (8-bit fake quantization, byteflax/quant.py)
+                of the float run in /tmp/byteqrnn (or --config.init_from=<its workdir>),
+                for int8 export: python -m byteflax.export (README, "Export to TFLite").
   smoke         a ~1 minute run for tests and debugging (tiny model, few steps).
 Any field can be overridden, e.g. `--config.optim.learning_rate=1e-3`, or your own data:
 `--config.data.train_path=train.csv --config.data.test_path=test.csv` (CSV or JSONL with a
@@ -24,7 +27,7 @@ from ml_collections import config_dict
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants = ("multilingual", "smoke")
+  variants = ("multilingual", "qat", "smoke")
   if arg not in (None, "", *variants):
     raise ValueError(f"Unknown config variant {arg!r}; choose from {variants}.")
   config = ml_collections.ConfigDict()
@@ -76,6 +79,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       grad_clip_norm=1.0,
   ))
 
+  # Fake quantization of every matmul / conv (fields: byteflax.quant.QuantConfig).
+  config.quant = ml_collections.ConfigDict(dict(
+      enabled=False,
+      bits=8,
+      weight_per_channel=True,
+      weight_symmetric=True,
+      act_symmetric=False,
+      ema_decay=0.99,
+      start_step=0,
+  ))
+  # A run's workdir whose newest checkpoint gives the initial params (e.g. a float run to
+  # fine-tune with quantization); ignored once this run has checkpoints of its own.
+  config.init_from = config_dict.placeholder(str)
+
   config.log_every_steps = 100
   config.checkpoint = ml_collections.ConfigDict(dict(every_steps=500, keep=3))
   # Named evals; every_steps=0 runs one only at the end (test is not looked at earlier).
@@ -85,6 +102,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   ))
   config.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))
 
+  if arg == "qat":
+    config.quant.update(enabled=True, start_step=50)  # Ranges settle before rounding.
+    config.init_from = "/tmp/byteqrnn"
+    # Short and gentle: the float weights are already good, they only adapt to rounding.
+    config.total_steps = 400
+    config.optim.update(learning_rate=2e-4, warmup_steps=50)
   if arg == "smoke":
     config.model.update(embed_dim=32, qrnn_layers=1, qrnn_features=32)
     config.data.update(max_length=128, length_buckets=(64,), batch_size=16,

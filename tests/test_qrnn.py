@@ -84,16 +84,29 @@ def _init(model, x, mask):
   return init(jax.random.PRNGKey(0), x, mask)
 
 
+@pytest.mark.parametrize("scan", ["associative", "doubling"])
 @pytest.mark.parametrize("reverse", [False, True])
-def test_linear_recurrence_matches_naive(reverse):
+def test_linear_recurrence_matches_naive(reverse, scan):
   key_f, key_z = jax.random.split(jax.random.PRNGKey(0))
   forget = jax.random.uniform(key_f, (2, 13, 3))
   update = jax.random.normal(key_z, (2, 13, 3))
   np.testing.assert_allclose(
-      np.asarray(jax.jit(linear_recurrence, static_argnums=2)(forget, update, reverse)),
+      np.asarray(jax.jit(linear_recurrence, static_argnums=(2, 3))(
+          forget, update, reverse, scan)),
       naive_linear_recurrence(forget, update, reverse),
       atol=1e-5,
   )
+
+
+def test_scan_methods_agree_on_an_encoder():
+  x, mask = utils.ragged_inputs([40, 17, 1], 40, 6)
+  encoder = QRNNEncoder(num_layers=2, features=5)
+  variables = _init(encoder, x, mask)
+  outputs = [encoder.clone(scan=scan).apply(variables, x, mask, deterministic=True)
+             for scan in ("associative", "doubling")]
+  np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)
+  with pytest.raises(ValueError, match="scan must be one of"):
+    linear_recurrence(x, x, scan="sequential")
 
 
 @pytest.mark.parametrize("pooling", ["f", "fo"])
