@@ -15,38 +15,8 @@ from typing import Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
+from byteflax import pooling
 from byteflax import quant as quant_lib
-
-
-def _masked_mean_pool(
-    x: jnp.ndarray, mask: jnp.ndarray, window: int
-) -> Tuple[jnp.ndarray, jnp.ndarray]:
-  """Non-overlapping mask-weighted mean pooling with window = stride.
-
-  Windows are aligned to absolute positions (the sequence is right-padded to a multiple of
-  `window` with masked positions), so appending padding never moves a window.
-
-  Args:
-    x: [batch, length, dim] values.
-    mask: [batch, length] bool, True for real positions.
-    window: pooling window and stride.
-
-  Returns:
-    pooled: [batch, ceil(length / window), dim] mean over the real positions of each window;
-      exactly 0 for a window without real positions.
-    pooled_mask: [batch, ceil(length / window)] whether the window has a real position.
-  """
-  batch, length, dim = x.shape
-  num_windows = -(-length // window)
-  extra = num_windows * window - length
-  x = jnp.pad(x, ((0, 0), (0, extra), (0, 0)))
-  mask = jnp.pad(mask, ((0, 0), (0, extra)))
-  x = x.reshape(batch, num_windows, window, dim)
-  mask = mask.reshape(batch, num_windows, window)
-  # `where` rather than multiply: garbage at pads may be inf/NaN.
-  total = jnp.sum(jnp.where(mask[..., None], x, 0.0), axis=2)
-  count = jnp.sum(mask, axis=2).astype(x.dtype)
-  return total / jnp.maximum(count, 1.0)[..., None], jnp.any(mask, axis=2)
 
 
 class DepthwiseConv1D(nn.Module):
@@ -143,7 +113,7 @@ class GBST(nn.Module):
     )
     candidates, scores = [], []
     for block_size in range(1, self.max_block_size + 1):
-      blocks, _ = _masked_mean_pool(x, mask, block_size)
+      blocks, _ = pooling.pool_windows(x, mask, block_size)
       block_scores = scorer(blocks)
       # Upsample back to one candidate per byte; trailing internal padding is cut off.
       candidates.append(jnp.repeat(blocks, block_size, axis=1)[:, :length])
@@ -158,4 +128,4 @@ class GBST(nn.Module):
       probs = jnp.einsum("bij,bjm->bim", nn.softmax(affinity, axis=-1), probs)
 
     latent = jnp.einsum("blm,blmd->bld", probs, candidates)
-    return _masked_mean_pool(latent, mask, self.downsample_rate)
+    return pooling.pool_windows(latent, mask, self.downsample_rate)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -13,41 +13,52 @@ from byteflax import pooling
 from byteflax import qrnn
 from byteflax import quant as quant_lib
 from byteflax import splitter
+from byteflax import transformer
 
 
-class ByteQRNN(nn.Module):
-  """embed -> GBST -> bidirectional QRNN -> masked pooling -> logits.
+class ByteClassifier(nn.Module):
+  """The skeleton every model shares: embed -> [GBST] -> encoder -> masked pooling -> logits.
 
-  SeqFlowLite's ByteQRNN without its embedding-to-bottleneck dense layer: a dense map right
-  after a lookup table is itself a lookup table, so it adds parameters and no capacity.
+  Subclasses add their encoder's attributes and implement `encode`; the embedding, GBST,
+  pooling and head (and their parameter names) are common, so encoders compare like for like.
 
   Attributes:
     num_labels: independent binary labels (sigmoid outputs; civil_comments has 7).
     embed_dim: byte embedding width (the GBST width too).
+    use_gbst: False feeds the encoder one position per byte (the ByT5-style control).
     gbst_max_block_size, gbst_downsample_rate, gbst_conv_kernel_size,
       gbst_score_calibration: see `gbst.GBST`. Rate 1 keeps every byte position.
-    qrnn_layers, qrnn_features, qrnn_kernel_size, qrnn_pooling, bidirectional, zoneout,
-      qrnn_scan: see `qrnn.QRNNEncoder` (qrnn_scan is its `scan`).
-    dropout_rate: dropout on the GBST output and between QRNN layers.
+    dropout_rate: dropout on the encoder input and inside the encoder.
     pooling: "attention", "mean" or "max" over positions.
     quant: fake quantization of every matmul / conv (config.quant; off by default).
   """
+  # Logical axis of the encoder's output features (the pooled vector, the head's input).
+  encoder_axis: ClassVar[str] = "embed"
+
   num_labels: int = 1
   embed_dim: int = 128
+  use_gbst: bool = True
   gbst_max_block_size: int = 4
   gbst_downsample_rate: int = 2
   gbst_conv_kernel_size: int = 5
   gbst_score_calibration: bool = False
-  qrnn_layers: int = 3
-  qrnn_features: int = 128
-  qrnn_kernel_size: int = 3
-  qrnn_pooling: str = "fo"
-  bidirectional: bool = True
-  zoneout: float = 0.01
   dropout_rate: float = 0.1
   pooling: str = "attention"
-  qrnn_scan: str = "associative"
   quant: quant_lib.QuantConfig = quant_lib.QuantConfig()
+
+  def encode(self, x: jnp.ndarray, mask: jnp.ndarray, *, deterministic: bool
+             ) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Builds the encoder (inline, named "encoder") and runs it.
+
+    Args:
+      x: [batch, length, embed_dim]; values at pad positions are ignored.
+      mask: [batch, length] bool, True for real positions.
+      deterministic: disables dropout.
+
+    Returns:
+      [batch, out_length, features] encodings and their [batch, out_length] mask.
+    """
+    raise NotImplementedError
 
   @nn.compact
   def __call__(self, ids, *, train: bool = False):
@@ -59,14 +70,47 @@ class ByteQRNN(nn.Module):
             nn.initializers.normal(stddev=1.0), ("vocab", "embed")),
         quant=self.quant, name="embed")(ids)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
-    x, mask = gbst_lib.GBST(
-        max_block_size=self.gbst_max_block_size,
-        downsample_rate=self.gbst_downsample_rate,
-        conv_kernel_size=self.gbst_conv_kernel_size,
-        score_calibration=self.gbst_score_calibration,
-        quant=self.quant,
-        name="gbst")(x, mask)
+    if self.use_gbst:
+      x, mask = gbst_lib.GBST(
+          max_block_size=self.gbst_max_block_size,
+          downsample_rate=self.gbst_downsample_rate,
+          conv_kernel_size=self.gbst_conv_kernel_size,
+          score_calibration=self.gbst_score_calibration,
+          quant=self.quant,
+          name="gbst")(x, mask)
     x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+    x, mask = self.encode(x, mask, deterministic=not train)
+    x = nn.with_logical_constraint(x, ("batch", "length", self.encoder_axis))
+    x = pooling.MaskedPooling(self.pooling, quant=self.quant, name="pool")(x, mask)
+    return nn.Dense(
+        self.num_labels,
+        kernel_init=nn.with_logical_partitioning(
+            nn.initializers.lecun_normal(), (self.encoder_axis, "labels")),
+        dot_general_cls=quant_lib.dot_general_cls(self.quant),
+        name="head")(x).astype(jnp.float32)
+
+
+class ByteQRNN(ByteClassifier):
+  """embed -> GBST -> bidirectional QRNN -> masked pooling -> logits.
+
+  SeqFlowLite's ByteQRNN without its embedding-to-bottleneck dense layer: a dense map right
+  after a lookup table is itself a lookup table, so it adds parameters and no capacity.
+
+  Attributes (besides `ByteClassifier`'s):
+    qrnn_layers, qrnn_features, qrnn_kernel_size, qrnn_pooling, bidirectional, zoneout,
+      qrnn_scan: see `qrnn.QRNNEncoder` (qrnn_scan is its `scan`).
+  """
+  encoder_axis: ClassVar[str] = "hidden"
+
+  qrnn_layers: int = 3
+  qrnn_features: int = 128
+  qrnn_kernel_size: int = 3
+  qrnn_pooling: str = "fo"
+  bidirectional: bool = True
+  zoneout: float = 0.01
+  qrnn_scan: str = "associative"
+
+  def encode(self, x, mask, *, deterministic):
     x = qrnn.QRNNEncoder(
         num_layers=self.qrnn_layers,
         features=self.qrnn_features,
@@ -77,19 +121,71 @@ class ByteQRNN(nn.Module):
         zoneout=self.zoneout,
         scan=self.qrnn_scan,
         quant=self.quant,
-        name="encoder")(x, mask, deterministic=not train)
-    x = nn.with_logical_constraint(x, ("batch", "length", "hidden"))
-    x = pooling.MaskedPooling(self.pooling, quant=self.quant, name="pool")(x, mask)
-    return nn.Dense(
-        self.num_labels,
-        kernel_init=nn.with_logical_partitioning(
-            nn.initializers.lecun_normal(), ("hidden", "labels")),
-        dot_general_cls=quant_lib.dot_general_cls(self.quant),
-        name="head")(x).astype(jnp.float32)
+        name="encoder")(x, mask, deterministic=deterministic)
+    return x, mask
+
+
+class TransformerClassifier(ByteClassifier):
+  """What the transformer classifiers share: layer shape and GBST downsampling by 4.
+
+  Attributes (besides `ByteClassifier`'s):
+    num_heads, mlp_dim, mlp_activation: see `transformer.TransformerEncoder`.
+  """
+  gbst_downsample_rate: int = 4
+  num_heads: int = 4
+  mlp_dim: int = 512
+  mlp_activation: str = "gelu"
+
+  def transformer_encoder(self, block_layers: tuple[int, ...], **funnel) -> nn.Module:
+    return transformer.TransformerEncoder(
+        block_layers=block_layers,
+        num_heads=self.num_heads,
+        mlp_dim=self.mlp_dim,
+        mlp_activation=self.mlp_activation,
+        dropout_rate=self.dropout_rate,
+        quant=self.quant,
+        name="encoder",
+        **funnel)
+
+
+class ByteTransformer(TransformerClassifier):
+  """embed -> GBST -> pre-LN transformer encoder (rotary positions) -> pooling -> logits.
+
+  Attributes (besides `TransformerClassifier`'s):
+    num_layers: encoder layers.
+  """
+  num_layers: int = 4
+
+  def encode(self, x, mask, *, deterministic):
+    return self.transformer_encoder((self.num_layers,))(x, mask, deterministic=deterministic)
+
+
+class RawByteTransformer(ByteTransformer):
+  """The ByT5-style control: `ByteTransformer` on every byte, without GBST."""
+  use_gbst: bool = False
+
+
+class ByteFunnelTransformer(TransformerClassifier):
+  """embed -> GBST -> Funnel Transformer -> pooling -> logits.
+
+  Attributes (besides `TransformerClassifier`'s):
+    block_layers, pool_stride, pool_kind: see `transformer.TransformerEncoder`.
+  """
+  block_layers: tuple[int, ...] = (2, 2)
+  pool_stride: int = 2
+  pool_kind: str = "mean"
+
+  def encode(self, x, mask, *, deterministic):
+    return self.transformer_encoder(
+        tuple(self.block_layers), pool_stride=self.pool_stride, pool_kind=self.pool_kind
+    )(x, mask, deterministic=deterministic)
 
 
 MODELS: dict[str, type[nn.Module]] = {
     "byte_qrnn": ByteQRNN,
+    "byte_transformer": ByteTransformer,
+    "byte_funnel_transformer": ByteFunnelTransformer,
+    "raw_byte_transformer": RawByteTransformer,
 }
 
 

@@ -23,6 +23,10 @@ LOGICAL_AXIS_RULES = (
     ("vocab", None),
     ("embed", None),
     ("hidden", "model"),
+    ("heads", "model"),  # Attention heads (Megatron-style tensor parallelism).
+    ("kv", None),  # Width of one head.
+    ("joined_kv", "model"),  # heads * kv in projection kernels: split by whole heads.
+    ("mlp", "model"),  # Transformer feed-forward hidden layer.
     ("conv_window", None),
     ("score", None),
     ("labels", None),

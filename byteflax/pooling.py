@@ -8,6 +8,43 @@ import jax.numpy as jnp
 from byteflax import quant as quant_lib
 
 POOLING_KINDS = ("attention", "mean", "max")
+WINDOW_POOLING_KINDS = ("mean", "max")
+
+
+def pool_windows(
+    x: jnp.ndarray, mask: jnp.ndarray, window: int, kind: str = "mean"
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Non-overlapping masked pooling along the length with window = stride.
+
+  Windows are aligned to absolute positions (the sequence is right-padded to a multiple of
+  `window` with masked positions), so appending padding never moves a window.
+
+  Args:
+    x: [batch, length, dim] values; pad positions are never read (they may be inf/NaN).
+    mask: [batch, length] bool, True for real positions.
+    window: pooling window and stride.
+    kind: "mean" or "max" over the real positions of each window.
+
+  Returns:
+    pooled: [batch, ceil(length / window), dim]; exactly 0 for a window without real
+      positions.
+    pooled_mask: [batch, ceil(length / window)] whether the window has a real position.
+  """
+  if kind not in WINDOW_POOLING_KINDS:
+    raise ValueError(f"Unknown window pooling {kind!r}; choose one of {WINDOW_POOLING_KINDS}.")
+  batch, length, dim = x.shape
+  num_windows = -(-length // window)
+  extra = num_windows * window - length
+  x = jnp.pad(x, ((0, 0), (0, extra), (0, 0))).reshape(batch, num_windows, window, dim)
+  mask = jnp.pad(mask, ((0, 0), (0, extra))).reshape(batch, num_windows, window)
+  pooled_mask = jnp.any(mask, axis=2)
+  if kind == "max":
+    pooled = jnp.max(jnp.where(mask[..., None], x, -jnp.inf), axis=2)
+    return jnp.where(pooled_mask[..., None], pooled, 0.0), pooled_mask
+  # `where` rather than multiply: garbage at pads may be inf/NaN.
+  total = jnp.sum(jnp.where(mask[..., None], x, 0.0), axis=2)
+  count = jnp.sum(mask, axis=2).astype(x.dtype)
+  return total / jnp.maximum(count, 1.0)[..., None], pooled_mask
 
 
 class MaskedPooling(nn.Module):
