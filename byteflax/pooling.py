@@ -47,6 +47,18 @@ def pool_windows(
   return total / jnp.maximum(count, 1.0)[..., None], pooled_mask
 
 
+def _max_over_real(x: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
+  """x: `[batch, length, dim]`, mask: `[batch, length, 1]` -> `[batch, 1, dim]`.
+
+  The max over real positions, 0 for an all-padding row. Pads are filled with a lower bound
+  of the real values (the min of the zero-filled row) instead of -inf: int8 export
+  quantizes every intermediate with one scale, and an -inf in a tensor would swamp it.
+  """
+  zero_filled = jnp.where(mask, x, 0.0)  # Pads may hold inf/NaN garbage.
+  lower_bound = jnp.min(zero_filled, axis=1, keepdims=True)
+  return jnp.max(jnp.where(mask, zero_filled, lower_bound), axis=1, keepdims=True)
+
+
 class MaskedPooling(nn.Module):
   """Pools real positions only; padding never contributes.
 
@@ -65,8 +77,7 @@ class MaskedPooling(nn.Module):
       raise ValueError(f"Unknown pooling {self.kind!r}; choose one of {POOLING_KINDS}.")
     mask = mask[..., None]
     if self.kind == "max":
-      pooled = jnp.max(jnp.where(mask, x, -jnp.inf), axis=1)
-      return jnp.where(jnp.any(mask, axis=1), pooled, 0.0)
+      return _max_over_real(x, mask)[:, 0]
     if self.kind == "mean":
       weights = mask.astype(x.dtype)
     else:
@@ -75,11 +86,9 @@ class MaskedPooling(nn.Module):
               nn.initializers.lecun_normal(), ("embed", "score")),
           dot_general_cls=quant_lib.dot_general_cls(self.quant),
           name="score")(x)
-      # Softmax over real positions, normalised below. Shifting by the largest real score
-      # (rather than putting -1e9 at pads) keeps every intermediate within the scores' own
-      # range, which int8 export needs for a useful quantization scale.
-      lowest = jnp.min(scores, axis=1, keepdims=True)
-      real_max = jnp.max(jnp.where(mask, scores, lowest), axis=1, keepdims=True)
-      weights = jnp.exp(jnp.where(mask, scores - real_max, 0.0)) * mask
+      # Softmax over real positions, normalised below; shifted by the largest real score
+      # rather than masked with -1e9, for int8 export (see `_max_over_real`).
+      shifted = jnp.where(mask, scores - _max_over_real(scores, mask), 0.0)
+      weights = jnp.exp(shifted) * mask
     # An all-padding row (empty batch slot) pools to zeros instead of NaN.
     return jnp.sum(weights * x, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1e-9)

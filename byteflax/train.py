@@ -213,13 +213,17 @@ def restore_latest(manager: ocp.CheckpointManager, trainer: Trainer) -> TrainSta
   return None
 
 
-def load_params(workdir: str, trainer: Trainer) -> tuple[Any, int]:
-  """(params, step) of the newest checkpoint in a run's workdir, placed on this mesh.
+def load_variables(workdir: str, trainer: Trainer,
+                   collections: tuple[str, ...] = ("params", quant.COLLECTION)
+                   ) -> tuple[dict[str, Any], int]:
+  """Model variables and step of the newest checkpoint in a run's workdir, on this mesh.
 
-  Only params are read, so this works for any run of the same model (float or quantized,
-  older checkpoint layouts too): config.init_from starts a run from them with a fresh step,
-  optimizer and quantization ranges (e.g. quantization-aware fine-tuning of a float run),
-  and export converts them.
+  Returns ({collection: values}, step) for the requested collections that this config's
+  model has (quant_stats only when it quantizes): what `model.apply` takes. Optimizer
+  state is not read, so any run of the same model works (float or quantized, older
+  checkpoint layouts too): config.init_from starts a run from its params with a fresh
+  step, optimizer and quantization ranges (e.g. quantization-aware fine-tuning of a float
+  run); export and benchmarks apply the model with them.
   """
   directory = os.path.join(os.path.abspath(workdir), "checkpoints")
   manager = step = None
@@ -231,18 +235,21 @@ def load_params(workdir: str, trainer: Trainer) -> tuple[Any, int]:
     raise FileNotFoundError(
         f"No checkpoint under {directory}; train the model first "
         f"(python -m byteflax.main --config=... --workdir={workdir}).")
-  target = {"params": trainer.abstract_state().params}
+  abstract = trainer.abstract_state()
+  target = {name: tree for name, tree in (("params", abstract.params),
+                                          (quant.COLLECTION, abstract.quant_stats))
+            if name in collections and tree}
   try:
     restored = manager.restore(step, args=ocp.args.PyTreeRestore(
         item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
         partial_restore=True))
   except (ValueError, KeyError) as error:
     raise ValueError(
-        f"The checkpoint at step {step} in {directory} does not hold params of this model "
-        f"({type(error).__name__}: {error}); config.model_name and config.model must "
-        "match the run it came from.") from error
-  logging.info("Loaded params from step %d of %s.", step, directory)
-  return restored["params"], step
+        f"The checkpoint at step {step} in {directory} does not hold {sorted(target)} of "
+        f"this model ({type(error).__name__}: {error}); config.model_name, config.model "
+        "and config.quant.enabled must match the run it came from.") from error
+  logging.info("Loaded %s from step %d of %s.", sorted(target), step, directory)
+  return restored, step
 
 
 class MetricsLogger:
@@ -349,7 +356,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if state is None:
     state = trainer.init_state()
     if config.get("init_from"):
-      state = state.replace(params=load_params(config.init_from, trainer)[0])
+      variables, _ = load_variables(config.init_from, trainer, collections=("params",))
+      state = state.replace(params=variables["params"])
   start_step = int(jax.device_get(state.step))
   logging.info("Model %s: %d parameters; task %s; mesh %s.", config.model_name,
                count_params(state.params), trainer.task_name, dict(trainer.mesh.shape))

@@ -115,9 +115,9 @@ def _ids():
 
 def test_quantized_model_has_the_float_params_and_a_range_for_every_matmul_input():
   ids = _ids()
-  float_vars = _smoke_model(quant.QuantConfig()).init(jax.random.PRNGKey(0), ids)
-  quant_model = _smoke_model(_ON)
-  quant_vars = quant_model.init(jax.random.PRNGKey(0), ids)
+  float_model, quant_model = _smoke_model(quant.QuantConfig()), _smoke_model(_ON)
+  float_vars = jax.jit(float_model.init)(jax.random.PRNGKey(0), ids)
+  quant_vars = jax.jit(quant_model.init)(jax.random.PRNGKey(0), ids)
   assert set(float_vars) == {"params"}
   assert (jax.tree.structure(float_vars["params"])
           == jax.tree.structure(quant_vars["params"]))
@@ -131,12 +131,13 @@ def test_quantized_model_has_the_float_params_and_a_range_for_every_matmul_input
       "pool/score/QuantDotGeneral_0/lhs",
       "head/QuantDotGeneral_0/lhs",
   }
-  reference = _smoke_model(quant.QuantConfig()).apply(float_vars, ids)
+  reference = jax.jit(float_model.apply)(float_vars, ids)
+  apply = jax.jit(quant_model.apply)
   # Before any range update only the weights are rounded.
-  weights_only = quant_model.apply(quant_vars, ids)
+  weights_only = apply(quant_vars, ids)
   # One training-mode pass fills the ranges; the fake-quantized logits stay near float ones.
-  _, stats = quant_model.apply(quant_vars, ids, mutable=["quant_stats"])
-  quantized = quant_model.apply({"params": quant_vars["params"], **stats}, ids)
+  _, stats = jax.jit(lambda v: quant_model.apply(v, ids, mutable=["quant_stats"]))(quant_vars)
+  quantized = apply({"params": quant_vars["params"], **stats}, ids)
   for logits in (weights_only, quantized):
     assert 0 < np.max(np.abs(np.asarray(logits) - reference)) < 0.1
   assert not np.array_equal(weights_only, quantized)

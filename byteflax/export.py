@@ -1,0 +1,253 @@
+r"""Exports a trained classifier to TFLite: float32 and full-integer int8, with a manifest.
+
+  python -m byteflax.export --config=configs/byteqrnn_toxicity.py:qat \
+      --workdir=/tmp/byteqrnn_qat --out=/tmp/byteqrnn_qat/export [--length=1024]
+
+writes `model_float.tflite`, `model_int8.tflite` and `manifest.json` into --out. The path is
+jax2tf (graph mode, no XLA ops) -> `tf.lite.TFLiteConverter` -> the LiteRT interpreter.
+The int8 model has int8 weights (per output channel) and int8 activations everywhere; its
+activation ranges come from a representative set of the task's training examples (the
+`quant_stats` ranges of a quantization-aware run are what made the weights robust to it).
+
+On-device contract (both models):
+- input `ids`: int32 `[1, length]` byte ids. The byte splitter is five lines in any
+  language: take the text's UTF-8 bytes, map each byte b to b + 3, append 1 (end of
+  sequence), keep the first `length` ids, right-pad with 0 to `length`. (0 = pad, 1 = EOS,
+  2 = unknown, unused; vocabulary 259, identical to seqio.ByteVocabulary / ByT5.)
+- outputs: `probabilities` float32 `[1, num_labels]` (sigmoid, one per label) and `logits`
+  float32 `[1, num_labels]`. In the int8 model both are dequantized from int8; the logits
+  have the finer resolution near 0 and 1, so rank with them (ROC AUC) where it matters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+
+from absl import app
+from absl import flags
+from absl import logging
+import flax.linen as nn
+import jax
+from jax.experimental import jax2tf
+import ml_collections
+from ml_collections import config_flags
+import numpy as np
+import tensorflow as tf
+
+import byteflax
+from byteflax import input_pipeline
+from byteflax import quant
+from byteflax import splitter
+from byteflax import train
+
+# Module attributes each exportable model needs for TFLite (model_name -> overrides). A
+# model missing here has not been checked to convert; add it once it has.
+EXPORT_OVERRIDES = {
+    # associative_scan interleaves with interior padding, which the int8 quantizer cannot
+    # handle; the doubling scan computes the same recurrence from shifts and products.
+    "byte_qrnn": {"qrnn_scan": "doubling"},
+}
+FLOAT_FILE = "model_float.tflite"
+INT8_FILE = "model_int8.tflite"
+MANIFEST_FILE = "manifest.json"
+OUTPUTS = ("logits", "probabilities")
+
+
+class UnexportableConfigError(ValueError):
+  """The config describes a model that has no faithful TFLite form."""
+
+
+def check_exportable(config: ml_collections.ConfigDict) -> None:
+  """Raises UnexportableConfigError, saying why, for configs that cannot be exported."""
+  if config.model_name not in EXPORT_OVERRIDES:
+    raise UnexportableConfigError(
+        f"model_name {config.model_name!r} has no TFLite export recipe (exportable: "
+        f"{sorted(EXPORT_OVERRIDES)}); add it to byteflax.export.EXPORT_OVERRIDES once its "
+        "conversion and JAX-vs-TFLite parity are tested.")
+  if config.model.get("gbst_score_calibration"):
+    # int8 calibration would stretch that tensor's range to ~1e38 and round every real
+    # value to the same integer.
+    raise UnexportableConfigError(
+        "config.model.gbst_score_calibration=True masks padding with the float32 minimum, "
+        "which int8 quantization cannot represent; train with it off to export.")
+
+
+def inference_model(trainer: train.Trainer) -> nn.Module:
+  """The trained model in its TFLite-friendly form, without fake quantization ops.
+
+  Fake quantization only simulates int8 during training; the converter quantizes the
+  float graph itself (per-channel weights, calibrated activation ranges).
+  """
+  check_exportable(trainer.config)
+  return trainer.model.clone(quant=quant.QuantConfig(),
+                             **EXPORT_OVERRIDES[trainer.config.model_name])
+
+
+def task_examples(config: ml_collections.ConfigDict, split: str, length: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+  """All of a split: ids `[examples, length]` int32 (cut or 0-padded), labels
+  `[examples, labels]`; ordered by length bucket, as the evaluation reads them."""
+  task_name = input_pipeline.resolve_task(config.data)
+  ids, labels = [], []
+  for batch in input_pipeline.eval_batches(task_name, split, config.data):
+    real = batch["weights"] > 0
+    inputs = batch["inputs"][real][:, :length]
+    ids.append(np.pad(inputs, ((0, 0), (0, length - inputs.shape[1]))))
+    labels.append(batch["labels"][real])
+  if not ids:
+    raise ValueError(f"Split {split!r} of task {task_name!r} has no examples.")
+  return np.concatenate(ids).astype(np.int32), np.concatenate(labels).astype(np.float32)
+
+
+def calibration_examples(config: ml_collections.ConfigDict, length: int, count: int
+                         ) -> np.ndarray:
+  """`[count, length]` training inputs drawn at random (seed 0) for int8 calibration.
+
+  Random rather than the first ones: those are all short (the split is read by length
+  bucket), and ranges calibrated on short texts clip the states and logits of long ones.
+  """
+  ids, _ = task_examples(config, "train", length)
+  rows = np.random.default_rng(0).choice(len(ids), size=min(count, len(ids)), replace=False)
+  return ids[np.sort(rows)]
+
+
+def _serving_function(model: nn.Module, params, length: int):
+  """`ids [1, length] int32 -> {"logits", "probabilities"}`: (concrete function, tf.function)."""
+
+  def serve(ids):
+    logits = model.apply({"params": params}, ids, train=False)
+    return {"logits": logits, "probabilities": jax.nn.sigmoid(logits)}
+
+  # Graph-mode jax2tf with XLA ops disabled emits plain TF ops that TFLite knows.
+  tf_serve = tf.function(
+      jax2tf.convert(serve, native_serialization=False, enable_xla=False,
+                     with_gradient=False, polymorphic_shapes=None),
+      autograph=False)
+  return tf_serve.get_concrete_function(
+      tf.TensorSpec((1, length), tf.int32, name="ids")), tf_serve
+
+
+def convert(model: nn.Module, params, length: int,
+            representative_ids: np.ndarray | None = None) -> bytes:
+  """TFLite flatbuffer: float32, or full-integer int8 when representative_ids is given.
+
+  Args:
+    model: the inference model (see `inference_model`).
+    params: its params.
+    length: the fixed input length.
+    representative_ids: `[examples, length]` int32 inputs that calibrate every activation
+      range of the int8 model.
+  """
+  concrete, serve = _serving_function(model, params, length)
+  # Through a SavedModel so that the flatbuffer gets a signature with named inputs/outputs.
+  with tempfile.TemporaryDirectory() as saved_model_dir:
+    module = tf.Module()
+    module.serve = serve
+    tf.saved_model.save(module, saved_model_dir, signatures={"serving_default": concrete})
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+    if representative_ids is not None:
+      converter.optimizations = [tf.lite.Optimize.DEFAULT]
+      converter.representative_dataset = lambda: ([row[None]] for row in representative_ids)
+      # Fail rather than silently keep float ops: every op must have an int8 kernel.
+      converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    return converter.convert()
+
+
+class TFLiteClassifier:
+  """Runs an exported model in the LiteRT interpreter, one example at a time."""
+
+  def __init__(self, path: str, num_threads: int = 1):
+    from ai_edge_litert import interpreter as litert  # Heavy; only needed here.
+    self.interpreter = litert.Interpreter(model_path=path, num_threads=num_threads)
+    self.runner = self.interpreter.get_signature_runner()
+    self.length = int(self.interpreter.get_input_details()[0]["shape"][1])
+
+  def __call__(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+    """ids `[examples, length]` int32 -> {"logits", "probabilities"} `[examples, labels]`."""
+    if ids.ndim != 2 or ids.shape[1] != self.length:
+      raise ValueError(f"Expected ids [examples, {self.length}], got {ids.shape}.")
+    rows = [self.runner(ids=row[None]) for row in ids.astype(np.int32)]
+    return {name: np.concatenate([r[name] for r in rows]) for name in OUTPUTS}
+
+
+def export(config: ml_collections.ConfigDict, workdir: str, out_dir: str,
+           length: int | None = None, num_calibration_examples: int = 200) -> dict:
+  """Writes both TFLite models and the manifest for the newest checkpoint in workdir.
+
+  Returns:
+    The manifest.
+  """
+  check_exportable(config)
+  length = length or config.data.max_length
+  trainer = train.Trainer(config)
+  variables, step = train.load_variables(workdir, trainer, collections=("params",))
+  params = jax.device_get(variables["params"])
+  model = inference_model(trainer)
+  representative_ids = calibration_examples(config, length, num_calibration_examples)
+  os.makedirs(out_dir, exist_ok=True)
+  sizes = {}
+  for filename, calibration in ((FLOAT_FILE, None), (INT8_FILE, representative_ids)):
+    flatbuffer = convert(model, params, length, calibration)
+    with open(os.path.join(out_dir, filename), "wb") as f:
+      f.write(flatbuffer)
+    sizes[filename] = len(flatbuffer)
+    logging.info("Wrote %s (%d bytes).", filename, len(flatbuffer))
+  quant_config = quant.QuantConfig.from_config(config.get("quant"))
+  manifest = {
+      "byteflax_version": byteflax.__version__,
+      "model_name": config.model_name,
+      "checkpoint_step": step,
+      "num_params": train.count_params(params),
+      "labels": list(trainer.label_names),
+      "input": {"name": "ids", "dtype": "int32", "shape": [1, length],
+                "vocab_size": splitter.VOCAB_SIZE, "pad_id": splitter.PAD_ID,
+                "eos_id": splitter.EOS_ID, "byte_offset": splitter.NUM_SPECIAL_IDS,
+                "splitter": "ids = [b + 3 for b in text.encode('utf-8')] + [1], cut to "
+                            "length, right-padded with 0"},
+      "outputs": {name: {"dtype": "float32", "shape": [1, len(trainer.label_names)]}
+                  for name in OUTPUTS},
+      "files": {FLOAT_FILE: {"bytes": sizes[FLOAT_FILE], "weights": "float32",
+                             "activations": "float32"},
+                INT8_FILE: {"bytes": sizes[INT8_FILE],
+                            "weights": "int8, symmetric, per output channel",
+                            "activations": "int8, asymmetric, calibrated",
+                            "calibration": f"{len(representative_ids)} examples drawn at "
+                                           "random (seed 0) from the task's train split"}},
+      "quantization_aware_training": dataclasses.asdict(quant_config),
+      "config": json.loads(config.to_json_best_effort()),
+  }
+  with open(os.path.join(out_dir, MANIFEST_FILE), "w") as f:
+    json.dump(manifest, f, indent=2)
+  return manifest
+
+
+def main():
+  """The CLI; its flags are defined here so that importing this module defines none."""
+  config = config_flags.DEFINE_config_file(
+      "config", None, "The config the run in --workdir was trained with.",
+      lock_config=True)
+  workdir = flags.DEFINE_string("workdir", None, "Run whose newest checkpoint is exported.")
+  out = flags.DEFINE_string("out", None, "Directory for the .tflite files and manifest.json.")
+  length = flags.DEFINE_integer(
+      "length", None, "Fixed input length in bytes; default config.data.max_length.")
+  calibration = flags.DEFINE_integer(
+      "calibration_examples", 200, "Training examples that calibrate int8 activation ranges.")
+
+  flags.mark_flags_as_required(["config", "workdir", "out"])
+
+  def run(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    manifest = export(config.value, workdir.value, out.value, length.value,
+                      calibration.value)
+    print(json.dumps({"out": out.value, **{name: file["bytes"] for name, file in
+                                           manifest["files"].items()}}, indent=2))
+
+  app.run(run)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,181 @@
+"""TFLite export: JAX-vs-TFLite parity (float and int8), manifest, clear errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from byteflax import export
+from byteflax import models
+from byteflax import quant
+from byteflax import train
+from configs import byteqrnn_toxicity
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_LENGTH = 64
+_MODEL = {"embed_dim": 16, "qrnn_layers": 1, "qrnn_features": 8}
+
+
+def _ids(count, seed):
+  """Byte ids `[count, _LENGTH]` with ragged lengths and a final EOS, like real inputs."""
+  rng = np.random.default_rng(seed)
+  ids = rng.integers(3, 259, size=(count, _LENGTH)).astype(np.int32)
+  lengths = rng.integers(2, _LENGTH + 1, size=count)
+  positions = np.arange(_LENGTH)[None, :]
+  ids[positions == lengths[:, None] - 1] = 1
+  ids[positions >= lengths[:, None]] = 0
+  return ids
+
+
+@pytest.fixture(scope="module")
+def quantized_model(tmp_path_factory):
+  """A smoke-sized ByteQRNN with fake quantization, its ranges set on calibration data.
+
+  The head's weights are scaled up so logits spread over several units, as a trained
+  model's do; random-init logits are all ~0 and would make any error bound meaningless.
+  """
+  model = models.build_model("byte_qrnn", 2, _MODEL, quant=quant.QuantConfig(enabled=True))
+  calibration = _ids(64, seed=1)
+  variables = model.init(jax.random.PRNGKey(0), calibration[:1])
+  params = jax.tree_util.tree_map_with_path(
+      lambda path, p: p * 20 if "head" in str(path) else p, variables["params"])
+  stats = variables[quant.COLLECTION]
+  update_ranges = jax.jit(lambda stats, rows: model.apply(
+      {"params": params, quant.COLLECTION: stats}, rows, mutable=[quant.COLLECTION]
+  )[1][quant.COLLECTION])
+  for rows in np.split(calibration, 8):
+    stats = update_ranges(stats, rows)
+  out = tmp_path_factory.mktemp("export")
+  inference = model.clone(quant=quant.QuantConfig(),
+                          **export.EXPORT_OVERRIDES["byte_qrnn"])
+  paths = {}
+  for filename, representative in ((export.FLOAT_FILE, None),
+                                   (export.INT8_FILE, calibration)):
+    paths[filename] = str(out / filename)
+    with open(paths[filename], "wb") as f:
+      f.write(export.convert(inference, params, _LENGTH, representative))
+  return model, params, stats, paths
+
+
+def test_float_tflite_matches_the_jax_float_model(quantized_model):
+  model, params, _, paths = quantized_model
+  ids = _ids(16, seed=2)
+  float_model = model.clone(quant=quant.QuantConfig())
+  expected = np.asarray(jax.jit(float_model.apply)({"params": params}, ids))
+  outputs = export.TFLiteClassifier(paths[export.FLOAT_FILE])(ids)
+  np.testing.assert_allclose(outputs["logits"], expected, atol=1e-4)
+  np.testing.assert_allclose(outputs["probabilities"], jax.nn.sigmoid(expected), atol=1e-5)
+
+
+def test_int8_tflite_tracks_the_fake_quantized_jax_model(quantized_model):
+  model, params, stats, paths = quantized_model
+  ids = _ids(32, seed=3)  # Held out: not in the calibration set.
+  expected = np.asarray(jax.jit(model.apply)({"params": params, quant.COLLECTION: stats},
+                                             ids))
+  logits = export.TFLiteClassifier(paths[export.INT8_FILE])(ids)["logits"]
+  spread = np.ptp(expected)
+  assert spread > 1.0
+  # Observed: max error 0.47 on a spread of 6.8, correlation 0.994 (int8 rounding of every
+  # intermediate; this random model's head is scaled x20, which amplifies it).
+  assert np.max(np.abs(logits - expected)) < 0.1 * spread
+  assert np.corrcoef(logits.ravel(), expected.ravel())[0, 1] > 0.98
+
+
+def test_int8_model_computes_in_int8(quantized_model):
+  from ai_edge_litert import interpreter as litert
+  interpreter = litert.Interpreter(model_path=quantized_model[3][export.INT8_FILE])
+  dtypes = {d["index"]: d["dtype"] for d in interpreter.get_tensor_details()}
+  data_path_ops = [op for op in interpreter._get_ops_details()  # pylint: disable=protected-access
+                   if op["op_name"] in ("FULLY_CONNECTED", "CONV_2D", "GATHER_ND", "MUL",
+                                        "ADD", "LOGISTIC", "TANH", "EXP", "SOFTMAX")]
+  assert {op["op_name"] for op in data_path_ops} >= {"FULLY_CONNECTED", "CONV_2D", "MUL"}
+  for op in data_path_ops:
+    for tensor in [t for t in [*op["inputs"], *op["outputs"]] if t >= 0]:  # -1: none.
+      assert dtypes[tensor] in (np.int8, np.int32), (op, dtypes[tensor])
+  # Float appears only in the outputs and in counts of real bytes per pooling window (mask
+  # bookkeeping, [1, <= length] tensors), which are then quantized.
+  for detail in interpreter.get_tensor_details():
+    if detail["dtype"] == np.float32:
+      assert np.prod(detail["shape"]) <= 2 * _LENGTH, detail
+
+
+@pytest.mark.parametrize("override,reason", [
+    ({"model.gbst_score_calibration": True}, "gbst_score_calibration"),
+    ({"model_name": "byte_transformer_untested"}, "no TFLite export recipe"),
+])
+def test_unexportable_configs_are_refused_with_the_reason(override, reason):
+  config = byteqrnn_toxicity.get_config("smoke")
+  for key, value in override.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  with pytest.raises(export.UnexportableConfigError, match=reason):
+    export.check_exportable(config)
+
+
+def test_missing_checkpoints_are_clear_errors(tmp_path):
+  config = byteqrnn_toxicity.get_config("smoke")
+  with pytest.raises(FileNotFoundError, match="No checkpoint under"):
+    export.export(config, str(tmp_path / "nothing"), str(tmp_path / "out"))
+  config.init_from = str(tmp_path / "no_float_run")
+  with pytest.raises(FileNotFoundError, match="No checkpoint under"):
+    train.train_and_evaluate(config, str(tmp_path / "qat"))
+
+
+def test_classifier_rejects_wrong_input_length(quantized_model):
+  classifier = export.TFLiteClassifier(quantized_model[3][export.FLOAT_FILE])
+  with pytest.raises(ValueError, match=f"Expected ids \\[examples, {_LENGTH}\\]"):
+    classifier(np.zeros((1, _LENGTH + 1), np.int32))
+
+
+@pytest.mark.slow
+def test_cli_float_then_qat_then_export_then_benchmark(tmp_path):
+  """The README's "Export to TFLite" commands, on a smoke-sized model and toy data."""
+  rng = np.random.default_rng(0)
+  words = ["apple", "river", "stone", "cloud", "green", "quiet", "table", "music"]
+  for split, count in (("train", 400), ("test", 120)):
+    with open(tmp_path / f"{split}.jsonl", "w") as f:
+      for _ in range(count):
+        label = int(rng.random() < 0.4)
+        text = " ".join(rng.choice(words, size=rng.integers(3, 12)))
+        f.write(json.dumps({"text": text + (" dammit" if label else ""), "label": label})
+                + "\n")
+  data = [f"--config.data.train_path={tmp_path / 'train.jsonl'}",
+          f"--config.data.test_path={tmp_path / 'test.jsonl'}",
+          "--config.optim.learning_rate=0.01", "--config.total_steps=80"]
+  float_run, qat_run, out = tmp_path / "float", tmp_path / "qat", tmp_path / "export"
+  qat = ["--config=configs/byteqrnn_toxicity.py:smoke", *data,
+         "--config.quant.enabled=True", "--config.quant.start_step=5"]
+
+  def run(*args):
+    result = subprocess.run([sys.executable, *args], cwd=_REPO, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+  run("-m", "byteflax.main", "--config=configs/byteqrnn_toxicity.py:smoke", *data,
+      f"--workdir={float_run}")
+  run("-m", "byteflax.main", *qat, f"--config.init_from={float_run}", f"--workdir={qat_run}")
+  run("-m", "byteflax.export", *qat, f"--workdir={qat_run}", f"--out={out}")
+  with open(out / export.MANIFEST_FILE) as f:
+    manifest = json.load(f)
+  assert manifest["input"]["shape"] == [1, 128] and manifest["checkpoint_step"] == 80
+  assert manifest["quantization_aware_training"]["enabled"]
+  for filename in (export.FLOAT_FILE, export.INT8_FILE):
+    assert manifest["files"][filename]["bytes"] == os.path.getsize(out / filename)
+  table = run("benchmarks/export_benchmark.py", *qat, f"--workdir={qat_run}",
+              f"--export_dir={out}", "--latency_runs=20")
+  with open(out / "benchmark.json") as f:
+    rows = {row["name"]: row for row in json.load(f)["rows"]}
+  assert set(rows) == {"jax_fake_quant", "jax_float", "tflite_float", "tflite_int8"}
+  assert "tflite_int8" in table
+  # The toy task is easy: every form of the model separates it, and they agree.
+  assert rows["jax_fake_quant"]["auc"] > 0.95
+  assert abs(rows["tflite_int8"]["auc"] - rows["jax_fake_quant"]["auc"]) < 0.02
+  assert rows["tflite_float"]["max_abs_logit_error"] < 0.5
