@@ -10,10 +10,11 @@ activation ranges come from a representative set of the task's training examples
 `quant_stats` ranges of a quantization-aware run are what made the weights robust to it).
 
 On-device contract (both models):
-- input `ids`: int32 `[1, length]` byte ids. The byte splitter is five lines in any
-  language: take the text's UTF-8 bytes, map each byte b to b + 3, append 1 (end of
-  sequence), keep the first `length` ids, right-pad with 0 to `length`. (0 = pad, 1 = EOS,
-  2 = unknown, unused; vocabulary 259, identical to seqio.ByteVocabulary / ByT5.)
+- input `ids`: int32 `[1, length]` byte ids. The byte splitter is a few lines in any
+  language: take the first length - 1 bytes of the text's UTF-8 encoding, map each byte b
+  to b + 3, append 1 (end of sequence), right-pad with 0 to `length`. (0 = pad, 1 = EOS,
+  2 = unknown, unused; vocabulary 259, identical to seqio.ByteVocabulary / ByT5; the
+  same truncation as training's config.data.max_length.)
 - outputs: `probabilities` float32 `[1, num_labels]` (sigmoid, one per label) and `logits`
   float32 `[1, num_labels]`. In the int8 model both are dequantized from int8; the logits
   have the finer resolution near 0 and 1, so rank with them (ROC AUC) where it matters.
@@ -88,13 +89,21 @@ def inference_model(trainer: train.Trainer) -> nn.Module:
 
 def task_examples(config: ml_collections.ConfigDict, split: str, length: int
                   ) -> tuple[np.ndarray, np.ndarray]:
-  """All of a split: ids `[examples, length]` int32 (cut or 0-padded), labels
-  `[examples, labels]`; ordered by length bucket, as the evaluation reads them."""
+  """All of a split as the device sees it: ids `[examples, length]` int32, labels
+  `[examples, labels]`; ordered by length bucket, as the evaluation reads them.
+
+  Texts longer than `length` keep their first length - 1 bytes and end in EOS, as the
+  on-device splitter (and config.data.max_length truncation) does.
+  """
   task_name = input_pipeline.resolve_task(config.data)
   ids, labels = [], []
   for batch in input_pipeline.eval_batches(task_name, split, config.data):
     real = batch["weights"] > 0
-    inputs = batch["inputs"][real][:, :length]
+    inputs = batch["inputs"][real]
+    if inputs.shape[1] > length:
+      too_long = inputs[:, length] != splitter.PAD_ID
+      inputs = inputs[:, :length].copy()
+      inputs[too_long, -1] = splitter.EOS_ID
     ids.append(np.pad(inputs, ((0, 0), (0, length - inputs.shape[1]))))
     labels.append(batch["labels"][real])
   if not ids:
@@ -151,7 +160,8 @@ def convert(model: nn.Module, params, length: int,
     if representative_ids is not None:
       converter.optimizations = [tf.lite.Optimize.DEFAULT]
       converter.representative_dataset = lambda: ([row[None]] for row in representative_ids)
-      # Fail rather than silently keep float ops: every op must have an int8 kernel.
+      # int8 builtins only: an op that cannot be quantized fails the conversion instead of
+      # silently falling back to a float kernel.
       converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     return converter.convert()
 
@@ -205,8 +215,8 @@ def export(config: ml_collections.ConfigDict, workdir: str, out_dir: str,
       "input": {"name": "ids", "dtype": "int32", "shape": [1, length],
                 "vocab_size": splitter.VOCAB_SIZE, "pad_id": splitter.PAD_ID,
                 "eos_id": splitter.EOS_ID, "byte_offset": splitter.NUM_SPECIAL_IDS,
-                "splitter": "ids = [b + 3 for b in text.encode('utf-8')] + [1], cut to "
-                            "length, right-padded with 0"},
+                "splitter": "ids = [b + 3 for b in text.encode('utf-8')[:length - 1]] + "
+                            "[1], right-padded with 0 to length"},
       "outputs": {name: {"dtype": "float32", "shape": [1, len(trainer.label_names)]}
                   for name in OUTPUTS},
       "files": {FLOAT_FILE: {"bytes": sizes[FLOAT_FILE], "weights": "float32",

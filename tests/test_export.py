@@ -128,6 +128,16 @@ def test_missing_checkpoints_are_clear_errors(tmp_path):
     train.train_and_evaluate(config, str(tmp_path / "qat"))
 
 
+def test_task_examples_look_like_the_device_splitter_output():
+  ids, labels = export.task_examples(byteqrnn_toxicity.get_config("smoke"), "test", 16)
+  assert ids.shape == (len(labels), 16) and ids.dtype == np.int32
+  # Every text ends in exactly one EOS, long ones at the last position; pads only after it.
+  assert np.all(np.sum(ids == 1, axis=1) == 1)
+  eos_position = np.argmax(ids == 1, axis=1)
+  assert np.all(ids[np.arange(16)[None, :] > eos_position[:, None]] == 0)
+  assert np.mean(eos_position == 15) > 0.5  # Most fortunes are longer than 15 bytes.
+
+
 def test_classifier_rejects_wrong_input_length(quantized_model):
   classifier = export.TFLiteClassifier(quantized_model[3][export.FLOAT_FILE])
   with pytest.raises(ValueError, match=f"Expected ids \\[examples, {_LENGTH}\\]"):
@@ -154,8 +164,10 @@ def test_cli_float_then_qat_then_export_then_benchmark(tmp_path):
          "--config.quant.enabled=True", "--config.quant.start_step=5"]
 
   def run(*args):
+    # PYTHONPATH as the README has it, for the benchmark script when not pip-installed.
+    env = {**os.environ, "PYTHONPATH": _REPO}
     result = subprocess.run([sys.executable, *args], cwd=_REPO, capture_output=True,
-                            text=True, timeout=900)
+                            text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
