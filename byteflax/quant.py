@@ -58,8 +58,10 @@ class QuantConfig:
     act_symmetric: symmetric activation grid (default asymmetric: uses all levels for
       one-sided ranges such as sigmoid outputs).
     ema_decay: decay of the moving averages of activation min / max.
-    start_step: training steps that only track activation ranges before fake quantization
-      starts, so the first quantized steps do not use ranges from a single batch.
+    start_step: range updates that only track an activation's range before its fake
+      quantization starts, so the first quantized steps do not use a single batch's range
+      (one update per training step; a layer applied k times per step, like GBST's shared
+      block scorer, counts k).
   """
   enabled: bool = False
   bits: int = 8

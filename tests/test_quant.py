@@ -4,10 +4,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from byteflax import models
 from byteflax import quant
+from byteflax import train
 from configs import byteqrnn_toxicity
 
 _ON = quant.QuantConfig(enabled=True)
@@ -160,3 +162,30 @@ def test_build_model_refuses_quantization_for_models_without_it():
     del models.MODELS["no_quant_test"]
   with pytest.raises(ValueError, match="config.model has keys"):
     models.build_model("byte_qrnn", 1, {"quant": {}})
+
+
+def test_train_step_updates_ranges_eval_step_reads_them_and_checkpoints_keep_them(tmp_path):
+  config = byteqrnn_toxicity.get_config("smoke")
+  config.quant.enabled = True
+  trainer = train.Trainer(config)
+  state = trainer.init_state()
+  rng = np.random.default_rng(0)
+  batch = {"inputs": _ids()[np.arange(16) % 4],
+           "labels": rng.integers(0, 2, (16, 1)).astype(np.float32),
+           "weights": np.ones(16, np.float32)}
+  counts = lambda s: {int(c) for c in jax.tree.leaves(s.quant_stats) if c.dtype == jnp.int32}
+  assert counts(state) == {0}
+  for _ in range(2):
+    state, _ = trainer.run_train_step(state, batch)
+  # The shared GBST scorer runs once per block size, so it counts 4 updates per step.
+  assert counts(state) == {2, 8}
+  with trainer.sharding_context():
+    probs = trainer.eval_step(state, trainer.device_batch(batch))["probs"]
+    again = trainer.eval_step(state, trainer.device_batch(batch))["probs"]
+  # eval_step applies the model with quant_stats immutable: same ranges, same outputs.
+  np.testing.assert_array_equal(probs, again)
+  manager = train.checkpoint_manager(str(tmp_path), config)
+  manager.save(2, args=ocp.args.StandardSave(state))
+  manager.wait_until_finished()
+  restored = train.restore_latest(manager, trainer)
+  jax.tree.map(np.testing.assert_array_equal, restored.quant_stats, state.quant_stats)
