@@ -145,6 +145,20 @@ def test_classifier_rejects_wrong_input_length(quantized_model):
 
 
 @pytest.mark.slow
+def test_default_model_int8_file_is_under_30_percent_of_float():
+  """Weights dominate the file, so a short input length gives the real ratio quickly."""
+  config = byteqrnn_toxicity.get_config()
+  model = models.build_model(config.model_name, 1, config.model).clone(
+      **export.EXPORT_OVERRIDES[config.model_name])
+  ids = _ids(16, seed=4)
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), ids[:1])["params"]
+  float_bytes = len(export.convert(model, params, _LENGTH))
+  int8_bytes = len(export.convert(model, params, _LENGTH, ids))
+  assert train.count_params(params) > 1_500_000
+  assert int8_bytes <= 0.3 * float_bytes, (int8_bytes, float_bytes)
+
+
+@pytest.mark.slow
 def test_cli_float_then_qat_then_export_then_benchmark(tmp_path):
   """The README's "Export to TFLite" commands, on a smoke-sized model and toy data."""
   rng = np.random.default_rng(0)
