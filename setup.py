@@ -30,5 +30,7 @@ setuptools.setup(
     python_requires=">=3.11,<3.12",
     packages=setuptools.find_packages(include=["byteflax", "byteflax.*", "tasks", "tasks.*"]),
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17"]},
+    extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17"],
+                    # benchmarks/encoders.py's plot.
+                    "bench": ["matplotlib==3.11.2"]},
 )

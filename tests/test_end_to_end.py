@@ -80,3 +80,26 @@ def test_real_multilingual_corpus_is_decoded_and_complete():
   # ROT13-decoded Spanish reads as Spanish: "que" is among its most common words, while
   # its ROT13 form "dhr" is not a Spanish word at all.
   assert offensive_text.count(" que ") > 20 * max(offensive_text.count(" dhr "), 1)
+
+
+@pytest.mark.parametrize("model", ["transformer", "funnel", "raw"])
+def test_cli_trains_every_transformer_config(tmp_path, model):
+  _main(f"--config=configs/transformer_toxicity.py:{model},smoke", f"--workdir={tmp_path}")
+  with open(tmp_path / "eval.json") as f:
+    report = json.load(f)
+  assert report["step"] == 40 and 0.0 <= report["test"]["auc"] <= 1.0
+
+
+def test_encoder_benchmark_writes_its_table_json_and_plot(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "benchmarks.encoders", f"--out={tmp_path}", "--lengths=64,128",
+       "--repeats=1", "--skip_training", "--models=ByteTransformer,raw-bytes transformer"],
+      cwd=_REPO, capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(tmp_path / "encoders.json") as f:
+    report = json.load(f)
+  rows = report["models"]["ByteTransformer"]["by_length"]
+  assert [row["length"] for row in rows] == [64, 128]
+  assert all(row["forward_gflops"] > 0 and row["train_bytes_per_s"] > 0 for row in rows)
+  assert os.path.getsize(tmp_path / "encoders.png") > 0
+  assert "| ByteTransformer |" in result.stdout
