@@ -61,6 +61,10 @@ def main(argv):
   logging.info("Config:\n%s", _CONFIG.value)
   run = train.train_and_evaluate if _MODE.value == "train" else train.evaluate_checkpoint
   report = run(_CONFIG.value, _WORKDIR.value)
+  if report.get("preempted"):
+    # Exit 0: the scheduler asked us to stop, and the checkpoint to resume from is saved.
+    print(f"Preempted at step {report['step']}; rerun the same command to resume.")
+    return
   summary = {name: {k: v for k, v in m.items() if "/" not in k}
              for name, m in report.items() if isinstance(m, dict)}
   print(json.dumps({"step": report["step"], "num_params": report["num_params"], **summary},

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -17,6 +19,7 @@ from clu import metric_writers
 import flax.linen as nn
 from flax.training import train_state
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -106,13 +109,14 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.A
 class Trainer:
   """Owns the mesh, the jitted steps and their shardings for one config."""
 
-  def __init__(self, config: ml_collections.ConfigDict):
+  def __init__(self, config: ml_collections.ConfigDict, devices=None):
+    """devices: the mesh's devices (default: all); tests compare meshes of one process."""
     self.config = config
     self.task_name = input_pipeline.resolve_task(config.data)
     self.label_names = toxicity.label_names(self.task_name)
     self.model = models.build_model(config.model_name, len(self.label_names), config.model,
                                     quant.QuantConfig.from_config(config.get("quant")))
-    self.mesh = partitioning.make_mesh(config.mesh)
+    self.mesh = partitioning.make_mesh(config.mesh, devices)
     self.tx, self.schedule = make_optimizer(config.optim, config.total_steps)
 
     init_shape = jnp.zeros((1, input_pipeline.bucket_boundaries(config.data)[0]), jnp.int32)
@@ -305,9 +309,52 @@ def write_final_eval(workdir: str, trainer: Trainer, state: TrainState,
   return report
 
 
+class PreemptionNotice:
+  """Turns SIGTERM (how TPU / GPU / Kubernetes schedulers announce preemption) into a flag.
+
+  The train loop polls it after each step, so the step in flight completes and is saved.
+  In a single process the handler is installed for the duration of a `with` block (the
+  previous handler is put back after). With several processes, JAX's distributed runtime
+  already watches SIGTERM and agrees on one step at which all hosts stop
+  (`reached_preemption_sync_point`); replacing its handler would break that, so none is
+  installed.
+  """
+
+  def __init__(self):
+    self.received = False
+    self._previous = None
+
+  def __enter__(self):
+    # Python can only install signal handlers in the main thread.
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._on_signal)
+    return self
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None
+
+  def _on_signal(self, signum, frame):
+    del frame  # Unused.
+    logging.warning("Received %s: stopping after the current step to save a checkpoint.",
+                    signal.Signals(signum).name)
+    self.received = True
+
+  def should_stop(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self.received
+
+
 def _train_loop(trainer: Trainer, state: TrainState, start_step: int,
-                manager: ocp.CheckpointManager, writer: MetricsLogger) -> TrainState:
-  """Steps start_step+1 .. total_steps with logging, checkpoints and periodic evals."""
+                manager: ocp.CheckpointManager, writer: MetricsLogger,
+                preemption: PreemptionNotice) -> tuple[TrainState, bool]:
+  """Steps start_step+1 .. total_steps with logging, checkpoints and periodic evals.
+
+  Returns the state and whether training stopped early on a preemption notice (after
+  saving a checkpoint at the step it stopped at).
+  """
   config = trainer.config
   periodic = [name for name, e in config.evals.items() if e.every_steps]
   batches = input_pipeline.train_batches(trainer.task_name, config.data, seed=config.seed,
@@ -320,7 +367,8 @@ def _train_loop(trainer: Trainer, state: TrainState, start_step: int,
     pending_losses.append(step_metrics["loss"])
     window_bytes += int(np.count_nonzero(batch["inputs"]))
     is_last = step == config.total_steps
-    if step % config.log_every_steps == 0 or is_last:
+    preempted = not is_last and preemption.should_stop(step)
+    if step % config.log_every_steps == 0 or is_last or preempted:
       _check_finite(pending_losses, first_pending)
       elapsed = time.perf_counter() - window_start
       scalars = {"train/loss": float(np.mean(jax.device_get(pending_losses))),
@@ -334,13 +382,15 @@ def _train_loop(trainer: Trainer, state: TrainState, start_step: int,
                    scalars["train/steps_per_sec"], scalars["train/bytes_per_sec"])
       pending_losses, window_start, window_bytes = [], time.perf_counter(), 0
       first_pending = step + 1
-    if manager.should_save(step) or is_last:
+    if manager.should_save(step) or is_last or preempted:
       _check_finite(pending_losses, first_pending)
-      manager.save(step, args=ocp.args.StandardSave(state), force=is_last)
+      manager.save(step, args=ocp.args.StandardSave(state), force=is_last or preempted)
+    if preempted:
+      return state, True
     due = [name for name in periodic if step % config.evals[name].every_steps == 0]
     if due and not is_last:
       run_evals(trainer, state, step, due, writer)
-  return state
+  return state, False
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -369,9 +419,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     # Whatever stops the loop (a NaN, Ctrl-C, an input error), let the asynchronous
     # checkpoint writes already started finish, so the last good state is on disk.
     try:
-      state = _train_loop(trainer, state, start_step, manager, writer)
+      with PreemptionNotice() as preemption:
+        state, preempted = _train_loop(trainer, state, start_step, manager, writer,
+                                       preemption)
     finally:
       manager.wait_until_finished()
+    if preempted:
+      step = int(jax.device_get(state.step))
+      logging.warning("Preempted: checkpoint saved at step %d of %d in %s; run the same "
+                      "command again to resume.", step, config.total_steps,
+                      manager.directory)
+      writer.flush()
+      manager.close()
+      return {"step": step, "preempted": True}
   report = write_final_eval(workdir, trainer, state, writer)
   writer.flush()
   manager.close()
