@@ -37,6 +37,9 @@ from byteflax import metrics
 from byteflax import quant
 from byteflax import train
 
+# Text lengths (bytes, EOS included) over which logit errors are also averaged.
+LENGTH_GROUPS = ((0, 128), (128, 512), (512, 1_000_000))
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "The config the run in --workdir was trained with.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The exported run.")
@@ -101,10 +104,15 @@ def benchmark(config, workdir: str, export_dir: str, split: str, latency_runs: i
                  "bytes": os.path.getsize(os.path.join(export_dir, filename)),
                  "auc": macro_auc(labels, logits), "logits": logits,
                  "latency_ms": median_latency_ms(classifier, ids, latency_runs)})
+  text_lengths = np.sum(ids != 0, axis=1)
   for row in rows:
     error = np.abs(row.pop("logits") - reference)
     row["max_abs_logit_error"] = float(np.max(error))
     row["mean_abs_logit_error"] = float(np.mean(error))
+    # Where along the input the export loses precision: error by text length in bytes.
+    row["mean_abs_logit_error_by_length"] = {
+        f"{lo}-{hi}": float(np.mean(error[(text_lengths >= lo) & (text_lengths < hi)]))
+        for lo, hi in LENGTH_GROUPS if np.any((text_lengths >= lo) & (text_lengths < hi))}
   return {"workdir": workdir, "export_dir": export_dir, "split": split,
           "examples": len(ids), "input_length": length, "checkpoint_step": step,
           "reference": rows[0]["name"], "latency_runs": latency_runs, "rows": rows}
@@ -112,7 +120,8 @@ def benchmark(config, workdir: str, export_dir: str, split: str, latency_runs: i
 
 def format_table(results: dict) -> str:
   lines = [f"{results['split']} split, {results['examples']} examples, input length "
-           f"{results['input_length']}; logit error vs {results['reference']}",
+           f"{results['input_length']}; logit error vs {results['reference']} (mean by text "
+           f"length in the JSON)",
            f"{'model':<16}{'bytes':>12}{'ROC AUC':>10}{'ms/example':>12}"
            f"{'max |dlogit|':>14}{'mean |dlogit|':>15}"]
   for row in results["rows"]:
