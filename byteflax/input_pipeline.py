@@ -13,8 +13,10 @@ padding, while a handful of boundaries costs only a handful of compilations.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+import itertools
 
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import seqio
@@ -80,6 +82,32 @@ def _pad_to_boundary(batch: dict[str, np.ndarray], boundaries: Sequence[int],
   return {"inputs": padded, "labels": padded_labels, "weights": weights}
 
 
+def _in_lockstep(batches: Iterator[dict[str, np.ndarray]], batch_size: int, num_labels: int
+                 ) -> Iterator[dict[str, np.ndarray]]:
+  """Makes every host yield batches of the same shape, and the same number of them.
+
+  Hosts read different slices of the data, so their length buckets (and, in evaluation,
+  their batch counts) differ, while a global array needs every host's piece in one shape.
+  Each step the hosts agree on the longest length (padding the shorter ones), and a host
+  that ran out feeds weight-0 filler until all have. One process: batches pass unchanged.
+  """
+  if jax.process_count() == 1:
+    yield from batches
+    return
+  for batch in itertools.chain(batches, itertools.repeat(None)):
+    local_length = 0 if batch is None else batch["inputs"].shape[1]
+    length = int(np.max(multihost_utils.process_allgather(np.int32(local_length))))
+    if not length:  # Every host has run out.
+      return
+    if batch is None:
+      batch = {"inputs": np.zeros((batch_size, 0), np.int32),
+               "labels": np.zeros((batch_size, num_labels), np.float32),
+               "weights": np.zeros((batch_size,), np.float32)}
+    inputs = np.zeros((batch_size, length), np.int32)
+    inputs[:, :local_length] = batch["inputs"]
+    yield {**batch, "inputs": inputs}
+
+
 def host_batch_size(global_batch_size: int) -> int:
   if global_batch_size % jax.process_count():
     raise ValueError(f"Batch size {global_batch_size} is not divisible by the "
@@ -101,8 +129,8 @@ def train_batches(task_name: str, data: ml_collections.ConfigDict, *, seed: int,
   options = tf.data.Options()
   options.deterministic = True
   ds = ds.with_options(options).prefetch(tf.data.AUTOTUNE)
-  for batch in ds.as_numpy_iterator():
-    yield _pad_to_boundary(batch, boundaries, batch_size)
+  batches = (_pad_to_boundary(b, boundaries, batch_size) for b in ds.as_numpy_iterator())
+  yield from _in_lockstep(batches, batch_size, len(toxicity.label_names(task_name)))
 
 
 def eval_batches(task_name: str, split: str, data: ml_collections.ConfigDict
@@ -112,5 +140,6 @@ def eval_batches(task_name: str, split: str, data: ml_collections.ConfigDict
   boundaries = bucket_boundaries(data)
   ds = _dataset(task_name, split, data, shuffle=False, num_epochs=1, seed=0)
   ds = _bucketed(ds, boundaries, batch_size, drop_remainder=False)
-  for batch in ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
-    yield _pad_to_boundary(batch, boundaries, batch_size)
+  batches = (_pad_to_boundary(b, boundaries, batch_size)
+             for b in ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator())
+  yield from _in_lockstep(batches, batch_size, len(toxicity.label_names(task_name)))

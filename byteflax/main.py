@@ -29,6 +29,13 @@ _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False,
     "Call jax.distributed.initialize() first (one process per host on a TPU pod or GPU "
     "cluster; coordinates are auto-detected there).")
+# For clusters JAX cannot auto-detect (e.g. launch/gpu.py's processes); unset = auto-detect.
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "With --distributed: host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "With --distributed: how many processes take part.")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "With --distributed: this process's id, 0 .. num_processes - 1.")
 _LIST_TASKS = flags.DEFINE_bool("list_tasks", False, "Print registered SeqIO tasks and exit.")
 
 
@@ -57,7 +64,12 @@ def main(argv):
   if _CONFIG.value is None or _WORKDIR.value is None:
     raise app.UsageError("--config and --workdir are required.")
   if _DISTRIBUTED.value:
-    jax.distributed.initialize()
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                               num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
+  elif any(flag.present for flag in (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID)):
+    raise app.UsageError("--coordinator_address, --num_processes and --process_id need "
+                         "--distributed.")
   logging.info("Config:\n%s", _CONFIG.value)
   run = train.train_and_evaluate if _MODE.value == "train" else train.evaluate_checkpoint
   report = run(_CONFIG.value, _WORKDIR.value)

@@ -98,12 +98,14 @@ def train_step(state: TrainState, batch: dict[str, jax.Array]
 
 
 def eval_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-  """Probabilities `[batch, labels]` and the weighted loss sum of one eval batch."""
+  """Probabilities `[batch, labels]`, the batch's labels and weights, and its weighted loss
+  sum: everything the metrics need, so every host can compute them on the global batch."""
   # quant_stats is immutable here, so quantization ranges are frozen.
   logits = state.apply_fn({"params": state.params, quant.COLLECTION: state.quant_stats},
                           batch["inputs"], train=False)
   loss_sum, weight = weighted_sigmoid_loss(logits, batch["labels"], batch["weights"])
-  return {"probs": jax.nn.sigmoid(logits), "loss_sum": loss_sum, "weight": weight}
+  return {"probs": jax.nn.sigmoid(logits), "labels": batch["labels"],
+          "weights": batch["weights"], "loss_sum": loss_sum, "weight": weight}
 
 
 class Trainer:
@@ -140,8 +142,10 @@ class Trainer:
     self.train_step = jax.jit(
         train_step, in_shardings=(self.state_sharding, self.batch_sharding),
         out_shardings=(self.state_sharding, None), donate_argnums=(0,))
+    # Eval outputs are small ([batch, labels]): replicated, so every host can read them.
     self.eval_step = jax.jit(
-        eval_step, in_shardings=(self.state_sharding, self.batch_sharding))
+        eval_step, in_shardings=(self.state_sharding, self.batch_sharding),
+        out_shardings=jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec()))
 
   def sharding_context(self):
     stack = contextlib.ExitStack()
@@ -173,9 +177,9 @@ class Trainer:
     with self.sharding_context():
       for batch in input_pipeline.eval_batches(self.task_name, split, self.config.data):
         out = jax.device_get(self.eval_step(state, self.device_batch(batch)))
-        real = batch["weights"] > 0
+        real = out["weights"] > 0
         probs.append(out["probs"][real])
-        labels.append(batch["labels"][real])
+        labels.append(out["labels"][real])
         loss_sum += float(out["loss_sum"])
         weight += float(out["weight"])
     if not probs:
