@@ -61,8 +61,14 @@ class ByteClassifier(nn.Module):
     raise NotImplementedError
 
   @nn.compact
-  def __call__(self, ids, *, train: bool = False):
-    """ids: `[batch, length]` int32 byte ids (0 = pad) -> logits `[batch, num_labels]`."""
+  def __call__(self, ids, *, train: bool = False, encodings_only: bool = False):
+    """ids: `[batch, length]` int32 byte ids (0 = pad) -> logits `[batch, num_labels]`.
+
+    With `encodings_only`, returns the encoder's output instead: `[batch, out_length,
+    features]` encodings and their `[batch, out_length]` mask (what a seq2seq decoder
+    attends to); pooling and head are then not built, so the variables are exactly
+    embed, GBST and encoder, under the same names as in the classifier.
+    """
     mask = ids != splitter.PAD_ID
     x = quant_lib.QuantEmbed(
         splitter.VOCAB_SIZE, self.embed_dim,
@@ -81,6 +87,8 @@ class ByteClassifier(nn.Module):
     x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
     x, mask = self.encode(x, mask, deterministic=not train)
     x = nn.with_logical_constraint(x, ("batch", "length", self.encoder_axis))
+    if encodings_only:
+      return x, mask
     x = pooling.MaskedPooling(self.pooling, quant=self.quant, name="pool")(x, mask)
     return nn.Dense(
         self.num_labels,

@@ -27,9 +27,9 @@ from byteflax import quant as quant_lib
 MLP_ACTIVATIONS = ("gelu", "geglu")
 
 
-def _dense(features: int, kernel_axes: tuple[str, str], quant: quant_lib.QuantConfig,
-           name: str) -> nn.Dense:
-  """The one projection of this file: sharded by logical axes, fake-quantized when on.
+def dense(features: int, kernel_axes: tuple[str, str], quant: quant_lib.QuantConfig,
+          name: str) -> nn.Dense:
+  """The transformers' projection: sharded by logical axes, fake-quantized when on.
 
   Always a 2-D kernel (input axis, output axis): nn.DenseGeneral initialises multi-axis
   kernels flat and cannot carry per-axis sharding names through that reshape, so
@@ -44,7 +44,7 @@ def _dense(features: int, kernel_axes: tuple[str, str], quant: quant_lib.QuantCo
       name=name)
 
 
-def _layer_norm(name: str) -> nn.LayerNorm:
+def layer_norm(name: str) -> nn.LayerNorm:
   return nn.LayerNorm(
       scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)),
@@ -82,6 +82,32 @@ def apply_rotary(x: jnp.ndarray, positions: jnp.ndarray,
   return jnp.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
 
 
+def attend(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, mask: jnp.ndarray,
+           quant: quant_lib.QuantConfig) -> jnp.ndarray:
+  """Scaled dot-product attention of projected heads (call inside a compact module).
+
+  Args:
+    q: [batch, query_length, heads, head_dim] queries (rotated if positional).
+    k, v: [batch, key_length, heads, head_dim] keys (rotated if positional) and values.
+    mask: bool, broadcastable to [batch, heads, query_length, key_length]; True where a
+      query may attend to a key (real keys; for causal attention, earlier positions too).
+    quant: fake quantization of q, k, the probabilities and v (ActQuant modules named
+      query_quant, key_quant, probs_quant, value_quant in the calling module).
+
+  Returns:
+    [batch, query_length, heads * head_dim]. A row with no allowed key attends uniformly
+    and stays finite.
+  """
+  act_quant = lambda name: quant_lib.ActQuant(quant, name=name)
+  q = act_quant("query_quant")(q * q.shape[-1] ** -0.5)
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, act_quant("key_quant")(k))
+  # Finite minimum rather than -inf: a row without real keys gives a uniform softmax.
+  logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
+  probs = act_quant("probs_quant")(nn.softmax(logits, axis=-1))
+  out = jnp.einsum("bhqk,bkhd->bqhd", probs, act_quant("value_quant")(v))
+  return out.reshape(*out.shape[:2], -1)
+
+
 class MultiHeadAttention(nn.Module):
   """Multi-head dot-product attention of queries over a (possibly longer) key sequence.
 
@@ -114,22 +140,15 @@ class MultiHeadAttention(nn.Module):
     joined = self.num_heads * self.head_dim
 
     def project(name, x):  # [batch, length, dim] -> [batch, length, heads, head_dim]
-      y = _dense(joined, ("embed", "joined_kv"), self.quant, name)(x)
+      y = dense(joined, ("embed", "joined_kv"), self.quant, name)(x)
       y = y.reshape(*y.shape[:-1], self.num_heads, self.head_dim)
       return nn.with_logical_constraint(y, ("batch", "length", "heads", "kv"))
 
     q = apply_rotary(project("query", queries), query_positions)
     k = apply_rotary(project("key", keys), key_positions)
     v = project("value", keys)
-    act_quant = lambda name: quant_lib.ActQuant(self.quant, name=name)
-    q = act_quant("query_quant")(q * self.head_dim ** -0.5)
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, act_quant("key_quant")(k))
-    # Finite minimum rather than -inf: a row without real keys gives a uniform softmax.
-    logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(logits.dtype).min)
-    probs = act_quant("probs_quant")(nn.softmax(logits, axis=-1))
-    out = jnp.einsum("bhqk,bkhd->bqhd", probs, act_quant("value_quant")(v))
-    out = out.reshape(*out.shape[:2], joined)
-    return _dense(dim, ("joined_kv", "embed"), self.quant, "out")(out)
+    out = attend(q, k, v, key_mask[:, None, None, :], self.quant)
+    return dense(dim, ("joined_kv", "embed"), self.quant, "out")(out)
 
 
 class MLP(nn.Module):
@@ -152,12 +171,12 @@ class MLP(nn.Module):
     if self.activation not in MLP_ACTIVATIONS:
       raise ValueError(f"Unknown MLP activation {self.activation!r}; choose one of "
                        f"{MLP_ACTIVATIONS}.")
-    hidden = nn.gelu(_dense(self.hidden_dim, ("embed", "mlp"), self.quant, "wi")(x))
+    hidden = nn.gelu(dense(self.hidden_dim, ("embed", "mlp"), self.quant, "wi")(x))
     if self.activation == "geglu":
-      hidden = hidden * _dense(self.hidden_dim, ("embed", "mlp"), self.quant, "wi_linear")(x)
+      hidden = hidden * dense(self.hidden_dim, ("embed", "mlp"), self.quant, "wi_linear")(x)
     hidden = nn.with_logical_constraint(hidden, ("batch", "length", "mlp"))
     hidden = nn.Dropout(self.dropout_rate)(hidden, deterministic=deterministic)
-    return _dense(x.shape[-1], ("mlp", "embed"), self.quant, "wo")(hidden)
+    return dense(x.shape[-1], ("mlp", "embed"), self.quant, "wo")(hidden)
 
 
 class EncoderLayer(nn.Module):
@@ -193,7 +212,7 @@ class EncoderLayer(nn.Module):
     Returns:
       [batch, query_length, dim].
     """
-    norm = _layer_norm("attention_norm")
+    norm = layer_norm("attention_norm")
     normed_queries = norm(queries)
     normed_keys = normed_queries if keys is queries else norm(keys)
     attended = MultiHeadAttention(self.num_heads, self.head_dim, quant=self.quant,
@@ -202,7 +221,7 @@ class EncoderLayer(nn.Module):
     x = queries + nn.Dropout(self.dropout_rate)(attended, deterministic=deterministic)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
     transformed = MLP(self.mlp_dim, self.mlp_activation, self.dropout_rate, quant=self.quant,
-                      name="mlp")(_layer_norm("mlp_norm")(x), deterministic=deterministic)
+                      name="mlp")(layer_norm("mlp_norm")(x), deterministic=deterministic)
     x = x + nn.Dropout(self.dropout_rate)(transformed, deterministic=deterministic)
     return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
@@ -266,4 +285,4 @@ class TransformerEncoder(nn.Module):
                 queries, x, key_mask, window_centres(queries.shape[1], scale),
                 key_positions, deterministic=deterministic)
         index += 1
-    return jnp.where(mask[..., None], _layer_norm("final_norm")(x), 0.0), mask
+    return jnp.where(mask[..., None], layer_norm("final_norm")(x), 0.0), mask
