@@ -22,6 +22,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from tasks import pretraining
 from tasks import toxicity
 
 
@@ -143,3 +144,48 @@ def eval_batches(task_name: str, split: str, data: ml_collections.ConfigDict
   batches = (_pad_to_boundary(b, boundaries, batch_size)
              for b in ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator())
   yield from _in_lockstep(batches, batch_size, len(toxicity.label_names(task_name)))
+
+
+def seq2seq_batches(task_name: str, split: str, data: ml_collections.ConfigDict, *,
+                    train: bool, seed: int = 0, start_step: int = 0
+                    ) -> Iterator[dict[str, np.ndarray]]:
+  """Span-corruption batches: inputs, targets and weights (tasks/pretraining.py format).
+
+  inputs `[batch, boundary]` are bucketed like classification inputs; targets are padded
+  to `pretraining.targets_length(boundary, max_length)`, the longest targets that inputs
+  of that bucket can have, so each bucket compiles once. Training batches are endless and start
+  at batch `start_step`; evaluation is one pass with weight-0 filler rows. One process
+  only (the multi-host lockstep of classification batches is not wired up here).
+  """
+  if jax.process_count() > 1:
+    raise NotImplementedError("Span-corruption pretraining runs in one process so far.")
+  if (task_name not in seqio.TaskRegistry.names()
+      and task_name not in seqio.MixtureRegistry.names()):
+    raise ValueError(f"Unknown task or mixture {task_name!r}; registered: "
+                     f"{sorted(seqio.TaskRegistry.names() | seqio.MixtureRegistry.names())}.")
+  batch_size = data.batch_size if train else data.eval_batch_size
+  boundaries = bucket_boundaries(data)
+  ds = seqio.get_mixture_or_task(task_name).get_dataset(
+      sequence_length={"inputs": data.max_length,
+                       "targets": pretraining.targets_length(data.max_length)},
+      split=split, shuffle=train, shuffle_buffer_size=data.shuffle_buffer_size, seed=seed,
+      num_epochs=None if train else 1)
+  ds = ds.map(lambda ex: {"inputs": ex["inputs"], "targets": ex["targets"]},
+              num_parallel_calls=tf.data.AUTOTUNE)
+  ds = _bucketed(ds, boundaries, batch_size, drop_remainder=train)
+  if train:
+    options = tf.data.Options()
+    options.deterministic = True
+    ds = ds.skip(start_step).with_options(options)
+  for batch in ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
+    rows, length = batch["inputs"].shape
+    boundary = next(b for b in boundaries if b >= length)
+    padded = {"inputs": np.zeros((batch_size, boundary), np.int32),
+              "targets": np.zeros(
+                  (batch_size, pretraining.targets_length(boundary, data.max_length)),
+                  np.int32),
+              "weights": np.zeros((batch_size,), np.float32)}
+    padded["inputs"][:rows, :length] = batch["inputs"]
+    padded["targets"][:rows, :batch["targets"].shape[1]] = batch["targets"]
+    padded["weights"][:rows] = 1.0
+    yield padded

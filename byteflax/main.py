@@ -36,7 +36,8 @@ _NUM_PROCESSES = flags.DEFINE_integer(
     "num_processes", None, "With --distributed: how many processes take part.")
 _PROCESS_ID = flags.DEFINE_integer(
     "process_id", None, "With --distributed: this process's id, 0 .. num_processes - 1.")
-_LIST_TASKS = flags.DEFINE_bool("list_tasks", False, "Print registered SeqIO tasks and exit.")
+_LIST_TASKS = flags.DEFINE_bool("list_tasks", False,
+                                "Print registered SeqIO tasks and mixtures and exit.")
 
 
 class _QuietLibraries(logging.logging.Filter):
@@ -59,7 +60,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.get_absl_logger().addFilter(_QuietLibraries())
   if _LIST_TASKS.value:
-    print("\n".join(sorted(seqio.TaskRegistry.names())))
+    print("\n".join(sorted(seqio.TaskRegistry.names() | seqio.MixtureRegistry.names())))
     return
   if _CONFIG.value is None or _WORKDIR.value is None:
     raise app.UsageError("--config and --workdir are required.")
@@ -82,7 +83,8 @@ def main(argv):
   print(json.dumps({"step": report["step"], "num_params": report["num_params"], **summary},
                    indent=2))
   for name, m in summary.items():
-    print(f"{name} ROC AUC: {m['auc']:.4f}")
+    if "auc" in m:  # Classification; pretraining reports loss and accuracy only.
+      print(f"{name} ROC AUC: {m['auc']:.4f}")
 
 
 if __name__ == "__main__":
