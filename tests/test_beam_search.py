@@ -235,6 +235,17 @@ def test_uint8_quantization_error():
   assert jnp.all(jnp.where(gap > UINT8.max_gap, codes == 255, True))
 
 
+def test_uint8_ranking_keys_keep_the_integer_order():
+  rng = np.random.default_rng(0)
+  scores = np.concatenate([rng.integers(UINT8.dead, 1, size=5000),
+                           rng.integers(-3000, 1, size=5000), [UINT8.dead, -1, 0, 0]])
+  keys = np.asarray(UINT8.ranking_keys(jnp.asarray(scores, jnp.int32)))
+  assert keys.dtype == np.float32 and np.all(np.isfinite(keys))
+  order = np.argsort(scores, kind="stable")
+  np.testing.assert_array_equal(np.argsort(keys, kind="stable"), order)
+  np.testing.assert_array_equal(np.diff(keys[order]) == 0, np.diff(scores[order]) == 0)
+
+
 def constant_decoder(logits):
   """A decoder with the same logits [vocab] at every step."""
   logits = jnp.asarray(logits, jnp.float32)
