@@ -1,12 +1,16 @@
-"""Training and evaluation of byte-level classifiers.
+"""Training and evaluation of byte-level models: classifiers, and encoder-decoders pretrained
+by span corruption.
 
 `train_step` and `eval_step` are pure functions of (state, batch), jitted once with explicit
 shardings; `train_and_evaluate` is the loop around them: input, logging, checkpoints, evals.
+What differs between classification and pretraining (model, loss, metrics, batches) is the
+run's objective (`byteflax/objectives.py`, chosen by config.model_name).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -16,22 +20,19 @@ from typing import Any
 
 from absl import logging
 from clu import metric_writers
+import flax
 import flax.linen as nn
 from flax.training import train_state
 import jax
 from jax.experimental import multihost_utils
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from byteflax import input_pipeline
-from byteflax import metrics as metrics_lib
-from byteflax import models
+from byteflax import objectives
 from byteflax import partitioning
 from byteflax import quant
-from tasks import toxicity
 
 
 class TrainState(train_state.TrainState):
@@ -65,19 +66,15 @@ def make_optimizer(optim: ml_collections.ConfigDict, total_steps: int
   return tx, schedule
 
 
-def weighted_sigmoid_loss(logits, labels, weights):
-  """Mean binary cross-entropy over labels, weighted over examples -> (sum, weight)."""
-  per_example = optax.sigmoid_binary_cross_entropy(logits, labels).mean(axis=-1)
-  return jnp.sum(per_example * weights), jnp.sum(weights)
-
-
-def train_step(state: TrainState, batch: dict[str, jax.Array]
-               ) -> tuple[TrainState, dict[str, jax.Array]]:
+def train_step(state: TrainState, batch: dict[str, jax.Array],
+               objective: objectives.Objective) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer step.
 
   Args:
     state: params, optimizer state, step and base rng.
-    batch: inputs `[batch, length]` int32, labels `[batch, labels]`, weights `[batch]`.
+    objective: the run's objective (model arguments and loss; static).
+    batch: what the objective reads (inputs `[batch, length]` int32, weights `[batch]`,
+      labels `[batch, labels]` or targets `[batch, targets_length]`).
 
   Returns:
     The updated state and {"loss", "grad_norm"} of this step.
@@ -87,9 +84,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array]
   def loss_fn(params):
     # Quantization ranges follow this batch (an EMA); they are not trained by gradients.
     logits, updates = state.apply_fn(
-        {"params": params, quant.COLLECTION: state.quant_stats}, batch["inputs"],
+        {"params": params, quant.COLLECTION: state.quant_stats}, *objective.model_args(batch),
         train=True, rngs={"dropout": dropout_rng}, mutable=[quant.COLLECTION])
-    loss_sum, weight = weighted_sigmoid_loss(logits, batch["labels"], batch["weights"])
+    loss_sum, weight = objective.loss(logits, batch)
     return loss_sum / weight, updates.get(quant.COLLECTION, state.quant_stats)
 
   (loss, quant_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -97,15 +94,13 @@ def train_step(state: TrainState, batch: dict[str, jax.Array]
   return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
 
 
-def eval_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-  """Probabilities `[batch, labels]`, the batch's labels and weights, and its weighted loss
-  sum: everything the metrics need, so every host can compute them on the global batch."""
+def eval_step(state: TrainState, batch: dict[str, jax.Array],
+              objective: objectives.Objective) -> dict[str, jax.Array]:
+  """The objective's eval outputs of one batch (what its metrics reduce)."""
   # quant_stats is immutable here, so quantization ranges are frozen.
   logits = state.apply_fn({"params": state.params, quant.COLLECTION: state.quant_stats},
-                          batch["inputs"], train=False)
-  loss_sum, weight = weighted_sigmoid_loss(logits, batch["labels"], batch["weights"])
-  return {"probs": jax.nn.sigmoid(logits), "labels": batch["labels"],
-          "weights": batch["weights"], "loss_sum": loss_sum, "weight": weight}
+                          *objective.model_args(batch), train=False)
+  return objective.eval_outputs(logits, batch)
 
 
 class Trainer:
@@ -114,18 +109,16 @@ class Trainer:
   def __init__(self, config: ml_collections.ConfigDict, devices=None):
     """devices: the mesh's devices (default: all); tests compare meshes of one process."""
     self.config = config
-    self.task_name = input_pipeline.resolve_task(config.data)
-    self.label_names = toxicity.label_names(self.task_name)
-    self.model = models.build_model(config.model_name, len(self.label_names), config.model,
-                                    quant.QuantConfig.from_config(config.get("quant")))
+    self.objective = objectives.for_config(config)
+    self.task_name = self.objective.task_name
+    self.label_names = getattr(self.objective, "label_names", ())
+    self.model = self.objective.build_model()
     self.mesh = partitioning.make_mesh(config.mesh, devices)
     self.tx, self.schedule = make_optimizer(config.optim, config.total_steps)
 
-    init_shape = jnp.zeros((1, input_pipeline.bucket_boundaries(config.data)[0]), jnp.int32)
-
     def init_boxed(rng):
       params_rng, dropout_rng = jax.random.split(rng)
-      variables = self.model.init(params_rng, init_shape, train=False)
+      variables = self.model.init(params_rng, *self.objective.init_args(), train=False)
       return TrainState.create(apply_fn=self.model.apply, params=variables["params"],
                                tx=self.tx, rng=dropout_rng,
                                quant_stats=variables.get(quant.COLLECTION, {}))
@@ -140,11 +133,13 @@ class Trainer:
     self._abstract_state = nn.meta.unbox(abstract)
     self.batch_sharding = partitioning.batch_sharding(self.mesh)
     self.train_step = jax.jit(
-        train_step, in_shardings=(self.state_sharding, self.batch_sharding),
+        functools.partial(train_step, objective=self.objective),
+        in_shardings=(self.state_sharding, self.batch_sharding),
         out_shardings=(self.state_sharding, None), donate_argnums=(0,))
     # Eval outputs are small ([batch, labels]): replicated, so every host can read them.
     self.eval_step = jax.jit(
-        eval_step, in_shardings=(self.state_sharding, self.batch_sharding),
+        functools.partial(eval_step, objective=self.objective),
+        in_shardings=(self.state_sharding, self.batch_sharding),
         out_shardings=jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec()))
 
   def sharding_context(self):
@@ -173,19 +168,10 @@ class Trainer:
 
   def evaluate(self, state: TrainState, split: str) -> dict[str, float]:
     """Exact metrics over one full pass of `split`."""
-    probs, labels, loss_sum, weight = [], [], 0.0, 0.0
     with self.sharding_context():
-      for batch in input_pipeline.eval_batches(self.task_name, split, self.config.data):
-        out = jax.device_get(self.eval_step(state, self.device_batch(batch)))
-        real = out["weights"] > 0
-        probs.append(out["probs"][real])
-        labels.append(out["labels"][real])
-        loss_sum += float(out["loss_sum"])
-        weight += float(out["weight"])
-    if not probs:
-      raise ValueError(f"Split {split!r} of task {self.task_name!r} has no examples.")
-    return metrics_lib.classification_metrics(
-        np.concatenate(labels), np.concatenate(probs), loss_sum / weight, self.label_names)
+      outputs = [jax.device_get(self.eval_step(state, self.device_batch(batch)))
+                 for batch in self.objective.eval_batches(split)]
+    return self.objective.metrics(outputs, split)
 
 
 def count_params(params) -> int:
@@ -221,6 +207,66 @@ def restore_latest(manager: ocp.CheckpointManager, trainer: Trainer) -> TrainSta
   return None
 
 
+def _latest_checkpoint(workdir: str) -> tuple[ocp.CheckpointManager, int, str]:
+  """A read-only manager of a run's checkpoints, its newest step and the directory."""
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  manager = step = None
+  if os.path.isdir(directory):
+    manager = ocp.CheckpointManager(
+        directory, options=ocp.CheckpointManagerOptions(read_only=True),
+        item_handlers=ocp.PyTreeCheckpointHandler())
+    step = manager.latest_step()
+  if step is None:
+    raise FileNotFoundError(
+        f"No checkpoint under {directory}; train the model first "
+        f"(python -m byteflax.main --config=... --workdir={workdir}).")
+  return manager, step, directory
+
+
+def load_pretrained_encoder(workdir: str, trainer: Trainer, params: Any) -> Any:
+  """`params` with the classifier's encoder replaced by an encoder-decoder run's encoder.
+
+  The encoder-decoder keeps its encoder under `params["encoder"]` with the classifier's
+  names (embed, gbst, encoder; see `seq2seq`). Exactly those subtrees are read (orbax
+  partial restore: no decoder, optimizer or step); the classifier's pooling and head keep
+  their fresh initialisation.
+
+  Raises:
+    ValueError: a pretrained parameter is missing from this classifier or has another
+      shape; the message names its path.
+  """
+  manager, step, directory = _latest_checkpoint(workdir)
+  saved = flax.traverse_util.flatten_dict(
+      manager.item_metadata(step).tree["params"]["encoder"], sep="/")
+  abstract = trainer.abstract_state().params
+  target = {name: abstract[name] for name in {path.split("/")[0] for path in saved}
+            if name in abstract}
+  wanted = flax.traverse_util.flatten_dict(target, sep="/")
+  for path in sorted(set(saved) | set(wanted)):
+    saved_shape = tuple(saved[path].shape) if path in saved else None
+    wanted_shape = tuple(wanted[path].shape) if path in wanted else None
+    if saved_shape != wanted_shape:
+      raise ValueError(
+          f"Pretrained encoder parameter params/encoder/{path} in {directory} (step {step}) "
+          f"has shape {saved_shape}, this classifier's params/{path} has {wanted_shape} "
+          "(None: absent). The classifier's config.model must match the pretraining "
+          "config's model.encoder.")
+  restored = manager.restore(step, args=ocp.args.PyTreeRestore(
+      item={"params": {"encoder": target}},
+      restore_args=ocp.checkpoint_utils.construct_restore_args(
+          {"params": {"encoder": target}}),
+      partial_restore=True))
+  logging.info("Initialised %s from the encoder of step %d of %s.", sorted(target), step,
+               directory)
+  return {**params, **restored["params"]["encoder"]}
+
+
+def is_encoder_decoder_run(workdir: str) -> bool:
+  """Whether a run's newest checkpoint holds an encoder-decoder (params encoder, decoder)."""
+  manager, step, _ = _latest_checkpoint(workdir)
+  return set(manager.item_metadata(step).tree["params"]) == {"encoder", "decoder"}
+
+
 def load_variables(workdir: str, trainer: Trainer,
                    collections: tuple[str, ...] = ("params", quant.COLLECTION)
                    ) -> tuple[dict[str, Any], int]:
@@ -233,16 +279,7 @@ def load_variables(workdir: str, trainer: Trainer,
   step, optimizer and quantization ranges (e.g. quantization-aware fine-tuning of a float
   run); export and benchmarks apply the model with them.
   """
-  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-  manager = step = None
-  if os.path.isdir(directory):
-    manager = ocp.CheckpointManager(
-        directory, options=ocp.CheckpointManagerOptions(read_only=True))
-    step = manager.latest_step()
-  if step is None:
-    raise FileNotFoundError(
-        f"No checkpoint under {directory}; train the model first "
-        f"(python -m byteflax.main --config=... --workdir={workdir}).")
+  manager, step, directory = _latest_checkpoint(workdir)
   abstract = trainer.abstract_state()
   target = {name: tree for name, tree in (("params", abstract.params),
                                           (quant.COLLECTION, abstract.quant_stats))
@@ -285,9 +322,8 @@ def run_evals(trainer: Trainer, state: TrainState, step: int, names,
   for name in names:
     results[name] = trainer.evaluate(state, trainer.config.evals[name].split)
     writer.write_scalars(step, {f"{name}/{k}": v for k, v in results[name].items()})
-    logging.info("eval %s @ step %d: auc %.4f  accuracy %.4f  f1 %.4f  loss %.4f", name,
-                 step, results[name]["auc"], results[name]["accuracy"], results[name]["f1"],
-                 results[name]["loss"])
+    logging.info("eval %s @ step %d: %s", name, step, "  ".join(
+        f"{key} {value:.4f}" for key, value in results[name].items() if "/" not in key))
   return results
 
 
@@ -361,8 +397,7 @@ def _train_loop(trainer: Trainer, state: TrainState, start_step: int,
   """
   config = trainer.config
   periodic = [name for name, e in config.evals.items() if e.every_steps]
-  batches = input_pipeline.train_batches(trainer.task_name, config.data, seed=config.seed,
-                                         start_step=start_step)
+  batches = trainer.objective.train_batches(config.seed, start_step)
   pending_losses, window_start, window_bytes = [], time.perf_counter(), 0
   first_pending = start_step + 1
   for step in range(start_step + 1, config.total_steps + 1):
@@ -410,8 +445,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if state is None:
     state = trainer.init_state()
     if config.get("init_from"):
-      variables, _ = load_variables(config.init_from, trainer, collections=("params",))
-      state = state.replace(params=variables["params"])
+      if (isinstance(trainer.objective, objectives.Classification)
+          and is_encoder_decoder_run(config.init_from)):
+        params = load_pretrained_encoder(config.init_from, trainer, state.params)
+      else:
+        params = load_variables(config.init_from, trainer, collections=("params",))[0]["params"]
+      state = state.replace(params=params)
   start_step = int(jax.device_get(state.step))
   logging.info("Model %s: %d parameters; task %s; mesh %s.", config.model_name,
                count_params(state.params), trainer.task_name, dict(trainer.mesh.shape))

@@ -51,7 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   ))
   if "smoke" in args:
     config.model.decoder.update(num_layers=1, dim=32, num_heads=2, mlp_dim=64)
-  config.total_steps = 3000 if "smoke" not in args else config.total_steps
+  config.total_steps = 1000 if "smoke" not in args else config.total_steps
   # The pretraining task has no test split.
   config.evals = ml_collections.ConfigDict(dict(
       validation=dict(split="validation", every_steps=config.evals.validation.every_steps)))

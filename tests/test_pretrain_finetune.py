@@ -1,0 +1,73 @@
+"""Span-corruption training through the shared Trainer, and fine-tuning from its encoder."""
+
+import json
+import os
+
+import flax
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from byteflax import train
+from configs import byteqrnn_toxicity
+from configs import pretrain_fortunes
+
+
+def _save_initial_state(config, workdir):
+  """Writes a run's step-0 checkpoint (as a pretraining run's would be) -> its params."""
+  trainer = train.Trainer(config)
+  state = trainer.init_state()
+  with train.checkpoint_manager(workdir, config) as manager:
+    manager.save(0, args=ocp.args.StandardSave(state), force=True)
+    manager.wait_until_finished()
+  return jax.device_get(state.params)
+
+
+def _flat(tree):
+  return flax.traverse_util.flatten_dict(jax.device_get(tree), sep="/")
+
+
+def test_finetune_init_picks_exactly_the_pretrained_encoder(tmp_path):
+  pretrained = _save_initial_state(pretrain_fortunes.get_config("smoke"), tmp_path)
+  classifier = train.Trainer(byteqrnn_toxicity.get_config("smoke"))
+  assert train.is_encoder_decoder_run(str(tmp_path))
+  fresh = classifier.init_state().params
+  loaded = train.load_pretrained_encoder(str(tmp_path), classifier, fresh)
+  loaded, fresh, source = _flat(loaded), _flat(fresh), _flat(pretrained["encoder"])
+  assert set(loaded) == set(fresh)
+  from_pretraining = {path for path in loaded if path.split("/")[0] in ("embed", "gbst",
+                                                                       "encoder")}
+  assert from_pretraining == set(source)  # Every encoder param, nothing of the decoder.
+  for path in loaded:
+    expected = source[path] if path in from_pretraining else fresh[path]
+    np.testing.assert_array_equal(loaded[path], expected, err_msg=path)
+  # The pretrained values really differ from the classifier's own initialisation.
+  assert not np.array_equal(loaded["embed/embedding"], fresh["embed/embedding"])
+
+
+def test_finetune_init_names_the_mismatched_param(tmp_path):
+  _save_initial_state(pretrain_fortunes.get_config("smoke"), tmp_path)
+  config = byteqrnn_toxicity.get_config("smoke")
+  config.model.qrnn_features = 16  # The pretraining encoder has 32.
+  classifier = train.Trainer(config)
+  with pytest.raises(ValueError, match=r"params/encoder/encoder/layer_0.*has shape"):
+    train.load_pretrained_encoder(str(tmp_path), classifier, classifier.init_state().params)
+
+
+@pytest.mark.slow
+def test_pretraining_loss_decreases_then_finetuning_starts_from_it(tmp_path):
+  config = pretrain_fortunes.get_config("smoke")
+  config.evals.validation.every_steps = 0
+  report = train.train_and_evaluate(config, str(tmp_path / "pretrain"))
+  with open(tmp_path / "pretrain" / "metrics.jsonl") as f:
+    losses = [r["train/loss"] for r in map(json.loads, f) if "train/loss" in r]
+  assert losses[-1] < losses[0] - 0.5, losses  # Byte entropy ~5.5 nats at the start.
+  assert report["validation"]["loss"] < losses[0]
+  assert 0 < report["validation"]["accuracy"] <= 1
+
+  finetune = byteqrnn_toxicity.get_config("smoke")
+  finetune.total_steps = 2
+  finetune.init_from = str(tmp_path / "pretrain")
+  train.train_and_evaluate(finetune, str(tmp_path / "finetune"))
+  assert os.path.isdir(tmp_path / "finetune" / "checkpoints" / "2")
