@@ -1,0 +1,313 @@
+r"""Decoding benchmark: MAtt vs KV-cache decoder steps, cache memory, float vs uint8 beams.
+
+  pip install -e ".[bench]"
+  python -m benchmarks.decode --out=benchmarks/results [--workdir=/tmp/pretrain]
+
+The model is configs/pretrain_fortunes.py's encoder-decoder (ByteQRNN encoder; 2 decoder
+layers of width 128, 4 heads, MLP 256) with decoder.attention_kind "matt" or "causal", at
+random parameters (no timing depends on their values). Encoder outputs come from
+--input_bytes random bytes (all real). It measures:
+
+1. Per-step decode latency vs position p (--positions): one jitted `decode_step` per cache
+   size, run --steps times in a `lax.fori_loop` (the way `beam_search` runs it: inside one
+   XLA loop, no host dispatch per step; cache donated and updated in place) and divided by
+   --steps. The KV cache is allocated for exactly p + 1 positions and the step at p attends
+   over all of them: the cost of step p in a decoder that keeps only the filled prefix. (A
+   cache preallocated for the maximum length costs the same at every position, since its
+   masked attention reads the whole buffer.) MAtt's state has no length. Every (kind, rows,
+   p) case is timed once per round, over --rounds rounds in alternating order after a
+   warm-up call, and the median is kept, so all cases see the same machine load. Rows: 1
+   (greedy) and --beam_size (one input's beams).
+2. Cache bytes per sequence: the leaves of `init_cache(1, p)` (float32).
+3. Beam search wall time, float vs uint8 scorer: `generate.generate` jitted end to end
+   (encode + search), one input, --beam_size beams, --max_length steps (EOS banned so every
+   search runs all steps and the two scorers do the same decoder work); interleaved rounds,
+   median. Also the search alone over a constant-logits decoder, the scorers' own cost.
+4. With --workdir (a trained pretraining run of the same config): how often the uint8
+   search's top sequence equals the float search's on --agreement_examples validation
+   inputs of the run's task, and the float log-prob the uint8 choice gives up.
+
+Writes <out>/decode.json and <out>/decode.png and prints tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import tasks  # pylint: disable=unused-import  (registers the SeqIO tasks)
+from byteflax import beam_search
+from byteflax import generate
+from byteflax import input_pipeline
+from byteflax import seq2seq
+from byteflax import splitter
+from configs import pretrain_fortunes
+
+KINDS = ("matt", "causal")
+SCORERS = {"float": beam_search.FloatScorer(), "uint8": beam_search.Uint8Scorer()}
+
+
+def build(kind: str, input_bytes: int):
+  """(model, random variables, encoder inputs [1, input_bytes]) for one decoder kind."""
+  config = pretrain_fortunes.get_config("causal" if kind == "causal" else None)
+  model = seq2seq.build_encoder_decoder(config.model)
+  inputs = np.random.default_rng(0).integers(3, 259, size=(1, input_bytes)).astype(np.int32)
+  inputs[:, -1] = splitter.EOS_ID
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), inputs, inputs[:, :8])
+  return model, variables, jnp.asarray(inputs)
+
+
+def init_cache_shapes(model, variables, rows: int, length: int):
+  return jax.eval_shape(lambda: model.apply(variables, rows, length, method=model.init_cache))
+
+
+def tree_bytes(tree) -> int:
+  return int(sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree)))
+
+
+def _timed(run) -> float:
+  start = time.perf_counter()
+  jax.block_until_ready(run())
+  return time.perf_counter() - start
+
+
+class StepCase:
+  """`steps` decode steps at one position, for one kind and number of rows."""
+
+  def __init__(self, model, variables, inputs, rows: int, position: int, steps: int,
+               compiled_loops: dict):
+    self.rows, self.position, self.steps, self.times = rows, position, steps, []
+    encoded, mask = jax.jit(functools.partial(model.apply, method=model.encode))(
+        variables, inputs)
+    self.encoded, self.mask = beam_search.repeat_beams((encoded, mask), rows)
+    shapes = init_cache_shapes(model, variables, rows, position + 1)
+    keys = jax.random.split(jax.random.PRNGKey(position), len(jax.tree.leaves(shapes)))
+    leaves = [jax.random.normal(k, s.shape, s.dtype)
+              for k, s in zip(keys, jax.tree.leaves(shapes))]
+    self.cache = jax.tree.unflatten(jax.tree.structure(shapes), leaves)
+    self.cache_bytes_per_row = tree_bytes(self.cache) // rows
+    self.variables = variables
+    self.loop = compiled_loops.setdefault(id(model), self._step_loop(model, steps))
+    self.time_once()  # Warm-up: compiles this cache size.
+    self.times.clear()
+
+  @staticmethod
+  def _step_loop(model, steps: int):
+    def run(variables, cache, encoded, mask, position):
+      def body(_, carry):
+        tokens, cache = carry
+        logits, cache = model.apply(variables, tokens, position, cache, encoded, mask,
+                                    method=model.decode_step)
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32), cache
+      tokens = jnp.full((encoded.shape[0],), splitter.NUM_SPECIAL_IDS, jnp.int32)
+      return jax.lax.fori_loop(0, steps, body, (tokens, cache))
+    return jax.jit(run, donate_argnums=1)
+
+  def time_once(self):
+    def run():
+      tokens, self.cache = self.loop(self.variables, self.cache, self.encoded, self.mask,
+                                     jnp.int32(self.position))
+      return tokens
+    self.times.append(_timed(run) / self.steps)
+
+  def summary(self) -> dict:
+    return {"rows": self.rows, "position": self.position,
+            "step_ms": 1000 * statistics.median(self.times),
+            "step_ms_all": [1000 * t for t in self.times]}
+
+
+def measure_steps(models, positions, rows_list, steps, rounds) -> dict[str, list[dict]]:
+  compiled, cases = {}, {}
+  for kind, (model, variables, inputs) in models.items():
+    for rows in rows_list:
+      for position in positions:
+        print(f"compiling {kind} decode step, rows {rows}, position {position}", flush=True)
+        cases[kind, rows, position] = StepCase(model, variables, inputs, rows, position,
+                                               steps, compiled)
+  for round_index in range(rounds):
+    order = list(cases.values())
+    for case in order if round_index % 2 == 0 else reversed(order):
+      case.time_once()
+  return {kind: [cases[kind, rows, p].summary() for rows in rows_list for p in positions]
+          for kind in models}
+
+
+def cache_bytes(models, positions) -> dict[str, list[int]]:
+  return {kind: [tree_bytes(init_cache_shapes(model, variables, 1, p)) for p in positions]
+          for kind, (model, variables, _) in models.items()}
+
+
+def measure_beam_search(models, beam_size, max_length, rounds) -> dict:
+  """Median seconds of whole searches, float vs uint8: the model's and a constant decoder."""
+  banned = generate.NEVER_GENERATED + (splitter.EOS_ID,)
+  runs = {}
+  for kind, (model, variables, inputs) in models.items():
+    for name, scorer in SCORERS.items():
+      search = jax.jit(functools.partial(
+          generate.generate, model, max_length=max_length, beam_size=beam_size,
+          scorer=scorer, banned_ids=banned))
+      runs[f"{kind} decoder", name] = functools.partial(search, variables, inputs)
+  logits = jax.random.normal(jax.random.PRNGKey(0), (splitter.VOCAB_SIZE,))
+  constant = lambda tokens, position, cache: (
+      jnp.broadcast_to(logits.at[splitter.EOS_ID].set(-jnp.inf),
+                       (tokens.shape[0], splitter.VOCAB_SIZE)), cache)
+  for name, scorer in SCORERS.items():
+    search = jax.jit(lambda cache, scorer=scorer: beam_search.beam_search(
+        constant, cache, batch_size=1, beam_size=beam_size, max_length=max_length,
+        scorer=scorer))
+    runs["search only (constant logits)", name] = functools.partial(
+        search, jnp.zeros((beam_size, 1)))
+  print("compiling beam searches", flush=True)
+  times = {key: [] for key in runs}
+  for run in runs.values():
+    jax.block_until_ready(run())
+  for round_index in range(rounds):
+    order = list(runs)
+    for key in order if round_index % 2 == 0 else reversed(order):
+      times[key].append(_timed(runs[key]))
+  return {decoder: {name: 1000 * statistics.median(times[decoder, name])
+                    for name in SCORERS} for decoder, _ in runs}
+
+
+def measure_agreement(workdir: str, beam_size: int, max_length: int, examples: int) -> dict:
+  """uint8 vs float top sequences of a trained run on its task's validation inputs."""
+  config = pretrain_fortunes.get_config()
+  model, variables, step = generate.load_model(config, workdir)
+  batches = input_pipeline.seq2seq_batches(config.data.task, "validation", config.data,
+                                           train=False)
+  inputs = []
+  for batch in batches:
+    inputs.extend(batch["inputs"][batch["weights"] > 0])
+    if len(inputs) >= examples:
+      break
+  inputs = np.stack(inputs[:examples])
+  results = {}
+  for name, scorer in SCORERS.items():
+    search = jax.jit(functools.partial(generate.generate, model, max_length=max_length,
+                                       beam_size=beam_size, scorer=scorer))
+    results[name] = jax.device_get(search(variables, inputs))
+  same = np.all(results["float"].sequences[:, 0] == results["uint8"].sequences[:, 0], axis=1)
+  # The uint8 choice scored by the float search's own measure (teacher forcing).
+  logits = jax.jit(model.apply)(variables, inputs, results["uint8"].sequences[:, 0])
+  log_probs = jax.nn.log_softmax(
+      logits.at[..., generate.NEVER_GENERATED].set(-jnp.inf), axis=-1)
+  chosen = results["uint8"].sequences[:, 0]
+  is_eos = chosen == splitter.EOS_ID
+  up_to_eos = np.cumsum(is_eos, axis=1) - is_eos == 0
+  uint8_log_probs = np.sum(np.take_along_axis(np.asarray(log_probs), chosen[..., None],
+                                              axis=-1)[..., 0] * up_to_eos, axis=1)
+  lengths = up_to_eos.sum(1)
+  uint8_scores = uint8_log_probs / np.asarray(beam_search.length_penalty(
+      jnp.asarray(lengths), 0.6))
+  regret = results["float"].scores[:, 0] - uint8_scores
+  return {"workdir": workdir, "checkpoint_step": step, "examples": len(inputs),
+          "same_top_sequence": float(same.mean()),
+          "mismatches": int((~same).sum()),
+          "uint8_worse_by_mean": float(regret[~same].mean()) if (~same).any() else 0.0,
+          "uint8_better": int((regret[~same] < 0).sum())}
+
+
+def plot(report: dict, path: str) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top  (optional: the "bench" extra)
+  import matplotlib.ticker  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
+  figure, (latency, memory) = pyplot.subplots(1, 2, figsize=(11, 4.2))
+  positions = report["positions"]
+  for kind, rows in report["steps"].items():
+    for row_count in report["rows"]:
+      ms = [r["step_ms"] for r in rows if r["rows"] == row_count]
+      rows_label = "1 row" if row_count == 1 else f"{row_count} rows (beams)"
+      latency.plot(positions, ms, marker="o", label=f"{kind}, {rows_label}")
+  latency.set(xscale="log", yscale="log", xlabel="position decoded",
+              ylabel="ms per decode step", title="decode step latency")
+  for kind, sizes in report["cache_bytes_per_sequence"].items():
+    memory.plot(positions, [s / 1024 for s in sizes], marker="o", label=kind)
+  memory.set(xscale="log", yscale="log", xlabel="sequence length",
+             ylabel="KiB per sequence", title="decoder cache per sequence")
+  for ax in (latency, memory):
+    ax.set_xticks(positions, [str(p) for p in positions])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+
+
+def format_tables(report: dict) -> str:
+  lines = ["| decoder | rows | " + " | ".join(f"p={p}" for p in report["positions"])
+           + " | cache KiB/seq at p=" + str(report["positions"][-1]) + " |",
+           "|---" * (len(report["positions"]) + 3) + "|"]
+  for kind, rows in report["steps"].items():
+    for row_count in report["rows"]:
+      ms = [f"{r['step_ms']:.3f} ms" for r in rows if r["rows"] == row_count]
+      lines.append(f"| {kind} | {row_count} | " + " | ".join(ms)
+                   + f" | {report['cache_bytes_per_sequence'][kind][-1] / 1024:,.1f} |")
+  lines += ["", "| beam search (ms) | float | uint8 |", "|---|---|---|"]
+  for decoder, times in report["beam_search_ms"].items():
+    lines.append(f"| {decoder} | {times['float']:.1f} | {times['uint8']:.1f} |")
+  lines += ["", "goals: " + json.dumps(report["goals"])]
+  return "\n".join(lines)
+
+
+def goals(steps: dict, rows: int) -> dict:
+  ms = {(kind, r["position"]): r["step_ms"] for kind, rs in steps.items() for r in rs
+        if r["rows"] == rows}
+  return {"rows": rows,
+          "matt_1024_over_16": ms["matt", 1024] / ms["matt", 16],
+          "causal_over_matt_at_1024": ms["causal", 1024] / ms["matt", 1024]}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--out", default="benchmarks/results")
+  parser.add_argument("--positions", type=int, nargs="+", default=[16, 64, 256, 1024, 2048])
+  parser.add_argument("--input_bytes", type=int, default=256)
+  parser.add_argument("--beam_size", type=int, default=4)
+  parser.add_argument("--steps", type=int, default=32, help="Decode steps per timing.")
+  parser.add_argument("--rounds", type=int, default=30)
+  parser.add_argument("--max_length", type=int, default=64, help="Beam search steps.")
+  parser.add_argument("--workdir", default=None,
+                      help="A trained configs/pretrain_fortunes.py run: uint8 agreement.")
+  parser.add_argument("--agreement_examples", type=int, default=200)
+  args = parser.parse_args()
+  if 1024 not in args.positions or 16 not in args.positions:
+    parser.error("--positions must include 16 and 1024 (the goals compare them).")
+
+  models = {kind: build(kind, args.input_bytes) for kind in KINDS}
+  rows = [1, args.beam_size]
+  steps = measure_steps(models, args.positions, rows, args.steps, args.rounds)
+  report = {
+      "device": str(jax.devices()[0].device_kind), "cpu_count": os.cpu_count(),
+      "config": "configs/pretrain_fortunes.py (matt) / :causal", "args": vars(args),
+      "positions": args.positions, "rows": rows, "steps": steps,
+      "cache_bytes_per_sequence": cache_bytes(models, args.positions),
+      "beam_search_ms": measure_beam_search(models, args.beam_size, args.max_length,
+                                            args.rounds),
+      "goals": {f"rows_{r}": goals(steps, r) for r in rows},
+  }
+  if args.workdir:
+    report["uint8_agreement"] = measure_agreement(args.workdir, args.beam_size,
+                                                  args.max_length, args.agreement_examples)
+  os.makedirs(args.out, exist_ok=True)
+  with open(os.path.join(args.out, "decode.json"), "w") as f:
+    json.dump(report, f, indent=2)
+  plot(report, os.path.join(args.out, "decode.png"))
+  print(format_tables(report))
+  if "uint8_agreement" in report:
+    print("uint8 agreement:", json.dumps(report["uint8_agreement"]))
+
+
+if __name__ == "__main__":
+  main()
