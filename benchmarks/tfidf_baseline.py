@@ -25,20 +25,10 @@ import json
 import time
 
 import numpy as np
-from sklearn import feature_extraction
-from sklearn import linear_model
-from sklearn import metrics
 
+from byteflax import baselines
 from tasks import fortunes
 from tasks import toxicity
-
-_C_GRID = (0.3, 1.0, 3.0, 10.0, 30.0)
-_FEATURES = {
-    "word": dict(analyzer="word", ngram_range=(1, 2), min_df=2),
-    # min_df=2 drops the n-grams seen once, which cannot generalise and would otherwise
-    # make up most of the several million character features.
-    "char": dict(analyzer="char", ngram_range=(2, 5), min_df=2),
-}
 
 Splits = dict[str, tuple[list[str], np.ndarray]]
 
@@ -51,30 +41,12 @@ def _as_arrays(splits: dict[str, list[tuple[str, Sequence[int]]]]) -> Splits:
           for name, examples in splits.items()}
 
 
-def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
-  """Mean ROC AUC over label columns."""
-  return float(np.mean([metrics.roc_auc_score(labels[:, j], scores[:, j])
-                        for j in range(labels.shape[1])]))
-
-
 def evaluate(splits: Splits, features: str) -> tuple[float, float]:
   """Test AUC of the validation-tuned TF-IDF + LR model, and the chosen C."""
-  vectorizer = feature_extraction.text.TfidfVectorizer(sublinear_tf=True,
-                                                       **_FEATURES[features])
-  x = {name: (vectorizer.fit_transform if name == "train" else vectorizer.transform)(texts)
-       for name, (texts, _) in splits.items()}
-  y = {name: labels for name, (_, labels) in splits.items()}
-
-  def fit_predict(c: float, split: str) -> np.ndarray:
-    scores = []
-    for j in range(y["train"].shape[1]):
-      model = linear_model.LogisticRegression(C=c, max_iter=2000)
-      model.fit(x["train"], y["train"][:, j])
-      scores.append(model.decision_function(x[split]))
-    return np.stack(scores, axis=1)
-
-  best_c = max(_C_GRID, key=lambda c: _auc(y["validation"], fit_predict(c, "validation")))
-  return _auc(y["test"], fit_predict(best_c, "test")), best_c
+  model = baselines.TfidfLogisticRegression(features).fit(splits["train"],
+                                                          splits["validation"])
+  texts, labels = splits["test"]
+  return baselines.macro_auc(labels, model.decision_function(texts)), model.c
 
 
 def run(name: str, splits: Splits) -> dict[str, object]:
@@ -87,7 +59,7 @@ def run(name: str, splits: Splits) -> dict[str, object]:
   row = {"task": name, "examples": len(all_labels),
          "positive_rate": float(all_labels.mean()),
          "split_sizes": {split: len(texts) for split, (texts, _) in splits.items()}}
-  for features in _FEATURES:
+  for features in baselines.TFIDF_FEATURES:
     start = time.time()
     auc, c = evaluate(splits, features)
     row[f"{features}_auc"], row[f"{features}_c"] = auc, c

@@ -22,10 +22,12 @@ On-device contract (both models):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import dataclasses
 import json
 import os
 import tempfile
+import time
 
 from absl import app
 from absl import flags
@@ -164,6 +166,21 @@ def convert(model: nn.Module, params, length: int,
       # silently falling back to a float kernel.
       converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     return converter.convert()
+
+
+def median_latency_ms(predict: Callable[[np.ndarray], object], examples: np.ndarray,
+                      runs: int) -> float:
+  """Median wall time of `predict` on single examples `[1, ...]` (cycling through
+  `examples`), after 10 warm-up calls."""
+  for row in examples[:10]:
+    predict(row[None])
+  times = []
+  for i in range(runs):
+    row = examples[i % len(examples)][None]
+    start = time.perf_counter()
+    predict(row)
+    times.append(time.perf_counter() - start)
+  return 1000 * float(np.median(times))
 
 
 class TFLiteClassifier:

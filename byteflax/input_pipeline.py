@@ -3,7 +3,9 @@
 Batches are dicts of numpy arrays:
   inputs  `[batch, length]` int32 byte ids, 0 = pad (length = a bucket boundary);
   labels  `[batch, num_labels]` float32 0/1;
-  weights `[batch]` float32, 0 for filler rows that pad the last eval batch.
+  weights `[batch]` float32, 0 for filler rows that pad the last eval batch;
+  teacher_logits `[batch, num_labels]` float32, only in training batches of a distillation
+  run (`teacher_path`): a teacher's log-odds for each example, looked up by its byte ids.
 
 Examples are grouped into length buckets and padded to the bucket boundary: fortunes have a
 median of ~100 bytes but a tail past 1 kB, so one fixed length would spend most compute on
@@ -47,6 +49,39 @@ def bucket_boundaries(data: ml_collections.ConfigDict) -> list[int]:
   return boundaries + [data.max_length]
 
 
+def teacher_key(ids: np.ndarray) -> str:
+  """The key of an example's teacher logits: its byte ids (EOS included, padding not),
+  as text; `_with_teacher_logits` forms the same key in the tf.data graph."""
+  return " ".join(str(i) for i in ids[ids != 0])
+
+
+def _with_teacher_logits(ds: tf.data.Dataset, task_name: str, data: ml_collections.ConfigDict,
+                         teacher_path: str) -> tf.data.Dataset:
+  """Adds "teacher_logits" to every example from a file written by byteflax.distill."""
+  with np.load(teacher_path) as teacher:
+    keys, logits = teacher["keys"], teacher["logits"].astype(np.float32)
+    written_for = (str(teacher["task"]), int(teacher["max_length"]))
+  if written_for != (task_name, data.max_length):
+    raise ValueError(
+        f"{teacher_path} holds teacher logits for task {written_for[0]!r} at max_length "
+        f"{written_for[1]}, not {task_name!r} at {data.max_length}; write it again with "
+        "python -m byteflax.distill and this config.")
+  rows = tf.lookup.StaticHashTable(
+      tf.lookup.KeyValueTensorInitializer(keys, np.arange(len(keys), dtype=np.int64)),
+      default_value=-1)
+  logits = tf.constant(logits)
+
+  def add(ex):
+    row = rows.lookup(tf.strings.reduce_join(tf.strings.as_string(ex["inputs"]),
+                                             separator=" "))
+    with tf.control_dependencies([tf.debugging.assert_non_negative(
+        row, message=f"A training example has no teacher logits in {teacher_path}; write "
+                     "it again with python -m byteflax.distill and this config.")]):
+      return {**ex, "teacher_logits": tf.gather(logits, row)}
+
+  return ds.map(add, num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def _dataset(task_name: str, split: str, data: ml_collections.ConfigDict, *, shuffle: bool,
              num_epochs: int | None, seed: int) -> tf.data.Dataset:
   shard_info = seqio.ShardInfo(index=jax.process_index(), num_shards=jax.process_count())
@@ -71,16 +106,18 @@ def _bucketed(ds: tf.data.Dataset, boundaries: Sequence[int], batch_size: int,
 def _pad_to_boundary(batch: dict[str, np.ndarray], boundaries: Sequence[int],
                      batch_size: int) -> dict[str, np.ndarray]:
   """Pads length up to its bucket boundary and rows up to batch_size (weight 0)."""
-  inputs, labels = batch["inputs"], batch["labels"]
+  inputs = batch["inputs"]
   rows, length = inputs.shape
   target = next(b for b in boundaries if b >= length)
-  padded = np.zeros((batch_size, target), np.int32)
-  padded[:rows, :length] = inputs
-  padded_labels = np.zeros((batch_size,) + labels.shape[1:], np.float32)
-  padded_labels[:rows] = labels
-  weights = np.zeros((batch_size,), np.float32)
-  weights[:rows] = 1.0
-  return {"inputs": padded, "labels": padded_labels, "weights": weights}
+  padded = {"inputs": np.zeros((batch_size, target), np.int32)}
+  padded["inputs"][:rows, :length] = inputs
+  for name, values in batch.items():  # labels, teacher_logits: per-example float32.
+    if name != "inputs":
+      padded[name] = np.zeros((batch_size,) + values.shape[1:], np.float32)
+      padded[name][:rows] = values
+  padded["weights"] = np.zeros((batch_size,), np.float32)
+  padded["weights"][:rows] = 1.0
+  return padded
 
 
 def _in_lockstep(batches: Iterator[dict[str, np.ndarray]], batch_size: int, num_labels: int
@@ -117,15 +154,19 @@ def host_batch_size(global_batch_size: int) -> int:
 
 
 def train_batches(task_name: str, data: ml_collections.ConfigDict, *, seed: int,
-                  start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+                  start_step: int = 0, teacher_path: str | None = None
+                  ) -> Iterator[dict[str, np.ndarray]]:
   """Endless, deterministic training batches, starting at batch `start_step`.
 
   The pipeline is a pure function of (task, config, seed), so resuming after a restart
   skips the batches already consumed and sees exactly what an uninterrupted run would.
+  With `teacher_path` (a byteflax.distill file) batches also carry "teacher_logits".
   """
   batch_size = host_batch_size(data.batch_size)
   boundaries = bucket_boundaries(data)
   ds = _dataset(task_name, "train", data, shuffle=True, num_epochs=None, seed=seed)
+  if teacher_path:
+    ds = _with_teacher_logits(ds, task_name, data, teacher_path)
   ds = _bucketed(ds, boundaries, batch_size, drop_remainder=True).skip(start_step)
   options = tf.data.Options()
   options.deterministic = True

@@ -25,6 +25,7 @@ import flax.linen as nn
 from flax.training import train_state
 import jax
 from jax.experimental import multihost_utils
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -66,15 +67,35 @@ def make_optimizer(optim: ml_collections.ConfigDict, total_steps: int
   return tx, schedule
 
 
+def distillation_loss(logits, labels, teacher_logits, weights, alpha: float,
+                      temperature: float):
+  """(1 - alpha) x cross-entropy with the labels + alpha x T^2 x cross-entropy with the
+  teacher's probabilities, both at temperature T -> (weighted sum, weight).
+
+  All of `[batch, labels]` but weights `[batch]`. T^2 keeps the teacher term's gradient
+  scale independent of T (Hinton et al., 2015).
+  """
+  hard = optax.sigmoid_binary_cross_entropy(logits, labels)
+  soft = optax.sigmoid_binary_cross_entropy(
+      logits / temperature, jax.nn.sigmoid(teacher_logits / temperature)) * temperature**2
+  per_example = ((1 - alpha) * hard + alpha * soft).mean(axis=-1)
+  return jnp.sum(per_example * weights), jnp.sum(weights)
+
+
 def train_step(state: TrainState, batch: dict[str, jax.Array],
-               objective: objectives.Objective) -> tuple[TrainState, dict[str, jax.Array]]:
+               objective: objectives.Objective, distill_alpha: float = 0.0,
+               distill_temperature: float = 1.0) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer step.
 
   Args:
     state: params, optimizer state, step and base rng.
     objective: the run's objective (model arguments and loss; static).
     batch: what the objective reads (inputs `[batch, length]` int32, weights `[batch]`,
-      labels `[batch, labels]` or targets `[batch, targets_length]`).
+      labels `[batch, labels]` or targets `[batch, targets_length]`); with
+      distill_alpha > 0 also teacher_logits `[batch, labels]`.
+    distill_alpha: weight of the teacher term (`distillation_loss`); 0 trains on the
+      labels alone.
+    distill_temperature: the distillation temperature.
 
   Returns:
     The updated state and {"loss", "grad_norm"} of this step.
@@ -86,7 +107,12 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
     logits, updates = state.apply_fn(
         {"params": params, quant.COLLECTION: state.quant_stats}, *objective.model_args(batch),
         train=True, rngs={"dropout": dropout_rng}, mutable=[quant.COLLECTION])
-    loss_sum, weight = objective.loss(logits, batch)
+    if distill_alpha:
+      loss_sum, weight = distillation_loss(logits, batch["labels"], batch["teacher_logits"],
+                                           batch["weights"], distill_alpha,
+                                           distill_temperature)
+    else:
+      loss_sum, weight = objective.loss(logits, batch)
     return loss_sum / weight, updates.get(quant.COLLECTION, state.quant_stats)
 
   (loss, quant_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -101,6 +127,29 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array],
   logits = state.apply_fn({"params": state.params, quant.COLLECTION: state.quant_stats},
                           *objective.model_args(batch), train=False)
   return objective.eval_outputs(logits, batch)
+
+
+def distillation_settings(config: ml_collections.ConfigDict) -> dict[str, float]:
+  """train_step's distill_* arguments: empty unless config.distill.alpha > 0."""
+  distill = config.get("distill")
+  if not distill or not distill.alpha:
+    return {}
+  if not 0 < distill.alpha <= 1 or distill.temperature <= 0:
+    raise ValueError(f"config.distill needs 0 < alpha <= 1 and temperature > 0, got alpha "
+                     f"{distill.alpha}, temperature {distill.temperature}.")
+  return {"distill_alpha": distill.alpha, "distill_temperature": distill.temperature}
+
+
+def teacher_path(config: ml_collections.ConfigDict) -> str | None:
+  """The teacher logits file that a distillation run's training batches read, else None."""
+  if not distillation_settings(config):
+    return None
+  path = config.distill.teacher_path
+  if not path or not os.path.exists(path):
+    raise FileNotFoundError(
+        f"No teacher logits at config.distill.teacher_path={path!r}; write them first: "
+        "python -m byteflax.distill --config=<this config>.")
+  return path
 
 
 class Trainer:
@@ -133,7 +182,8 @@ class Trainer:
     self._abstract_state = nn.meta.unbox(abstract)
     self.batch_sharding = partitioning.batch_sharding(self.mesh)
     self.train_step = jax.jit(
-        functools.partial(train_step, objective=self.objective),
+        functools.partial(train_step, objective=self.objective,
+                          **distillation_settings(config)),
         in_shardings=(self.state_sharding, self.batch_sharding),
         out_shardings=(self.state_sharding, None), donate_argnums=(0,))
     # Eval outputs are small ([batch, labels]): replicated, so every host can read them.
@@ -397,7 +447,8 @@ def _train_loop(trainer: Trainer, state: TrainState, start_step: int,
   """
   config = trainer.config
   periodic = [name for name, e in config.evals.items() if e.every_steps]
-  batches = trainer.objective.train_batches(config.seed, start_step)
+  batches = trainer.objective.train_batches(config.seed, start_step,
+                                            teacher_path=teacher_path(config))
   pending_losses, window_start, window_bytes = [], time.perf_counter(), 0
   first_pending = start_step + 1
   for step in range(start_step + 1, config.total_steps + 1):

@@ -17,6 +17,10 @@ Variants (`--config=configs/byteqrnn_toxicity.py:<arg>`):
                 of the float run in /tmp/byteqrnn (or --config.init_from=<its workdir>),
                 for int8 export: python -m byteflax.export (README, "Export to TFLite").
   smoke         a ~1 minute run for tests and debugging (tiny model, few steps).
+  distill       distillation from a teacher's soft labels (README, "Distillation"): first
+                python -m byteflax.distill --config=configs/byteqrnn_toxicity.py:distill
+                writes the teacher's out-of-fold log-odds for the training split, then
+                train with the same --config. Combines with smoke (`:distill,smoke`).
 Any field can be overridden, e.g. `--config.optim.learning_rate=1e-3`, or your own data:
 `--config.data.train_path=train.csv --config.data.test_path=test.csv` (CSV or JSONL with a
 `text` column and a `label` column; see `data.text_key` / `data.label_keys`).
@@ -27,14 +31,15 @@ from ml_collections import config_dict
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants = ("multilingual", "qat", "smoke")
-  if arg not in (None, "", *variants):
+  variants = ("multilingual", "qat", "smoke", "distill")
+  args = set(arg.split(",")) if arg else set()
+  if args - set(variants):
     raise ValueError(f"Unknown config variant {arg!r}; choose from {variants}.")
   config = ml_collections.ConfigDict()
   config.seed = 0
 
   config.data = ml_collections.ConfigDict()
-  config.data.task = ("fortunes_offensive_multilingual" if arg == "multilingual"
+  config.data.task = ("fortunes_offensive_multilingual" if "multilingual" in args
                       else "fortunes_offensive_en")
   # A user's own CSV/JSONL files replace `task` when train_path is set.
   config.data.train_path = config_dict.placeholder(str)
@@ -93,6 +98,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # fine-tune with quantization); ignored once this run has checkpoints of its own.
   config.init_from = config_dict.placeholder(str)
 
+  # Distillation (byteflax/distill.py): alpha > 0 adds a teacher term to the loss,
+  # reading the teacher's log-odds for every training example from teacher_path.
+  config.distill = ml_collections.ConfigDict(dict(
+      teacher="tfidf_char",  # A byteflax.baselines model: tfidf_char, tfidf_word, minilm.
+      teacher_path=config_dict.placeholder(str),
+      teacher_folds=5,  # Out-of-fold teacher logits: the teacher never saw the example.
+      alpha=0.0,
+      temperature=1.0,
+  ))
+
   config.log_every_steps = 100
   config.checkpoint = ml_collections.ConfigDict(dict(every_steps=500, keep=3))
   # Named evals; every_steps=0 runs one only at the end (test is not looked at earlier).
@@ -102,13 +117,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   ))
   config.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))
 
-  if arg == "qat":
+  if "qat" in args:
     config.quant.update(enabled=True, start_step=50)  # Ranges settle before rounding.
     config.init_from = "/tmp/byteqrnn"
     # Short and gentle: the float weights are already good, they only adapt to rounding.
     config.total_steps = 400
     config.optim.update(learning_rate=2e-4, warmup_steps=50)
-  if arg == "smoke":
+  if "smoke" in args:
     config.model.update(embed_dim=32, qrnn_layers=1, qrnn_features=32)
     config.data.update(max_length=128, length_buckets=(64,), batch_size=16,
                        eval_batch_size=64)
@@ -117,4 +132,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.log_every_steps = 10
     config.checkpoint.every_steps = 20
     config.evals.validation.every_steps = 20
+  if "distill" in args:
+    # Teacher files are per task and max_length (they are keyed by the model's byte ids).
+    config.distill.update(alpha=0.5, teacher_path="/tmp/byteqrnn_teacher/tfidf_char_"
+                          f"{config.data.task}_{config.data.max_length}.npz")
   return config

@@ -1,0 +1,196 @@
+r"""ByteQRNN against the baselines: ROC AUC, parameters, file size and CPU latency in one table.
+
+  python -m byteflax.export --config=configs/byteqrnn_toxicity.py --workdir=/tmp/byteqrnn \
+      --out=/tmp/byteqrnn/export
+  python -m benchmarks.compare --config=configs/byteqrnn_toxicity.py \
+      --export_dir=/tmp/byteqrnn/export [--runs=/tmp/transformer,/tmp/funnel] \
+      [--baselines=tfidf_char,minilm] [--results_dir=benchmarks/results]
+
+Rows, all on the test split of the config's task (any task: the same --config.data.* flags
+as byteflax.main, e.g. --config.data.train_path=mine.csv), as the byte models see it (texts
+cut to config.data.max_length bytes):
+  ByteQRNN int8 / float32: the TFLite files in --export_dir, run in the LiteRT interpreter;
+  --runs: trained workdirs of other byte models (ByteTransformer, ByteFunnelTransformer; they
+    have no TFLite recipe yet), run in JAX, size = float32 parameters;
+  --baselines: byteflax.baselines models fit on train (C tuned on validation): TF-IDF char /
+    word n-grams + logistic regression; MiniLM = frozen all-MiniLM-L6-v2 sentence embeddings
+    + logistic regression (the `baselines` extra). Size = the pickled fitted model, or the
+    encoder's weight file + the LR.
+Latency: per example, batch 1, one CPU thread (XLA, LiteRT and torch alike), median of
+--latency_runs warm runs cycling through test examples. The TFLite models always take their
+fixed exported length (padded), text baselines take each text as it is.
+Writes <results_dir>/compare.json and compare.png (ROC AUC vs latency, bubble area = size).
+"""
+
+# export_benchmark pins XLA to one thread on import, before JAX starts.
+from benchmarks import export_benchmark  # pylint: disable=g-bad-import-order
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import datetime
+import functools
+import json
+import os
+import platform
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+
+from byteflax import baselines
+from byteflax import distill
+from byteflax import export
+from byteflax import input_pipeline
+from byteflax import report
+from byteflax import train
+
+BERT_BASE_PARAMS = 110_000_000
+BERT_BASE_BYTES = 4 * BERT_BASE_PARAMS  # float32.
+
+FLAGS = flags.FLAGS
+# --config, --export_dir, --split and --latency_runs are export_benchmark's flags.
+_RUNS = flags.DEFINE_list("runs", [], "Workdirs of other trained byte models (JAX rows).")
+_BASELINES = flags.DEFINE_list("baselines", ["tfidf_char", "tfidf_word", "minilm"],
+                               "byteflax.baselines models to fit and compare.")
+_RESULTS_DIR = flags.DEFINE_string("results_dir", "benchmarks/results",
+                                   "Where compare.json and compare.png go.")
+
+
+def _row(name, kind, auc, params, size_bytes, latency_ms, **extra):
+  return {"name": name, "kind": kind, "auc": auc, "params": int(params),
+          "bytes": int(size_bytes), "latency_ms": latency_ms,
+          "params_vs_bert_base": BERT_BASE_PARAMS / params,
+          "bytes_vs_bert_base": BERT_BASE_BYTES / size_bytes, **extra}
+
+
+def tflite_rows(config, export_dir: str, split: str, latency_runs: int) -> list[dict]:
+  """ByteQRNN's exported int8 and float32 models through LiteRT."""
+  with open(os.path.join(export_dir, export.MANIFEST_FILE)) as f:
+    manifest = json.load(f)
+  length = manifest["input"]["shape"][1]
+  ids, labels = export.task_examples(config, split, length)
+  rows = []
+  for filename, precision in ((export.INT8_FILE, "int8"), (export.FLOAT_FILE, "float32")):
+    path = os.path.join(export_dir, filename)
+    classifier = export.TFLiteClassifier(path)
+    rows.append(_row(
+        f"{manifest['model_name']} TFLite {precision}", "byte model (TFLite)",
+        export_benchmark.macro_auc(labels, classifier(ids)["logits"]),
+        manifest["num_params"], os.path.getsize(path),
+        export.median_latency_ms(classifier, ids, latency_runs),
+        input_bytes=length, checkpoint_step=manifest["checkpoint_step"]))
+  return rows
+
+
+def jax_row(workdir: str, task_name: str, split: str, latency_runs: int) -> dict:
+  """A trained byte model evaluated in JAX at its max_length (float32 params)."""
+  config = report.run_config(workdir)
+  trainer = train.Trainer(config)
+  if trainer.task_name != task_name:
+    raise ValueError(f"{workdir} was trained on {trainer.task_name!r}, not {task_name!r}.")
+  variables, step = train.load_variables(workdir, trainer)
+  length = config.data.max_length
+  ids, labels = export.task_examples(config, split, length)
+  # Variables as an argument, not closed over: XLA would constant-fold them for minutes.
+  apply = functools.partial(jax.jit(
+      lambda v, x: trainer.model.apply(v, x, train=False)), variables)
+  logits = np.concatenate([np.asarray(apply(ids[i:i + 64])) for i in range(0, len(ids), 64)])
+  params = train.count_params(variables["params"])
+  return _row(f"{config.model_name} (JAX)", "byte model (JAX)",
+              export_benchmark.macro_auc(labels, logits), params, 4 * params,
+              export.median_latency_ms(
+                  lambda x: jax.block_until_ready(apply(x)), ids, latency_runs),
+              input_bytes=length, checkpoint_step=step, workdir=workdir)
+
+
+def baseline_row(kind: str, splits: dict, split: str, latency_runs: int) -> dict:
+  """Fits a byteflax.baselines model on train (C on validation), scores `split`."""
+  model = baselines.build(kind).fit(splits["train"], splits["validation"])
+  texts, labels = splits[split]
+  auc = baselines.macro_auc(labels, model.decision_function(texts))
+  if kind == "minilm":
+    import torch  # pylint: disable=g-import-not-at-top  (the baselines extra)
+    torch.set_num_threads(1)
+  # Texts as a [n, 1] object array: median_latency_ms feeds it rows [1, 1].
+  latency = export.median_latency_ms(
+      lambda x: model.decision_function(list(x[:, 0])),
+      np.array(texts, dtype=object)[:, None], latency_runs)
+  name = ("all-MiniLM-L6-v2 frozen + LR" if kind == "minilm"
+          else f"TF-IDF {kind.removeprefix('tfidf_')} n-grams + LR")
+  return _row(name, "baseline", auc, model.num_params(), model.size_bytes(), latency,
+              c=model.c)
+
+
+def compare(config, export_dir: str | None, runs: list[str], baseline_kinds: list[str],
+            split: str, latency_runs: int) -> dict:
+  """All rows on one task and split, plus the context to read them."""
+  splits = {name: distill.split_texts(config, name)[1:]
+            for name in ("train", "validation", split)}
+  rows = tflite_rows(config, export_dir, split, latency_runs) if export_dir else []
+  task_name = input_pipeline.resolve_task(config.data)
+  rows += [jax_row(workdir, task_name, split, latency_runs) for workdir in runs]
+  rows += [baseline_row(kind, splits, split, latency_runs) for kind in baseline_kinds]
+  return {"task": task_name, "split": split, "max_length": config.data.max_length,
+          "examples": {name: len(splits[name][0]) for name in ("train", "validation", split)},
+          "positive_rate_test": float(np.mean(splits[split][1])),
+          "latency_runs": latency_runs, "bert_base": {"params": BERT_BASE_PARAMS,
+                                                      "bytes": BERT_BASE_BYTES},
+          "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+          "date": datetime.date.today().isoformat(), "rows": rows}
+
+
+def format_table(results: dict) -> str:
+  """A Markdown table of the rows."""
+  lines = [f"| model | test ROC AUC | params | bytes | ms / example | BERT-base / size |",
+           "|---|---|---|---|---|---|"]
+  for row in results["rows"]:
+    lines.append(f"| {row['name']} | {row['auc']:.4f} | {row['params']:,} | "
+                 f"{row['bytes']:,} | {row['latency_ms']:.2f} | "
+                 f"{row['bytes_vs_bert_base']:.0f}x |")
+  return "\n".join(lines)
+
+
+def plot(results: dict, path: str) -> None:
+  """ROC AUC vs latency (log), bubble area proportional to the file size."""
+  import matplotlib  # pylint: disable=g-import-not-at-top  (optional: the "bench" extra)
+  matplotlib.use("Agg")
+  from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
+  figure, ax = pyplot.subplots(figsize=(8, 5.5))
+  largest = max(row["bytes"] for row in results["rows"])
+  for row in results["rows"]:
+    ax.scatter(row["latency_ms"], row["auc"], s=2000 * row["bytes"] / largest + 20,
+               alpha=0.5)
+    ax.annotate(f"{row['name']}\n{row['bytes'] / 1e6:.1f} MB", (row["latency_ms"], row["auc"]),
+                fontsize=8, ha="center", va="bottom", xytext=(0, 8),
+                textcoords="offset points")
+  ax.set_xscale("log")
+  ax.set_xlabel("ms per example (batch 1, 1 CPU thread)")
+  ax.set_ylabel(f"{results['split']} ROC AUC")
+  ax.set_title(f"{results['task']}: quality vs latency (bubble area = size)")
+  ax.grid(True, alpha=0.3)
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if FLAGS.workdir or FLAGS.out:
+    raise app.UsageError("--workdir / --out are export_benchmark's; compare takes the "
+                         "exported run as --export_dir, other runs as --runs and writes to "
+                         "--results_dir.")
+  if not FLAGS.export_dir and not _RUNS.value:
+    raise app.UsageError("Give --export_dir (an exported ByteQRNN) and/or --runs.")
+  results = compare(FLAGS.config, FLAGS.export_dir, _RUNS.value, _BASELINES.value,
+                    FLAGS.split, FLAGS.latency_runs)
+  print(format_table(results))
+  os.makedirs(_RESULTS_DIR.value, exist_ok=True)
+  with open(os.path.join(_RESULTS_DIR.value, "compare.json"), "w") as f:
+    json.dump(results, f, indent=2)
+  plot(results, os.path.join(_RESULTS_DIR.value, "compare.png"))
+  print(f"Wrote compare.json and compare.png to {_RESULTS_DIR.value}")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config"])
+  app.run(main)

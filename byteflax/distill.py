@@ -1,0 +1,111 @@
+r"""Distillation teachers: a baseline's log-odds for every training example, to a file.
+
+  python -m byteflax.distill --config=configs/byteqrnn_toxicity.py:distill
+  python -m byteflax.main --config=configs/byteqrnn_toxicity.py:distill --workdir=/tmp/distill
+
+The first command fits the teacher `config.distill.teacher` (a `byteflax.baselines` model:
+TF-IDF char n-grams + logistic regression by default) and writes `config.distill.teacher_path`;
+the second trains the student on (1 - alpha) x the labels + alpha x the teacher
+(`train.distillation_loss`). Training logits are out-of-fold: the training split is cut into
+`config.distill.teacher_folds` folds and each fold is scored by a teacher fit on the others,
+so the student learns the teacher's generalisation, not its memory of the labels. The
+teacher sees the texts as the student does (the task's byte ids, cut to data.max_length,
+decoded), and the file is keyed by those ids (`input_pipeline.teacher_key`).
+
+File (.npz): keys `[n]` str, logits `[n, labels]` float32, task, max_length, teacher, and the
+teacher's own validation / test ROC AUC (fit on the whole training split) for reference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+import ml_collections
+from ml_collections import config_flags
+import numpy as np
+
+from byteflax import baselines
+from byteflax import export
+from byteflax import input_pipeline
+from byteflax import splitter
+
+def texts_from_ids(ids: np.ndarray) -> list[str]:
+  """The texts that byte ids `[n, length]` encode (meta ids dropped; a multi-byte character
+  cut by truncation becomes U+FFFD)."""
+  return [bytes((row[row >= splitter.NUM_SPECIAL_IDS] - splitter.NUM_SPECIAL_IDS).tolist()).decode(
+      "utf-8", errors="replace") for row in ids]
+
+
+def split_texts(config: ml_collections.ConfigDict, split: str
+                ) -> tuple[np.ndarray, list[str], np.ndarray]:
+  """A split as the byte models see it: ids `[n, max_length]`, their texts, labels."""
+  ids, labels = export.task_examples(config, split, config.data.max_length)
+  return ids, texts_from_ids(ids), labels
+
+
+def out_of_fold_logits(model, texts: list[str], labels: np.ndarray, c: float, folds: int,
+                       seed: int) -> np.ndarray:
+  """Logits `[n, labels]` where each example is scored by `model` fit (with C = c) on the
+  folds that do not hold it."""
+  fold_of = np.random.default_rng(seed).permutation(len(texts)) % folds
+  logits = np.zeros(labels.shape, np.float32)
+  for fold in range(folds):
+    train_rows, held_out = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
+    model.fit(([texts[i] for i in train_rows], labels[train_rows]), None, c=c)
+    logits[held_out] = model.decision_function([texts[i] for i in held_out])
+  return logits
+
+
+def write_teacher(config: ml_collections.ConfigDict) -> dict[str, object]:
+  """Fits config.distill.teacher, writes config.distill.teacher_path; returns a summary."""
+  distill = config.distill
+  if not distill.teacher_path:
+    raise ValueError("Set config.distill.teacher_path (where to write the teacher logits).")
+  if distill.teacher_folds < 2:
+    raise ValueError(f"config.distill.teacher_folds must be >= 2, got {distill.teacher_folds}.")
+  task_name = input_pipeline.resolve_task(config.data)
+  splits = {split: split_texts(config, split) for split in ("train", "validation", "test")}
+  model = baselines.build(distill.teacher)
+  model.fit(splits["train"][1:], splits["validation"][1:])
+  summary = {"task": task_name, "teacher": distill.teacher, "c": model.c,
+             **{f"teacher_{split}_auc": baselines.macro_auc(
+                 splits[split][2], model.decision_function(splits[split][1]))
+                for split in ("validation", "test")}}
+  ids, texts, labels = splits["train"]
+  logits = out_of_fold_logits(model, texts, labels, model.c, distill.teacher_folds,
+                              config.seed)
+  summary["teacher_train_out_of_fold_auc"] = baselines.macro_auc(labels, logits)
+  keys = [input_pipeline.teacher_key(row) for row in ids]
+  if len(set(keys)) != len(keys):
+    raise ValueError(f"Two training examples of {task_name} have the same byte ids at "
+                     f"max_length {config.data.max_length}; deduplicate the data.")
+  os.makedirs(os.path.dirname(os.path.abspath(distill.teacher_path)), exist_ok=True)
+  np.savez(distill.teacher_path, keys=np.array(keys), logits=logits, task=task_name,
+           max_length=config.data.max_length, teacher=distill.teacher,
+           summary=json.dumps(summary))
+  summary.update(examples=len(keys), path=distill.teacher_path)
+  return summary
+
+
+def main():
+  """The CLI; its flags are defined here so that importing this module defines none."""
+  config = config_flags.DEFINE_config_file(
+      "config", None, "A training config with a `distill` section.", lock_config=True)
+  flags.mark_flags_as_required(["config"])
+
+  def run(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    summary = write_teacher(config.value)
+    logging.info("Teacher: %s", summary)
+    print(json.dumps(summary, indent=2))
+
+  app.run(run)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,51 @@
+"""Baselines: TF-IDF + LR and frozen MiniLM + LR (the `baselines` extra, installed in CI)."""
+
+import numpy as np
+import pytest
+
+from byteflax import baselines
+
+
+def _texts(count, seed):
+  """Offensive texts (label 1) swear; clean ones talk about the weather."""
+  rng = np.random.default_rng(seed)
+  clean = ["what a lovely sunny morning", "the garden looks green after the rain",
+           "we walked along the quiet river", "a calm evening with soft music"]
+  rude = ["shut up you stupid idiot", "get lost you worthless moron",
+          "what a damn useless jerk", "you are a pathetic loser"]
+  labels = (rng.random(count) < 0.5).astype(np.int64)
+  texts = [f"{rng.choice(rude if y else clean)} {i}" for i, y in enumerate(labels)]
+  return texts, labels[:, None]
+
+
+def test_tfidf_tunes_c_on_validation_and_ranks_the_classes():
+  model = baselines.TfidfLogisticRegression("char").fit(_texts(80, 0), _texts(40, 1))
+  texts, labels = _texts(40, 2)
+  scores = model.decision_function(texts)
+  assert scores.shape == (40, 1)
+  assert model.c in baselines.C_GRID
+  assert baselines.macro_auc(labels, scores) == 1.0
+  assert model.num_params() > 100 and model.size_bytes() > 1000
+  # With C given, validation is not needed; a weaker C gives other scores.
+  other = baselines.TfidfLogisticRegression("char").fit(_texts(80, 0), None, c=0.01)
+  assert not np.allclose(other.decision_function(texts), scores)
+
+
+def test_unknown_baselines_are_errors():
+  with pytest.raises(ValueError, match="tfidf_char, tfidf_word, minilm"):
+    baselines.build("bert")
+  with pytest.raises(ValueError, match="Unknown TF-IDF features"):
+    baselines.TfidfLogisticRegression("bytes")
+
+
+@pytest.mark.slow  # Importing torch + transformers alone takes ~10-60 s here.
+def test_frozen_minilm_embeddings_separate_the_classes():
+  model = baselines.build("minilm")  # Loads from the installed wheel; nothing downloads.
+  embeddings = model.features(["hello there", "good morning"])
+  assert embeddings.shape == (2, 384)
+  np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-5)
+  model.fit(_texts(60, 0), _texts(30, 1))
+  texts, labels = _texts(30, 2)
+  assert baselines.macro_auc(labels, model.decision_function(texts)) > 0.95
+  assert 22_000_000 < model.num_params() < 23_000_000  # all-MiniLM-L6-v2: 22.7 M.
+  assert model.size_bytes() > 80_000_000  # Its float32 weight file.

@@ -1,0 +1,148 @@
+"""Distillation: the loss, teacher files, their lookup in the input pipeline, the CLI."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from byteflax import distill
+from byteflax import input_pipeline
+from byteflax import train
+from configs import byteqrnn_toxicity
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def toy_data(tmp_path_factory):
+  """Offensive texts contain a marker word; 10% of labels are flipped, so a teacher's
+  out-of-fold logits are informative but not the labels."""
+  rng = np.random.default_rng(0)
+  words = ["apple", "river", "stone", "cloud", "green", "quiet", "table", "music"]
+  root = tmp_path_factory.mktemp("toy")
+  for split, count in (("train", 300), ("test", 80)):
+    with open(root / f"{split}.csv", "w", newline="") as f:
+      writer = csv.writer(f)
+      writer.writerow(["text", "label"])
+      for i in range(count):
+        offensive = rng.random() < 0.4
+        text = " ".join(rng.choice(words, size=rng.integers(3, 10))) + f" {i}"
+        writer.writerow([text + (" dammit" if offensive else ""),
+                         int(offensive != (rng.random() < 0.1))])
+  return root
+
+
+def _config(toy_data, tmp_path, variant="distill,smoke"):
+  config = byteqrnn_toxicity.get_config(variant)
+  config.data.train_path = str(toy_data / "train.csv")
+  config.data.test_path = str(toy_data / "test.csv")
+  config.distill.teacher_path = str(tmp_path / "teacher.npz")
+  config.distill.teacher_folds = 3
+  return config
+
+
+def _cross_entropy_sum(logits, targets, weights):
+  return np.sum(optax.sigmoid_binary_cross_entropy(logits, targets).mean(-1) * weights)
+
+
+def test_distillation_loss_mixes_label_and_teacher_cross_entropies():
+  rng = np.random.default_rng(0)
+  logits, teacher = rng.normal(size=(2, 6, 2)).astype(np.float32)
+  labels = (rng.random((6, 2)) < 0.5).astype(np.float32)
+  weights = np.array([1, 1, 1, 1, 0, 0], np.float32)
+  total, weight = train.distillation_loss(logits, labels, teacher, weights, 0.0, 3.0)
+  np.testing.assert_allclose(total, _cross_entropy_sum(logits, labels, weights), rtol=1e-6)
+  assert weight == 4
+  # At T = 1, the mix equals cross-entropy with the mixed target (it is linear in the target).
+  mixed = 0.7 * labels + 0.3 * jax.nn.sigmoid(teacher)
+  total, _ = train.distillation_loss(logits, labels, teacher, weights, 0.3, 1.0)
+  np.testing.assert_allclose(total, _cross_entropy_sum(logits, mixed, weights), rtol=1e-5)
+  # The teacher term at temperature T: T^2 x cross-entropy of the softened distributions,
+  # whose gradient vanishes where the student matches the teacher.
+  total, _ = train.distillation_loss(logits, labels, teacher, weights, 1.0, 2.0)
+  np.testing.assert_allclose(
+      total, 4 * _cross_entropy_sum(logits / 2, jax.nn.sigmoid(teacher / 2), weights),
+      rtol=1e-5)
+  grad = jax.grad(lambda z: train.distillation_loss(z, labels, teacher, weights, 1.0, 2.0)[0])
+  np.testing.assert_allclose(grad(jnp.asarray(teacher)), 0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_train_step_is_unchanged_without_distillation(toy_data, tmp_path):
+  """alpha = 0 (the default) is the plain label loss, teacher logits or not."""
+  plain = train.Trainer(_config(toy_data, tmp_path, "smoke"))
+  distilled = train.Trainer(_config(toy_data, tmp_path))  # alpha 0.5
+  batch = next(input_pipeline.train_batches(plain.task_name, plain.config.data, seed=0))
+  with_teacher = {**batch, "teacher_logits": np.full_like(batch["labels"], 5.0)}
+  # Steps donate their state: each gets a fresh (identical, seeded) one.
+  state, metrics = plain.run_train_step(plain.init_state(), batch)
+  ignored, ignored_metrics = plain.run_train_step(plain.init_state(), with_teacher)
+  assert float(metrics["loss"]) == float(ignored_metrics["loss"])
+  jax.tree.map(np.testing.assert_array_equal, state.params, ignored.params)
+  _, distilled_metrics = distilled.run_train_step(distilled.init_state(), with_teacher)
+  assert float(distilled_metrics["loss"]) != float(metrics["loss"])
+
+
+def test_teacher_file_is_read_back_for_every_training_example(toy_data, tmp_path):
+  config = _config(toy_data, tmp_path)
+  summary = distill.write_teacher(config)
+  ids, texts, labels = distill.split_texts(config, "train")
+  assert summary["examples"] == len(ids) == 270  # 300 minus the carved 10% validation.
+  assert summary["teacher_test_auc"] > 0.8 and summary["teacher_train_out_of_fold_auc"] > 0.8
+  assert texts[0].split()[0] in ("apple", "river", "stone", "cloud", "green", "quiet",
+                                 "table", "music")
+  with np.load(config.distill.teacher_path) as teacher:
+    by_key = dict(zip(teacher["keys"], teacher["logits"]))
+    # Out of fold: not the labels themselves, but ranked by them.
+    logits = np.stack([by_key[input_pipeline.teacher_key(row)] for row in ids])
+  assert 0.8 < distill.baselines.macro_auc(labels, logits) < 1.0
+
+  batches = input_pipeline.train_batches(train.Trainer(config).task_name, config.data, seed=1,
+                                         teacher_path=train.teacher_path(config))
+  for _ in range(20):  # More than one epoch of the 270 examples.
+    batch = next(batches)
+    for row, teacher_logits in zip(batch["inputs"], batch["teacher_logits"]):
+      np.testing.assert_array_equal(teacher_logits, by_key[input_pipeline.teacher_key(row)])
+
+
+def test_teacher_file_errors(toy_data, tmp_path):
+  config = _config(toy_data, tmp_path)
+  with pytest.raises(FileNotFoundError, match="python -m byteflax.distill"):
+    train.teacher_path(config)
+  distill.write_teacher(config)
+  config.data.max_length = 64  # Other byte ids: the file does not fit this config.
+  task_name = train.Trainer(config).task_name
+  with pytest.raises(ValueError, match="at max_length 128"):
+    next(input_pipeline.train_batches(task_name, config.data, seed=0,
+                                      teacher_path=train.teacher_path(config)))
+  config.distill.alpha = 1.5
+  with pytest.raises(ValueError, match="0 < alpha <= 1"):
+    train.Trainer(config)
+
+
+@pytest.mark.slow
+def test_cli_writes_the_teacher_then_trains_the_student(toy_data, tmp_path):
+  flags = ["--config=configs/byteqrnn_toxicity.py:distill,smoke",
+           f"--config.data.train_path={toy_data / 'train.csv'}",
+           f"--config.data.test_path={toy_data / 'test.csv'}",
+           f"--config.distill.teacher_path={tmp_path / 'teacher.npz'}",
+           "--config.optim.learning_rate=0.01", "--config.total_steps=60"]
+
+  def run(module, *args):
+    result = subprocess.run([sys.executable, "-m", module, *flags, *args], cwd=_REPO,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+  summary = json.loads(run("byteflax.distill"))
+  assert summary["examples"] == 270
+  run("byteflax.main", f"--workdir={tmp_path / 'student'}")
+  with open(tmp_path / "student" / "eval.json") as f:
+    assert json.load(f)["test"]["auc"] > 0.8  # 10% of the test labels are flipped.

@@ -1,0 +1,108 @@
+"""Model card (byteflax.report) and the baseline comparison (benchmarks/compare.py)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from byteflax import report
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_threshold_table_counts_by_hand():
+  labels = np.array([1, 1, 0, 0, 0, 1])
+  probs = np.array([0.9, 0.4, 0.6, 0.2, 0.1, 0.7])
+  rows = {r["threshold"]: r for r in report.threshold_table(labels, probs, (0.5, 0.95))}
+  # >= 0.5 flags 0.9, 0.6, 0.7: two of three right, two of three positives found.
+  assert rows[0.5]["precision"] == pytest.approx(2 / 3)
+  assert rows[0.5]["recall"] == pytest.approx(2 / 3)
+  assert rows[0.5]["f1"] == pytest.approx(2 / 3)
+  assert rows[0.5]["flagged"] == pytest.approx(0.5)
+  assert np.isnan(rows[0.95]["precision"]) and rows[0.95]["recall"] == 0
+  assert rows[0.95]["f1"] == 0
+
+
+def test_reliability_bins_and_calibration_error():
+  labels = np.array([0, 0, 1, 1, 1, 0])
+  probs = np.array([0.05, 0.15, 0.12, 0.95, 0.91, 0.99])
+  bins, ece = report.reliability_bins(labels, probs, bins=2)
+  assert [(b["count"], b["observed"]) for b in bins] == [(3, pytest.approx(1 / 3)),
+                                                           (3, pytest.approx(2 / 3))]
+  expected = (3 * abs(np.mean([0.05, 0.15, 0.12]) - 1 / 3)
+              + 3 * abs(np.mean([0.95, 0.91, 0.99]) - 2 / 3)) / 6
+  assert ece == pytest.approx(expected)
+  assert report.reliability_bins(np.array([1.0]), np.array([1.0]))[0][0]["high"] == 1.0
+
+
+def test_run_config_needs_a_workdir(tmp_path):
+  with pytest.raises(FileNotFoundError, match="not a byteflax.main workdir"):
+    report.run_config(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_cli_train_export_then_model_card_and_comparison(tmp_path):
+  """A toy run through the README's commands: model card and comparison table."""
+  rng = np.random.default_rng(0)
+  words = ["apple", "river", "stone", "cloud", "green", "quiet", "table", "music"]
+  for split, count in (("train", 400), ("test", 120)):
+    with open(tmp_path / f"{split}.jsonl", "w") as f:
+      for i in range(count):
+        label = int(rng.random() < 0.4)
+        text = " ".join(rng.choice(words, size=rng.integers(3, 12))) + f" {i}"
+        f.write(json.dumps({"text": text + (" dammit" if label else ""), "label": label})
+                + "\n")
+  flags = ["--config=configs/byteqrnn_toxicity.py:smoke",
+           f"--config.data.train_path={tmp_path / 'train.jsonl'}",
+           f"--config.data.test_path={tmp_path / 'test.jsonl'}",
+           "--config.optim.learning_rate=0.01", "--config.total_steps=60"]
+  run_dir, export_dir, results = tmp_path / "run", tmp_path / "export", tmp_path / "results"
+
+  def run(*args):
+    result = subprocess.run([sys.executable, *args], cwd=_REPO, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+  run("-m", "byteflax.main", *flags, f"--workdir={run_dir}")
+  run("-m", "byteflax.export", *flags, f"--workdir={run_dir}", f"--out={export_dir}")
+
+  run("-m", "byteflax.report", f"--workdir={run_dir}", f"--export_dir={export_dir}",
+      "--latency_runs=10")
+  card_dir = run_dir / "model_card"
+  with open(card_dir / "model_card.md") as f:
+    card = f.read()
+  with open(run_dir / "eval.json") as f:
+    test_auc = json.load(f)["test"]["auc"]
+  # The card's AUC is recomputed from the checkpoint: it must equal eval.json's.
+  assert f"ROC AUC {test_auc:.4f} on 120 examples" in card
+  for section in ("## Data", "## Metrics", "(best F1)", "expected calibration error",
+                  "model_int8.tflite", "| train | 360 |", "| test | 120 |"):
+    assert section in card, section
+  for png in ("training.png", "thresholds.png", "reliability.png"):
+    assert f"]({png})" in card and os.path.getsize(card_dir / png) > 1000
+
+  table = run("-m", "benchmarks.compare", *flags, f"--export_dir={export_dir}",
+              f"--runs={run_dir}", "--baselines=tfidf_char,minilm", "--latency_runs=10",
+              f"--results_dir={results}")
+  with open(results / "compare.json") as f:
+    comparison = json.load(f)
+  rows = {row["name"]: row for row in comparison["rows"]}
+  assert set(rows) == {"byte_qrnn TFLite int8", "byte_qrnn TFLite float32",
+                       "byte_qrnn (JAX)", "TF-IDF char n-grams + LR",
+                       "all-MiniLM-L6-v2 frozen + LR"}
+  assert comparison["examples"] == {"train": 360, "validation": 40, "test": 120}
+  # The float TFLite file and the JAX run are one model on the same test texts.
+  assert rows["byte_qrnn TFLite float32"]["auc"] == pytest.approx(test_auc, abs=1e-3)
+  assert rows["byte_qrnn (JAX)"]["auc"] == pytest.approx(test_auc, abs=1e-3)
+  assert rows["byte_qrnn TFLite int8"]["bytes"] == os.path.getsize(
+      export_dir / "model_int8.tflite")
+  assert rows["all-MiniLM-L6-v2 frozen + LR"]["params"] > 22_000_000
+  for row in rows.values():
+    assert row["latency_ms"] > 0 and 0.5 <= row["auc"] <= 1
+    assert row["bytes_vs_bert_base"] == pytest.approx(440e6 / row["bytes"])
+    assert row["name"] in table
+  assert os.path.getsize(results / "compare.png") > 1000
