@@ -202,8 +202,8 @@ def measure_agreement(workdir: str, beam_size: int, max_length: int, examples: i
   chosen = results["uint8"].sequences[:, 0]
   is_eos = chosen == splitter.EOS_ID
   up_to_eos = np.cumsum(is_eos, axis=1) - is_eos == 0
-  uint8_log_probs = np.sum(np.take_along_axis(np.asarray(log_probs), chosen[..., None],
-                                              axis=-1)[..., 0] * up_to_eos, axis=1)
+  per_id = np.take_along_axis(np.asarray(log_probs), chosen[..., None], axis=-1)[..., 0]
+  uint8_log_probs = np.where(up_to_eos, per_id, 0.0).sum(axis=1)
   lengths = up_to_eos.sum(1)
   uint8_scores = uint8_log_probs / np.asarray(beam_search.length_penalty(
       jnp.asarray(lengths), 0.6))
@@ -211,8 +211,8 @@ def measure_agreement(workdir: str, beam_size: int, max_length: int, examples: i
   return {"workdir": workdir, "checkpoint_step": step, "examples": len(inputs),
           "same_top_sequence": float(same.mean()),
           "mismatches": int((~same).sum()),
-          "uint8_worse_by_mean": float(regret[~same].mean()) if (~same).any() else 0.0,
-          "uint8_better": int((regret[~same] < 0).sum())}
+          # Float score of the float search's top sequence minus that of the uint8 one.
+          "score_regret_of_mismatches": sorted(float(r) for r in regret[~same])}
 
 
 def plot(report: dict, path: str) -> None:

@@ -39,19 +39,21 @@ Scorers (what a step adds to a running score):
 - `Uint8Scorer`: the on-device form, as SeqFlowLite's TFLite beam-search op reads a uint8
   decoder output with one higher-precision normaliser per row. Each step, per row (beam):
       offset = round(max_k log p_k / u)                              (int32)
-      q_k    = round(min(max_k log p_k - log p_k, G) / s)            (uint8, s = G / 255)
+      q_k    = round((max_k log p_k - log p_k) / s)                  (uint8, s = G / 255)
       step score_k = offset - 256 q_k                                (int32, in units u)
   with G = `max_gap` (default 6 nats: s = 0.0235 nats per code) and u = s / 256. The
   [rows, vocab] tensor is 8 bits a token; only the per-row offset is wider, so the
   step's best token costs its log-prob to within u / 2 and every other token is rounded
   to a code. Running scores are int32 sums of step scores (exact comparisons, no float
-  rounding accumulates); score * u is the log-probability. Gaps beyond G saturate at
-  code 255 (p_k < 0.0025 p_best); masked tokens (logit -inf) stay excluded, as in the
-  float scorer. Codes are gaps to the best token rather than log-probs from 0 because
-  beams mostly extend by their best token, which then costs no rounding; the code
-  scale G was chosen on random decoders apart from the test set's. Length penalties are
-  applied in float to the (few) finished candidates only. How often the top sequence
-  matches the float search: README, "Generation".
+  rounding accumulates); score * u is the log-probability. A token more than G below the
+  step's best (p_k < 0.0025 p_best) has no code: it is excluded like a masked token (logit
+  -inf), as a quantized probability of 0 is in the on-device op (log 0 = -inf). Clamping
+  it to code 255 instead made it look far likelier than it is: on a trained byte decoder
+  the search then ended hypotheses early through "cheap" EOS tokens (README,
+  "Generation"). Codes are gaps to the best token rather than log-probs from 0 because
+  beams mostly extend by their best token, which then costs no rounding; G was chosen on
+  random decoders apart from the test set's. Length penalties are applied in float to
+  the (few) finished candidates only.
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ class Uint8Scorer:
 
   Attributes:
     max_gap: the largest gap below the step's best log-prob a code holds (code 255), in
-      nats; the code scale is max_gap / 255 nats.
+      nats; the code scale is max_gap / 255 nats. Tokens further below are excluded.
   """
   max_gap: float = 6.0
   dtype = jnp.int32
@@ -123,21 +125,23 @@ class Uint8Scorer:
     worst_step = np.log(vocab) / self.unit + self.offset_steps * 255
     return int(-self.dead / worst_step)
 
-  def quantize(self, log_probs: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """[..., vocab] float log-probs -> (offsets [..., 1] int32, codes [..., vocab] uint8).
+  def quantize(self, log_probs: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """[..., vocab] float log-probs -> offsets [..., 1] int32, codes [..., vocab] uint8 and
+    which tokens are coded [..., vocab] bool (gap <= max_gap; the others are excluded).
 
-    offset = round(max log p / unit); code = round(min(max log p - log p, max_gap) / scale).
+    offset = round(max log p / unit); code = round((max log p - log p) / scale).
     """
     best = jnp.max(log_probs, axis=-1, keepdims=True)
     best = jnp.where(jnp.isfinite(best), best, 0.0)  # An all-masked row: every token dead.
-    gaps = jnp.clip(best - log_probs, 0.0, self.max_gap)
-    codes = jnp.round(gaps / self.scale).astype(jnp.uint8)
-    return jnp.round(best / self.unit).astype(jnp.int32), codes
+    gaps = best - log_probs
+    coded = gaps <= self.max_gap
+    codes = jnp.round(jnp.where(coded, gaps, 0.0) / self.scale).astype(jnp.uint8)
+    return jnp.round(best / self.unit).astype(jnp.int32), codes, coded
 
   def step_scores(self, log_probs: jax.Array) -> jax.Array:
-    offsets, codes = self.quantize(log_probs)
+    offsets, codes, coded = self.quantize(log_probs)
     scores = offsets - self.offset_steps * codes.astype(jnp.int32)
-    return jnp.where(log_probs == -jnp.inf, self.dead, scores)
+    return jnp.where(coded, scores, self.dead)
 
   def add(self, scores: jax.Array, step: jax.Array) -> jax.Array:
     return jnp.maximum(scores + step, self.dead)

@@ -71,7 +71,7 @@ def score_sequences(tables, mix, sequences, scorer=FLOAT, temperature=1.0):
     log_probs = jax.nn.log_softmax(logits / temperature, axis=-1)
     step = jnp.take_along_axis(scorer.step_scores(log_probs),
                                sequences[:, position:position + 1], axis=1)[:, 0]
-    total = jnp.where(ended, total, total + step)
+    total = jnp.where(ended, total, scorer.add(total, step))
     ended = ended | (sequences[:, position] == EOS)
     tokens = sequences[:, position]
   lengths = jnp.where(sequences == EOS, jnp.arange(max_length), max_length - 1).min(1) + 1
@@ -224,15 +224,28 @@ def test_uint8_top_sequence_matches_float_on_random_decoders():
 
 def test_uint8_quantization_error():
   log_probs = jax.nn.log_softmax(jax.random.normal(jax.random.PRNGKey(0), (64, 259)) * 3)
-  offsets, codes = UINT8.quantize(log_probs)
+  offsets, codes, coded = UINT8.quantize(log_probs)
   assert codes.dtype == jnp.uint8 and offsets.dtype == jnp.int32
   dequantized = UINT8.to_log_prob(UINT8.step_scores(log_probs))
   gap = log_probs.max(-1, keepdims=True) - log_probs
+  np.testing.assert_array_equal(coded, gap <= UINT8.max_gap)
+  assert 0 < coded.mean() < 1
   error = jnp.abs(dequantized - log_probs)
-  assert jnp.all(jnp.where(gap <= UINT8.max_gap, error, 0) <= UINT8.scale / 2 + UINT8.unit)
+  assert jnp.all(jnp.where(coded, error, 0) <= UINT8.scale / 2 + UINT8.unit)
   best = log_probs.argmax(-1)
   assert jnp.all(jnp.take_along_axis(error, best[:, None], 1) <= UINT8.unit / 2 + 1e-6)
-  assert jnp.all(jnp.where(gap > UINT8.max_gap, codes == 255, True))
+  assert jnp.all(jnp.where(coded, True, jnp.isneginf(dequantized)))
+
+
+def test_uint8_never_takes_a_token_beyond_its_range():
+  """EOS 12 nats below five equally likely bytes: clamped to the range's end (6 nats) it
+  would look likelier than eight more bytes and end the search at once."""
+  logits = jnp.asarray([-jnp.inf, -12.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+  for scorer in (FLOAT, UINT8):
+    result = beam_search.beam_search(constant_decoder(logits), init_cache(4), batch_size=1,
+                                     beam_size=4, max_length=8, alpha=0.6, scorer=scorer)
+    assert not np.any(np.asarray(result.sequences[0, 0]) == EOS)
+    np.testing.assert_allclose(result.log_probs[0, 0], 8 * np.log(0.2), rtol=1e-3)
 
 
 def test_uint8_ranking_keys_keep_the_integer_order():
