@@ -25,6 +25,7 @@ import re
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -169,6 +170,9 @@ def main():
   def run(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+      # Only the generated text on a terminal: orbax logs dozens of lines per restore.
+      logging.set_verbosity(logging.WARNING)
     model, variables, step = load_model(config.value, workdir.value)
     ids = [encode_input(text, config.value.data.max_length) for text in inputs.value]
     decode = jax.jit(functools.partial(
