@@ -98,6 +98,9 @@ class SpanCorruption:
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
     self.task_name = config.data.task
+    if config.data.get("train_path"):  # Local text files (comma-separated globs).
+      self.task_name = pretraining.register_text_files_task(
+          config.data.train_path.split(","), config.data.text_format)
 
   def build_model(self) -> nn.Module:
     return seq2seq.build_encoder_decoder(

@@ -12,6 +12,10 @@ is 2 MAtt layers of width 128. Task `span_corruption_fortunes_en`: ByT5 span cor
 `fortunes_offensive_en`, so the classifier's validation and test texts stay unseen.
 Optimizer, quantization, mesh and checkpointing are the classifier config's.
 
+Pretraining data: any registered span-corruption task or mixture (`--config.data.task=`,
+see `python -m byteflax.main --list_tasks`, e.g. span_corruption_mc4), or local text files
+(`--config.data.train_path=<globs>`, `--config.data.text_format=lines|fortunes|files`).
+
 Variants (`:<arg>`, comma-separated):
   causal   a standard causal self-attention decoder (KV cache) instead of MAtt.
   smoke    a tiny model and a few steps, for tests and debugging.
@@ -31,6 +35,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f"Unknown config variant {arg!r}; choose from {VARIANTS}.")
   config = byteqrnn_toxicity.get_config("smoke" if "smoke" in args else None)
   config.data.task = "span_corruption_fortunes_en"
+  # Your own text instead: --config.data.train_path='corpus/*.txt,more/**/*.md' (globs)
+  # read as `text_format` documents: "lines", "fortunes" or "files" (one per file).
+  config.data.text_format = "lines"
   encoder = config.model
   # Pretraining sees each text a few times at most: no regularisation. Neither rate
   # changes a parameter shape, so the fine-tuned classifier uses its own.

@@ -9,6 +9,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from byteflax import objectives
 from byteflax import train
 from configs import byteqrnn_toxicity
 from configs import pretrain_fortunes
@@ -71,3 +72,13 @@ def test_pretraining_loss_decreases_then_finetuning_starts_from_it(tmp_path):
   finetune.init_from = str(tmp_path / "pretrain")
   train.train_and_evaluate(finetune, str(tmp_path / "finetune"))
   assert os.path.isdir(tmp_path / "finetune" / "checkpoints" / "2")
+
+
+def test_pretraining_on_local_text_files(tmp_path):
+  (tmp_path / "notes.txt").write_text("one line\nanother line\n", encoding="utf-8")
+  config = pretrain_fortunes.get_config("smoke")
+  config.data.train_path = str(tmp_path / "*.txt")
+  objective = objectives.for_config(config)
+  assert objective.task_name.startswith("span_corruption_files_")
+  batch = next(objective.eval_batches("validation"))
+  assert batch["inputs"].shape[1] == 64 and batch["weights"].sum() == 1
