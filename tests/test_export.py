@@ -14,6 +14,7 @@ from byteflax import models
 from byteflax import quant
 from byteflax import train
 from configs import byteqrnn_toxicity
+from tests import utils
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _LENGTH = 64
@@ -161,15 +162,7 @@ def test_default_model_int8_file_is_under_30_percent_of_float():
 @pytest.mark.slow
 def test_cli_float_then_qat_then_export_then_benchmark(tmp_path):
   """The README's "Export to TFLite" commands, on a smoke-sized model and toy data."""
-  rng = np.random.default_rng(0)
-  words = ["apple", "river", "stone", "cloud", "green", "quiet", "table", "music"]
-  for split, count in (("train", 400), ("test", 120)):
-    with open(tmp_path / f"{split}.jsonl", "w") as f:
-      for _ in range(count):
-        label = int(rng.random() < 0.4)
-        text = " ".join(rng.choice(words, size=rng.integers(3, 12)))
-        f.write(json.dumps({"text": text + (" dammit" if label else ""), "label": label})
-                + "\n")
+  utils.write_toy_jsonl(tmp_path)
   data = [f"--config.data.train_path={tmp_path / 'train.jsonl'}",
           f"--config.data.test_path={tmp_path / 'test.jsonl'}",
           "--config.optim.learning_rate=0.01", "--config.total_steps=80"]

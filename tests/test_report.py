@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from byteflax import report
+from tests import utils
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,15 +47,7 @@ def test_run_config_needs_a_workdir(tmp_path):
 @pytest.mark.slow
 def test_cli_train_export_then_model_card_and_comparison(tmp_path):
   """A toy run through the README's commands: model card and comparison table."""
-  rng = np.random.default_rng(0)
-  words = ["apple", "river", "stone", "cloud", "green", "quiet", "table", "music"]
-  for split, count in (("train", 400), ("test", 120)):
-    with open(tmp_path / f"{split}.jsonl", "w") as f:
-      for i in range(count):
-        label = int(rng.random() < 0.4)
-        text = " ".join(rng.choice(words, size=rng.integers(3, 12))) + f" {i}"
-        f.write(json.dumps({"text": text + (" dammit" if label else ""), "label": label})
-                + "\n")
+  utils.write_toy_jsonl(tmp_path, numbered=True)
   flags = ["--config=configs/byteqrnn_toxicity.py:smoke",
            f"--config.data.train_path={tmp_path / 'train.jsonl'}",
            f"--config.data.test_path={tmp_path / 'test.jsonl'}",
