@@ -68,7 +68,7 @@ def tflite_rows(config, export_dir: str, split: str, latency_runs: int) -> list[
   with open(os.path.join(export_dir, export.MANIFEST_FILE)) as f:
     manifest = json.load(f)
   length = manifest["input"]["shape"][1]
-  ids, labels = export.task_examples(config, split, length)
+  ids, labels = input_pipeline.task_examples(config.data, split, length)
   rows = []
   for filename, precision in ((export.INT8_FILE, "int8"), (export.FLOAT_FILE, "float32")):
     path = os.path.join(export_dir, filename)
@@ -90,7 +90,7 @@ def jax_row(workdir: str, task_name: str, split: str, latency_runs: int) -> dict
     raise ValueError(f"{workdir} was trained on {trainer.task_name!r}, not {task_name!r}.")
   variables, step = train.load_variables(workdir, trainer)
   length = config.data.max_length
-  ids, labels = export.task_examples(config, split, length)
+  ids, labels = input_pipeline.task_examples(config.data, split, length)
   # Variables as an argument, not closed over: XLA would constant-fold them for minutes.
   apply = functools.partial(jax.jit(
       lambda v, x: trainer.model.apply(v, x, train=False)), variables)

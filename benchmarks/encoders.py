@@ -3,7 +3,7 @@ r"""Encoder benchmark: ByteQRNN, ByteTransformer, ByteFunnelTransformer, raw-byt
   pip install -e ".[bench]"
   python -m benchmarks.encoders --out=/tmp/encoders [--train_steps=300] [--skip_training]
 
-Every model is its config's default (configs/byteqrnn_toxicity.py,
+Every model is its config's default (configs/byteqrnn_toxicity.py:scratch, i.e. no distillation,
 configs/transformer_toxicity.py:{transformer,funnel,raw}). For each one at every --lengths
 (bytes per example, all real, no padding) it measures:
 - parameters;
@@ -42,9 +42,9 @@ from byteflax import train
 from configs import byteqrnn_toxicity
 from configs import transformer_toxicity
 
-# Display name -> its default config.
+# Display name -> its default config; ByteQRNN's without distillation, like the others.
 CONFIGS = {
-    "ByteQRNN": lambda: byteqrnn_toxicity.get_config(),
+    "ByteQRNN": lambda: byteqrnn_toxicity.get_config("scratch"),
     "ByteTransformer": lambda: transformer_toxicity.get_config("transformer"),
     "ByteFunnelTransformer": lambda: transformer_toxicity.get_config("funnel"),
     "raw-bytes transformer": lambda: transformer_toxicity.get_config("raw"),

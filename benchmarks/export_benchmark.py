@@ -31,6 +31,7 @@ import numpy as np
 from ml_collections import config_flags
 
 from byteflax import export
+from byteflax import input_pipeline
 from byteflax import metrics
 from byteflax import quant
 from byteflax import train
@@ -58,7 +59,7 @@ def benchmark(config, workdir: str, export_dir: str, split: str, latency_runs: i
   with open(os.path.join(export_dir, export.MANIFEST_FILE)) as f:
     manifest = json.load(f)
   length = manifest["input"]["shape"][1]
-  ids, labels = export.task_examples(config, split, length)
+  ids, labels = input_pipeline.task_examples(config.data, split, length)
   trainer = train.Trainer(config)
   variables, step = train.load_variables(workdir, trainer)
   if step != manifest["checkpoint_step"]:

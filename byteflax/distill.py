@@ -1,7 +1,12 @@
 r"""Distillation teachers: a baseline's log-odds for every training example, to a file.
 
-  python -m byteflax.distill --config=configs/byteqrnn_toxicity.py:distill
-  python -m byteflax.main --config=configs/byteqrnn_toxicity.py:distill --workdir=/tmp/distill
+The default ByteQRNN config distills, and `byteflax.main` fits its teacher into the workdir
+before training (`prepare_teacher`). To fit a teacher once and share it between runs:
+
+  python -m byteflax.distill --config=configs/byteqrnn_toxicity.py \
+      --config.distill.teacher_path=/tmp/teacher.npz
+  python -m byteflax.main --config=configs/byteqrnn_toxicity.py \
+      --config.distill.teacher_path=/tmp/teacher.npz --workdir=/tmp/distill
 
 The first command fits the teacher `config.distill.teacher` (a `byteflax.baselines` model:
 TF-IDF char n-grams + logistic regression by default) and writes `config.distill.teacher_path`;
@@ -20,16 +25,18 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 from absl import app
 from absl import flags
 from absl import logging
+import jax
+from jax.experimental import multihost_utils
 import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
 from byteflax import baselines
-from byteflax import export
 from byteflax import input_pipeline
 from byteflax import splitter
 
@@ -43,7 +50,7 @@ def texts_from_ids(ids: np.ndarray) -> list[str]:
 def split_texts(config: ml_collections.ConfigDict, split: str
                 ) -> tuple[np.ndarray, list[str], np.ndarray]:
   """A split as the byte models see it: ids `[n, max_length]`, their texts, labels."""
-  ids, labels = export.task_examples(config, split, config.data.max_length)
+  ids, labels = input_pipeline.task_examples(config.data, split, config.data.max_length)
   return ids, texts_from_ids(ids), labels
 
 
@@ -60,11 +67,9 @@ def out_of_fold_logits(model, texts: list[str], labels: np.ndarray, c: float, fo
   return logits
 
 
-def write_teacher(config: ml_collections.ConfigDict) -> dict[str, object]:
-  """Fits config.distill.teacher, writes config.distill.teacher_path; returns a summary."""
+def write_teacher(config: ml_collections.ConfigDict, path: str) -> dict[str, object]:
+  """Fits config.distill.teacher, writes its logits to `path`; returns a summary."""
   distill = config.distill
-  if not distill.teacher_path:
-    raise ValueError("Set config.distill.teacher_path (where to write the teacher logits).")
   if distill.teacher_folds < 2:
     raise ValueError(f"config.distill.teacher_folds must be >= 2, got {distill.teacher_folds}.")
   task_name = input_pipeline.resolve_task(config.data)
@@ -83,12 +88,45 @@ def write_teacher(config: ml_collections.ConfigDict) -> dict[str, object]:
   if len(set(keys)) != len(keys):
     raise ValueError(f"Two training examples of {task_name} have the same byte ids at "
                      f"max_length {config.data.max_length}; deduplicate the data.")
-  os.makedirs(os.path.dirname(os.path.abspath(distill.teacher_path)), exist_ok=True)
-  np.savez(distill.teacher_path, keys=np.array(keys), logits=logits, task=task_name,
-           max_length=config.data.max_length, teacher=distill.teacher,
-           summary=json.dumps(summary))
-  summary.update(examples=len(keys), path=distill.teacher_path)
+  # Written whole, then renamed: a run killed mid-write leaves no half file to trip on.
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  partial = f"{path}.partial"
+  with open(partial, "wb") as f:  # A file object: np.savez would append ".npz" to a name.
+    np.savez(f, keys=np.array(keys), logits=logits, task=task_name,
+             max_length=config.data.max_length, teacher=distill.teacher,
+             summary=json.dumps(summary))
+  os.replace(partial, path)
+  summary.update(examples=len(keys), path=path)
   return summary
+
+
+def prepare_teacher(config: ml_collections.ConfigDict, workdir: str) -> str | None:
+  """The teacher file a training run's batches read; None without distillation.
+
+  config.distill.teacher_path when set (it must exist: byteflax.distill writes it). Unset, it
+  is `<workdir>/teacher_<teacher>.npz`, fitted here first when missing, so the default config
+  trains from one command (the TF-IDF teacher costs ~1 min) and a resumed run reuses it.
+  """
+  distill = config.get("distill")
+  if not distill or not distill.alpha:
+    return None
+  if distill.teacher_path:
+    if not os.path.exists(distill.teacher_path):
+      raise FileNotFoundError(
+          f"No teacher logits at config.distill.teacher_path={distill.teacher_path!r}; write "
+          "them first (python -m byteflax.distill --config=<this config>), or leave it unset "
+          "to have training fit the teacher into its workdir.")
+    return distill.teacher_path
+  path = os.path.join(workdir, f"teacher_{distill.teacher}.npz")
+  if jax.process_index() == 0 and not os.path.exists(path):
+    logging.info("Fitting the %s teacher (%d out-of-fold fits) into %s.", distill.teacher,
+                 distill.teacher_folds, path)
+    start = time.perf_counter()
+    summary = write_teacher(config, path)
+    logging.info("Teacher written in %.0f s: %s", time.perf_counter() - start, summary)
+  if jax.process_count() > 1:  # Every process reads the file once process 0 has written it.
+    multihost_utils.sync_global_devices("byteflax.distill.prepare_teacher")
+  return path
 
 
 def main():
@@ -100,7 +138,9 @@ def main():
   def run(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    summary = write_teacher(config.value)
+    if not config.value.distill.teacher_path:
+      raise app.UsageError("Set --config.distill.teacher_path (where to write the logits).")
+    summary = write_teacher(config.value, config.value.distill.teacher_path)
     logging.info("Teacher: %s", summary)
     print(json.dumps(summary, indent=2))
 

@@ -89,30 +89,6 @@ def inference_model(trainer: train.Trainer) -> nn.Module:
                              **EXPORT_OVERRIDES[trainer.config.model_name])
 
 
-def task_examples(config: ml_collections.ConfigDict, split: str, length: int
-                  ) -> tuple[np.ndarray, np.ndarray]:
-  """All of a split as the device sees it: ids `[examples, length]` int32, labels
-  `[examples, labels]`; ordered by length bucket, as the evaluation reads them.
-
-  Texts longer than `length` keep their first length - 1 bytes and end in EOS, as the
-  on-device splitter (and config.data.max_length truncation) does.
-  """
-  task_name = input_pipeline.resolve_task(config.data)
-  ids, labels = [], []
-  for batch in input_pipeline.eval_batches(task_name, split, config.data):
-    real = batch["weights"] > 0
-    inputs = batch["inputs"][real]
-    if inputs.shape[1] > length:
-      too_long = inputs[:, length] != splitter.PAD_ID
-      inputs = inputs[:, :length].copy()
-      inputs[too_long, -1] = splitter.EOS_ID
-    ids.append(np.pad(inputs, ((0, 0), (0, length - inputs.shape[1]))))
-    labels.append(batch["labels"][real])
-  if not ids:
-    raise ValueError(f"Split {split!r} of task {task_name!r} has no examples.")
-  return np.concatenate(ids).astype(np.int32), np.concatenate(labels).astype(np.float32)
-
-
 def calibration_examples(config: ml_collections.ConfigDict, length: int, count: int
                          ) -> np.ndarray:
   """`[count, length]` training inputs drawn at random (seed 0) for int8 calibration.
@@ -120,7 +96,7 @@ def calibration_examples(config: ml_collections.ConfigDict, length: int, count: 
   Random rather than the first ones: those are all short (the split is read by length
   bucket), and ranges calibrated on short texts clip the states and logits of long ones.
   """
-  ids, _ = task_examples(config, "train", length)
+  ids, _ = input_pipeline.task_examples(config.data, "train", length)
   rows = np.random.default_rng(0).choice(len(ids), size=min(count, len(ids)), replace=False)
   return ids[np.sort(rows)]
 

@@ -24,6 +24,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from byteflax import splitter
 from tasks import pretraining
 from tasks import toxicity
 
@@ -65,7 +66,7 @@ def _with_teacher_logits(ds: tf.data.Dataset, task_name: str, data: ml_collectio
     raise ValueError(
         f"{teacher_path} holds teacher logits for task {written_for[0]!r} at max_length "
         f"{written_for[1]}, not {task_name!r} at {data.max_length}; write it again with "
-        "python -m byteflax.distill and this config.")
+        "python -m byteflax.distill and this config (or delete it if training fitted it).")
   rows = tf.lookup.StaticHashTable(
       tf.lookup.KeyValueTensorInitializer(keys, np.arange(len(keys), dtype=np.int64)),
       default_value=-1)
@@ -230,3 +231,27 @@ def seq2seq_batches(task_name: str, split: str, data: ml_collections.ConfigDict,
     padded["targets"][:rows, :batch["targets"].shape[1]] = batch["targets"]
     padded["weights"][:rows] = 1.0
     yield padded
+
+
+def task_examples(data: ml_collections.ConfigDict, split: str, length: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+  """All of a split as the device sees it: ids `[examples, length]` int32, labels
+  `[examples, labels]`; ordered by length bucket, as the evaluation reads them.
+
+  Texts longer than `length` keep their first length - 1 bytes and end in EOS, as the
+  on-device splitter (and config.data.max_length truncation) does.
+  """
+  task_name = resolve_task(data)
+  ids, labels = [], []
+  for batch in eval_batches(task_name, split, data):
+    real = batch["weights"] > 0
+    inputs = batch["inputs"][real]
+    if inputs.shape[1] > length:
+      too_long = inputs[:, length] != splitter.PAD_ID
+      inputs = inputs[:, :length].copy()
+      inputs[too_long, -1] = splitter.EOS_ID
+    ids.append(np.pad(inputs, ((0, 0), (0, length - inputs.shape[1]))))
+    labels.append(batch["labels"][real])
+  if not ids:
+    raise ValueError(f"Split {split!r} of task {task_name!r} has no examples.")
+  return np.concatenate(ids).astype(np.int32), np.concatenate(labels).astype(np.float32)

@@ -252,7 +252,7 @@ def write_card(workdir: str, export_dir: str | None = None, out: str | None = No
   if export_dir:
     with open(os.path.join(export_dir, export.MANIFEST_FILE)) as f:
       length = json.load(f)["input"]["shape"][1]
-    ids, _ = export.task_examples(config, "test", length)
+    ids, _ = input_pipeline.task_examples(config.data, "test", length)
     # LiteRT AUCs are export_benchmark's (a full pass per model); latency is cheap to measure.
     benchmark_path = os.path.join(export_dir, "benchmark.json")
     litert_auc = {}

@@ -31,6 +31,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
+from byteflax import distill
 from byteflax import objectives
 from byteflax import partitioning
 from byteflax import quant
@@ -131,25 +132,13 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array],
 
 def distillation_settings(config: ml_collections.ConfigDict) -> dict[str, float]:
   """train_step's distill_* arguments: empty unless config.distill.alpha > 0."""
-  distill = config.get("distill")
-  if not distill or not distill.alpha:
+  settings = config.get("distill")
+  if not settings or not settings.alpha:
     return {}
-  if not 0 < distill.alpha <= 1 or distill.temperature <= 0:
+  if not 0 < settings.alpha <= 1 or settings.temperature <= 0:
     raise ValueError(f"config.distill needs 0 < alpha <= 1 and temperature > 0, got alpha "
-                     f"{distill.alpha}, temperature {distill.temperature}.")
-  return {"distill_alpha": distill.alpha, "distill_temperature": distill.temperature}
-
-
-def teacher_path(config: ml_collections.ConfigDict) -> str | None:
-  """The teacher logits file that a distillation run's training batches read, else None."""
-  if not distillation_settings(config):
-    return None
-  path = config.distill.teacher_path
-  if not path or not os.path.exists(path):
-    raise FileNotFoundError(
-        f"No teacher logits at config.distill.teacher_path={path!r}; write them first: "
-        "python -m byteflax.distill --config=<this config>.")
-  return path
+                     f"{settings.alpha}, temperature {settings.temperature}.")
+  return {"distill_alpha": settings.alpha, "distill_temperature": settings.temperature}
 
 
 class Trainer:
@@ -439,8 +428,10 @@ class PreemptionNotice:
 
 def _train_loop(trainer: Trainer, state: TrainState, start_step: int,
                 manager: ocp.CheckpointManager, writer: MetricsLogger,
-                preemption: PreemptionNotice) -> tuple[TrainState, bool]:
-  """Steps start_step+1 .. total_steps with logging, checkpoints and periodic evals.
+                preemption: PreemptionNotice, teacher_path: str | None
+                ) -> tuple[TrainState, bool]:
+  """Steps start_step+1 .. total_steps with logging, checkpoints and periodic evals;
+  training batches carry teacher logits from teacher_path when set (distillation).
 
   Returns the state and whether training stopped early on a preemption notice (after
   saving a checkpoint at the step it stopped at).
@@ -448,7 +439,7 @@ def _train_loop(trainer: Trainer, state: TrainState, start_step: int,
   config = trainer.config
   periodic = [name for name, e in config.evals.items() if e.every_steps]
   batches = trainer.objective.train_batches(config.seed, start_step,
-                                            teacher_path=teacher_path(config))
+                                            teacher_path=teacher_path)
   pending_losses, window_start, window_bytes = [], time.perf_counter(), 0
   first_pending = start_step + 1
   for step in range(start_step + 1, config.total_steps + 1):
@@ -509,13 +500,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     logging.info("Training already finished (step %d of %d); evaluating only.", start_step,
                  config.total_steps)
   else:
+    teacher_path = distill.prepare_teacher(config, workdir)
     logging.info("Training steps %d -> %d.", start_step, config.total_steps)
     # Whatever stops the loop (a NaN, Ctrl-C, an input error), let the asynchronous
     # checkpoint writes already started finish, so the last good state is on disk.
     try:
       with PreemptionNotice() as preemption:
         state, preempted = _train_loop(trainer, state, start_step, manager, writer,
-                                       preemption)
+                                       preemption, teacher_path)
     finally:
       manager.wait_until_finished()
     if preempted:

@@ -39,13 +39,20 @@ def toy_data(tmp_path_factory):
   return root
 
 
-def _config(toy_data, tmp_path, variant="distill,smoke"):
-  config = byteqrnn_toxicity.get_config(variant)
+def _config(toy_data, tmp_path, alpha=0.5):
+  config = byteqrnn_toxicity.get_config("smoke")
   config.data.train_path = str(toy_data / "train.csv")
   config.data.test_path = str(toy_data / "test.csv")
-  config.distill.teacher_path = str(tmp_path / "teacher.npz")
-  config.distill.teacher_folds = 3
+  config.distill.update(alpha=alpha, teacher_path=str(tmp_path / "teacher.npz"),
+                        teacher_folds=3)
   return config
+
+
+def test_default_config_distills_and_its_variants_opt_out():
+  assert byteqrnn_toxicity.get_config().distill.alpha > 0
+  assert byteqrnn_toxicity.get_config("multilingual").distill.alpha > 0
+  for variant in ("scratch", "smoke", "qat", "multilingual,scratch"):
+    assert byteqrnn_toxicity.get_config(variant).distill.alpha == 0, variant
 
 
 def _cross_entropy_sum(logits, targets, weights):
@@ -76,8 +83,8 @@ def test_distillation_loss_mixes_label_and_teacher_cross_entropies():
 
 @pytest.mark.slow
 def test_train_step_is_unchanged_without_distillation(toy_data, tmp_path):
-  """alpha = 0 (the default) is the plain label loss, teacher logits or not."""
-  plain = train.Trainer(_config(toy_data, tmp_path, "smoke"))
+  """alpha = 0 (`:scratch`) is the plain label loss, teacher logits or not."""
+  plain = train.Trainer(_config(toy_data, tmp_path, alpha=0.0))
   distilled = train.Trainer(_config(toy_data, tmp_path))  # alpha 0.5
   batch = next(input_pipeline.train_batches(plain.task_name, plain.config.data, seed=0))
   with_teacher = {**batch, "teacher_logits": np.full_like(batch["labels"], 5.0)}
@@ -92,7 +99,7 @@ def test_train_step_is_unchanged_without_distillation(toy_data, tmp_path):
 
 def test_teacher_file_is_read_back_for_every_training_example(toy_data, tmp_path):
   config = _config(toy_data, tmp_path)
-  summary = distill.write_teacher(config)
+  summary = distill.write_teacher(config, config.distill.teacher_path)
   ids, texts, labels = distill.split_texts(config, "train")
   assert summary["examples"] == len(ids) == 270  # 300 minus the carved 10% validation.
   assert summary["teacher_test_auc"] > 0.8 and summary["teacher_train_out_of_fold_auc"] > 0.8
@@ -105,23 +112,49 @@ def test_teacher_file_is_read_back_for_every_training_example(toy_data, tmp_path
   assert 0.8 < distill.baselines.macro_auc(labels, logits) < 1.0
 
   batches = input_pipeline.train_batches(train.Trainer(config).task_name, config.data, seed=1,
-                                         teacher_path=train.teacher_path(config))
+                                         teacher_path=distill.prepare_teacher(config, "unused"))
   for _ in range(20):  # More than one epoch of the 270 examples.
     batch = next(batches)
     for row, teacher_logits in zip(batch["inputs"], batch["teacher_logits"]):
       np.testing.assert_array_equal(teacher_logits, by_key[input_pipeline.teacher_key(row)])
 
 
+def test_prepare_teacher_fits_into_the_workdir_once(toy_data, tmp_path):
+  config = _config(toy_data, tmp_path)
+  config.distill.teacher_path = None
+  workdir = tmp_path / "run"
+  path = workdir / "teacher_tfidf_char.npz"
+  assert distill.prepare_teacher(config, str(workdir)) == str(path)
+  assert [p.name for p in workdir.iterdir()] == [path.name]  # No ".partial" left behind.
+  with np.load(path) as teacher:
+    assert teacher["logits"].shape == (270, 1)
+  written = path.stat().st_mtime_ns
+  # A restarted run reuses the file rather than fitting again.
+  assert distill.prepare_teacher(config, str(workdir)) == str(path)
+  assert path.stat().st_mtime_ns == written
+
+
+def test_prepare_teacher_without_distillation_or_with_a_given_file(toy_data, tmp_path):
+  plain = _config(toy_data, tmp_path, alpha=0.0)
+  plain.distill.teacher_path = None
+  assert distill.prepare_teacher(plain, str(tmp_path / "plain")) is None
+  assert not (tmp_path / "plain").exists()
+  given = _config(toy_data, tmp_path)  # teacher_path names a file not written yet.
+  with pytest.raises(FileNotFoundError, match="python -m byteflax.distill"):
+    distill.prepare_teacher(given, str(tmp_path / "given"))
+  distill.write_teacher(given, given.distill.teacher_path)
+  assert distill.prepare_teacher(given, str(tmp_path / "given")) == str(tmp_path / "teacher.npz")
+  assert not (tmp_path / "given").exists()  # Read from where it is, nothing fitted.
+
+
 def test_teacher_file_errors(toy_data, tmp_path):
   config = _config(toy_data, tmp_path)
-  with pytest.raises(FileNotFoundError, match="python -m byteflax.distill"):
-    train.teacher_path(config)
-  distill.write_teacher(config)
+  distill.write_teacher(config, config.distill.teacher_path)
   config.data.max_length = 64  # Other byte ids: the file does not fit this config.
   task_name = train.Trainer(config).task_name
   with pytest.raises(ValueError, match="at max_length 128"):
     next(input_pipeline.train_batches(task_name, config.data, seed=0,
-                                      teacher_path=train.teacher_path(config)))
+                                      teacher_path=config.distill.teacher_path))
   config.distill.alpha = 1.5
   with pytest.raises(ValueError, match="0 < alpha <= 1"):
     train.Trainer(config)
@@ -129,20 +162,26 @@ def test_teacher_file_errors(toy_data, tmp_path):
 
 @pytest.mark.slow
 def test_cli_writes_the_teacher_then_trains_the_student(toy_data, tmp_path):
-  flags = ["--config=configs/byteqrnn_toxicity.py:distill,smoke",
+  flags = ["--config=configs/byteqrnn_toxicity.py:smoke", "--config.distill.alpha=0.5",
+           "--config.distill.teacher_folds=3",
            f"--config.data.train_path={toy_data / 'train.csv'}",
            f"--config.data.test_path={toy_data / 'test.csv'}",
-           f"--config.distill.teacher_path={tmp_path / 'teacher.npz'}",
            "--config.optim.learning_rate=0.01", "--config.total_steps=60"]
 
   def run(module, *args):
     result = subprocess.run([sys.executable, "-m", module, *flags, *args], cwd=_REPO,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+    return result
 
-  summary = json.loads(run("byteflax.distill"))
-  assert summary["examples"] == 270
-  run("byteflax.main", f"--workdir={tmp_path / 'student'}")
-  with open(tmp_path / "student" / "eval.json") as f:
-    assert json.load(f)["test"]["auc"] > 0.8  # 10% of the test labels are flipped.
+  # Two commands: the teacher to a file of the user's choice, then the student reads it.
+  teacher = f"--config.distill.teacher_path={tmp_path / 'teacher.npz'}"
+  assert json.loads(run("byteflax.distill", teacher).stdout)["examples"] == 270
+  run("byteflax.main", teacher, f"--workdir={tmp_path / 'student'}")
+  # One command, as the default config runs: main fits the teacher into the workdir first.
+  fitted = run("byteflax.main", f"--workdir={tmp_path / 'one'}")
+  assert "Teacher written" in fitted.stderr
+  assert (tmp_path / "one" / "teacher_tfidf_char.npz").exists()
+  for workdir in ("student", "one"):
+    with open(tmp_path / workdir / "eval.json") as f:
+      assert json.load(f)["test"]["auc"] > 0.8, workdir  # 10% of test labels are flipped.

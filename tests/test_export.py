@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from byteflax import export
+from byteflax import input_pipeline
 from byteflax import models
 from byteflax import quant
 from byteflax import train
@@ -130,7 +131,7 @@ def test_missing_checkpoints_are_clear_errors(tmp_path):
 
 
 def test_task_examples_look_like_the_device_splitter_output():
-  ids, labels = export.task_examples(byteqrnn_toxicity.get_config("smoke"), "test", 16)
+  ids, labels = input_pipeline.task_examples(byteqrnn_toxicity.get_config("smoke").data, "test", 16)
   assert ids.shape == (len(labels), 16) and ids.dtype == np.int32
   # Every text ends in exactly one EOS, long ones at the last position; pads only after it.
   assert np.all(np.sum(ids == 1, axis=1) == 1)
