@@ -148,6 +148,11 @@ class Trainer:
     """devices: the mesh's devices (default: all); tests compare meshes of one process."""
     self.config = config
     self.objective = objectives.for_config(config)
+    if distillation_settings(config) and not isinstance(self.objective,
+                                                         objectives.Classification):
+      raise ValueError(f"config.distill.alpha = {config.distill.alpha} distils a classifier's "
+                       f"logits, but this config trains {type(self.objective).__name__}; set "
+                       "it to 0.")
     self.task_name = self.objective.task_name
     self.label_names = getattr(self.objective, "label_names", ())
     self.model = self.objective.build_model()

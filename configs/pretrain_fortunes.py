@@ -1,8 +1,8 @@
 r"""Span-corruption pretraining of the default ByteQRNN encoder with a small decoder.
 
   python -m byteflax.main --config=configs/pretrain_fortunes.py --workdir=/tmp/pretrain
-  # Then fine-tune the default classifier from its encoder:
-  python -m byteflax.main --config=configs/byteqrnn_toxicity.py --workdir=/tmp/finetune \
+  # Then fine-tune the classifier from its encoder (labels only, as README "Pretraining"):
+  python -m byteflax.main --config=configs/byteqrnn_toxicity.py:scratch --workdir=/tmp/finetune \
       --config.init_from=/tmp/pretrain
 
 The encoder is configs/byteqrnn_toxicity.py's model (embed 128 -> GBST -> 3 bidirectional
@@ -33,7 +33,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = set(arg.split(",")) if arg else set()
   if args - set(VARIANTS):
     raise ValueError(f"Unknown config variant {arg!r}; choose from {VARIANTS}.")
-  config = byteqrnn_toxicity.get_config("smoke" if "smoke" in args else None)
+  # `scratch`: no distillation teacher (span corruption has no labels to distil).
+  config = byteqrnn_toxicity.get_config("scratch,smoke" if "smoke" in args else "scratch")
   config.data.task = "span_corruption_fortunes_en"
   # Your own text instead: --config.data.train_path='corpus/*.txt,more/**/*.md' (globs)
   # read as `text_format` documents: "lines", "fortunes" or "files" (one per file).

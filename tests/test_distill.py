@@ -16,6 +16,8 @@ from byteflax import distill
 from byteflax import input_pipeline
 from byteflax import train
 from configs import byteqrnn_toxicity
+from configs import pretrain_fortunes
+from configs import transformer_toxicity
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,6 +55,13 @@ def test_default_config_distills_and_its_variants_opt_out():
   assert byteqrnn_toxicity.get_config("multilingual").distill.alpha > 0
   for variant in ("scratch", "smoke", "qat", "multilingual,scratch"):
     assert byteqrnn_toxicity.get_config(variant).distill.alpha == 0, variant
+  # Built on it, labels only: the encoder benchmark's rivals, and pretraining (no labels).
+  for config in (transformer_toxicity.get_config("funnel"), pretrain_fortunes.get_config()):
+    assert config.distill.alpha == 0
+  pretraining = pretrain_fortunes.get_config("smoke")
+  pretraining.distill.alpha = 0.5
+  with pytest.raises(ValueError, match="distils a classifier's logits"):
+    train.Trainer(pretraining)
 
 
 def _cross_entropy_sum(logits, targets, weights):
