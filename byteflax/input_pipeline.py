@@ -59,14 +59,15 @@ def teacher_key(ids: np.ndarray) -> str:
 def _with_teacher_logits(ds: tf.data.Dataset, task_name: str, data: ml_collections.ConfigDict,
                          teacher_path: str) -> tf.data.Dataset:
   """Adds "teacher_logits" to every example from a file written by byteflax.distill."""
+  rewrite = ("write it again with python -m byteflax.distill and this config (or delete it "
+             "if training fitted it into its workdir).")
   with np.load(teacher_path) as teacher:
     keys, logits = teacher["keys"], teacher["logits"].astype(np.float32)
     written_for = (str(teacher["task"]), int(teacher["max_length"]))
   if written_for != (task_name, data.max_length):
     raise ValueError(
         f"{teacher_path} holds teacher logits for task {written_for[0]!r} at max_length "
-        f"{written_for[1]}, not {task_name!r} at {data.max_length}; write it again with "
-        "python -m byteflax.distill and this config (or delete it if training fitted it).")
+        f"{written_for[1]}, not {task_name!r} at {data.max_length}; {rewrite}")
   rows = tf.lookup.StaticHashTable(
       tf.lookup.KeyValueTensorInitializer(keys, np.arange(len(keys), dtype=np.int64)),
       default_value=-1)
@@ -76,8 +77,7 @@ def _with_teacher_logits(ds: tf.data.Dataset, task_name: str, data: ml_collectio
     row = rows.lookup(tf.strings.reduce_join(tf.strings.as_string(ex["inputs"]),
                                              separator=" "))
     with tf.control_dependencies([tf.debugging.assert_non_negative(
-        row, message=f"A training example has no teacher logits in {teacher_path}; write "
-                     "it again with python -m byteflax.distill and this config.")]):
+        row, message=f"A training example has no teacher logits in {teacher_path}; {rewrite}")]):
       return {**ex, "teacher_logits": tf.gather(logits, row)}
 
   return ds.map(add, num_parallel_calls=tf.data.AUTOTUNE)

@@ -148,8 +148,8 @@ class Trainer:
     """devices: the mesh's devices (default: all); tests compare meshes of one process."""
     self.config = config
     self.objective = objectives.for_config(config)
-    if distillation_settings(config) and not isinstance(self.objective,
-                                                         objectives.Classification):
+    distillation = distillation_settings(config)
+    if distillation and not isinstance(self.objective, objectives.Classification):
       raise ValueError(f"config.distill.alpha = {config.distill.alpha} distils a classifier's "
                        f"logits, but this config trains {type(self.objective).__name__}; set "
                        "it to 0.")
@@ -177,7 +177,7 @@ class Trainer:
     self.batch_sharding = partitioning.batch_sharding(self.mesh)
     self.train_step = jax.jit(
         functools.partial(train_step, objective=self.objective,
-                          **distillation_settings(config)),
+                          **distillation),
         in_shardings=(self.state_sharding, self.batch_sharding),
         out_shardings=(self.state_sharding, None), donate_argnums=(0,))
     # Eval outputs are small ([batch, labels]): replicated, so every host can read them.
