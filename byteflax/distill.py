@@ -15,9 +15,11 @@ the second trains the student on (1 - alpha) x the labels + alpha x the teacher
 `config.distill.teacher_folds` folds and each fold is scored by a teacher fit on the others,
 so the student learns the teacher's generalisation, not its memory of the labels. The
 teacher sees the texts as the student does (the task's byte ids, cut to data.max_length,
-decoded), and the file is keyed by those ids (`input_pipeline.teacher_key`).
+decoded), and the file is keyed by a fingerprint of those ids (`input_pipeline.teacher_keys`).
+Examples with the same ids (exact duplicates, or texts that agree in their first
+max_length - 1 bytes) share one key and get the mean of their logits; the log counts them.
 
-File (.npz): keys `[n]` str, logits `[n, labels]` float32, task, max_length, teacher, and the
+File (.npz): keys `[n]` int64, logits `[n, labels]` float32, task, max_length, teacher, and the
 teacher's own validation / test ROC AUC (fit on the whole training split) for reference.
 """
 
@@ -67,6 +69,15 @@ def out_of_fold_logits(model, texts: list[str], labels: np.ndarray, c: float, fo
   return logits
 
 
+def _mean_per_key(keys: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Unique keys `[k]` and the mean of the logits `[n, labels]` of each -> `[k, labels]`."""
+  unique, group = np.unique(keys, return_inverse=True)
+  sums = np.zeros((len(unique), logits.shape[1]), np.float64)
+  np.add.at(sums, group, logits)
+  counts = np.bincount(group, minlength=len(unique))[:, None]
+  return unique, (sums / counts).astype(np.float32)
+
+
 def write_teacher(config: ml_collections.ConfigDict, path: str) -> dict[str, object]:
   """Fits config.distill.teacher, writes its logits to `path`; returns a summary."""
   distill = config.distill
@@ -84,21 +95,23 @@ def write_teacher(config: ml_collections.ConfigDict, path: str) -> dict[str, obj
   logits = out_of_fold_logits(model, texts, labels, model.c, distill.teacher_folds,
                               config.seed)
   summary["teacher_train_out_of_fold_auc"] = baselines.macro_auc(labels, logits)
-  keys = [input_pipeline.teacher_key(row) for row in ids]
-  if len(set(keys)) != len(keys):
-    raise ValueError(f"Two training examples of {task_name} have the same byte ids at "
-                     f"max_length {config.data.max_length}; deduplicate the data.")
+  keys, logits = _mean_per_key(input_pipeline.teacher_keys(ids), logits)
+  summary["examples_sharing_ids"] = len(ids) - len(keys)
+  if len(keys) < len(ids):
+    logging.warning(
+        "%d of %d training examples have the same byte ids as another (exact duplicates, or "
+        "texts equal in their first %d bytes); each such group gets its mean teacher logits.",
+        len(ids) - len(keys), len(ids), config.data.max_length - 1)
   # Written whole, then renamed: a run killed mid-write leaves no half file to trip on.
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   partial = f"{path}.partial"
-  # Compressed: the keys are fixed-width strings mostly of padding (~210 MB raw, ~3 MB
-  # compressed for the fortunes). A file object, or np.savez* would append ".npz" to a name.
+  # A file object, or np.savez* would append ".npz" to the name.
   with open(partial, "wb") as f:
-    np.savez_compressed(f, keys=np.array(keys), logits=logits, task=task_name,
+    np.savez_compressed(f, keys=keys, logits=logits, task=task_name,
                         max_length=config.data.max_length, teacher=distill.teacher,
                         summary=json.dumps(summary))
   os.replace(partial, path)
-  summary.update(examples=len(keys), path=path)
+  summary.update(examples=len(ids), path=path)
   return summary
 
 

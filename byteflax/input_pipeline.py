@@ -35,7 +35,8 @@ def resolve_task(data: ml_collections.ConfigDict) -> str:
     return toxicity.register_file_task(
         data.train_path, test_path=data.test_path, validation_path=data.validation_path,
         text_key=data.text_key, label_keys=tuple(data.label_keys),
-        validation_fraction=data.validation_fraction, seed=data.split_seed)
+        validation_fraction=data.validation_fraction, seed=data.split_seed,
+        invalid_utf8=data.invalid_utf8)
   if data.test_path or data.validation_path:
     raise ValueError("data.test_path / data.validation_path need data.train_path as well.")
   if data.task not in seqio.TaskRegistry.names():
@@ -50,10 +51,22 @@ def bucket_boundaries(data: ml_collections.ConfigDict) -> list[int]:
   return boundaries + [data.max_length]
 
 
-def teacher_key(ids: np.ndarray) -> str:
-  """The key of an example's teacher logits: its byte ids (EOS included, padding not),
-  as text; `_with_teacher_logits` forms the same key in the tf.data graph."""
-  return " ".join(str(i) for i in ids[ids != 0])
+def _fingerprints(joined_ids: tf.Tensor) -> tf.Tensor:
+  """int64 keys of space-joined id strings (FarmHash Fingerprint64, deterministic)."""
+  return tf.strings.to_hash_bucket_fast(joined_ids, np.iinfo(np.int64).max)
+
+
+def teacher_keys(ids: np.ndarray) -> np.ndarray:
+  """The keys of examples' teacher logits: a fingerprint of each row of byte ids
+  `[n, length]` (EOS included, padding not) -> int64 `[n]`. `_with_teacher_logits` forms
+  the same key for one example in the tf.data graph.
+
+  A 64-bit fingerprint rather than the ids themselves: the ids of 147k comments as text
+  would take gigabytes as a numpy string array.
+  """
+  rows = tf.RaggedTensor.from_tensor(tf.constant(ids, tf.int32), padding=splitter.PAD_ID)
+  joined = tf.strings.reduce_join(tf.strings.as_string(rows), axis=1, separator=" ")
+  return _fingerprints(joined).numpy()
 
 
 def _with_teacher_logits(ds: tf.data.Dataset, task_name: str, data: ml_collections.ConfigDict,
@@ -64,6 +77,8 @@ def _with_teacher_logits(ds: tf.data.Dataset, task_name: str, data: ml_collectio
   with np.load(teacher_path) as teacher:
     keys, logits = teacher["keys"], teacher["logits"].astype(np.float32)
     written_for = (str(teacher["task"]), int(teacher["max_length"]))
+  if keys.dtype != np.int64:
+    raise ValueError(f"{teacher_path} is keyed by id strings, an older layout; {rewrite}")
   if written_for != (task_name, data.max_length):
     raise ValueError(
         f"{teacher_path} holds teacher logits for task {written_for[0]!r} at max_length "
@@ -74,8 +89,8 @@ def _with_teacher_logits(ds: tf.data.Dataset, task_name: str, data: ml_collectio
   logits = tf.constant(logits)
 
   def add(ex):
-    row = rows.lookup(tf.strings.reduce_join(tf.strings.as_string(ex["inputs"]),
-                                             separator=" "))
+    row = rows.lookup(_fingerprints(
+        tf.strings.reduce_join(tf.strings.as_string(ex["inputs"]), separator=" ")))
     with tf.control_dependencies([tf.debugging.assert_non_negative(
         row, message=f"A training example has no teacher logits in {teacher_path}; {rewrite}")]):
       return {**ex, "teacher_logits": tf.gather(logits, row)}

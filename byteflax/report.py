@@ -198,7 +198,7 @@ def write_card(workdir: str, export_dir: str | None = None, out: str | None = No
             f"{', '.join(label_names)} (independent sigmoids).",
             f"- Input: UTF-8 bytes (id = byte + 3, EOS = 1, pad = 0), at most "
             f"{config.data.max_length} bytes; longer texts are cut.",
-            f"- Training: {config.total_steps} steps of batch {config.data.batch_size}, "
+            f"- Training: {evaluation['step']} steps of batch {config.data.batch_size}, "
             f"AdamW lr {config.optim.learning_rate} ({config.optim.schedule}), seed "
             f"{config.seed}; quantization-aware: {bool(config.get('quant', {}).get('enabled'))}"
             + (f"; distilled from `{config.distill.teacher}` (alpha {config.distill.alpha}, "

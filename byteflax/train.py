@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import os
 import signal
 import threading
@@ -30,6 +31,7 @@ import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+import seqio
 
 from byteflax import distill
 from byteflax import objectives
@@ -130,6 +132,39 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array],
   return objective.eval_outputs(logits, batch)
 
 
+def training_steps(config: ml_collections.ConfigDict, task_name: str) -> tuple[int, str]:
+  """How many steps to train, and a line for the log saying how that was chosen.
+
+  config.total_steps when set; otherwise the budget follows the data: config.num_epochs
+  passes over the task's training split, capped at config.max_steps (None: no cap), so one
+  config serves a user's 4k-example file (a few epochs) and 147k comments (the cap).
+  """
+  if config.total_steps:
+    return config.total_steps, f"{config.total_steps} steps (config.total_steps)"
+  if not config.get("num_epochs"):
+    raise ValueError("Set config.total_steps, or config.num_epochs (and max_steps) to train "
+                     "for a number of passes over the data.")
+  try:
+    examples = seqio.get_mixture_or_task(task_name).num_input_examples("train")
+  except Exception as error:  # pylint: disable=broad-except  # TFDS without its data, etc.
+    examples, why = None, f" ({type(error).__name__}: {error})"
+  else:
+    why = ""
+  if not examples:
+    raise ValueError(f"Task {task_name!r} does not say how many training examples it has"
+                     f"{why}, so config.num_epochs cannot size the run; set "
+                     "config.total_steps.")
+  epoch_steps = math.ceil(examples / config.data.batch_size)
+  steps = math.ceil(config.num_epochs * epoch_steps)
+  explanation = (f"{config.num_epochs} epochs of {examples:,} training examples at batch "
+                 f"{config.data.batch_size} = {steps:,} steps")
+  if config.max_steps and steps > config.max_steps:
+    steps = config.max_steps
+    explanation += (f", capped at config.max_steps = {steps:,} "
+                    f"({steps / epoch_steps:.2f} epochs)")
+  return steps, explanation
+
+
 def distillation_settings(config: ml_collections.ConfigDict) -> dict[str, float]:
   """train_step's distill_* arguments: empty unless config.distill.alpha > 0."""
   settings = config.get("distill")
@@ -157,7 +192,8 @@ class Trainer:
     self.label_names = getattr(self.objective, "label_names", ())
     self.model = self.objective.build_model()
     self.mesh = partitioning.make_mesh(config.mesh, devices)
-    self.tx, self.schedule = make_optimizer(config.optim, config.total_steps)
+    self.total_steps, self.budget = training_steps(config, self.task_name)
+    self.tx, self.schedule = make_optimizer(config.optim, self.total_steps)
 
     def init_boxed(rng):
       params_rng, dropout_rng = jax.random.split(rng)
@@ -441,18 +477,18 @@ def _train_loop(trainer: Trainer, state: TrainState, start_step: int,
   Returns the state and whether training stopped early on a preemption notice (after
   saving a checkpoint at the step it stopped at).
   """
-  config = trainer.config
+  config, total_steps = trainer.config, trainer.total_steps
   periodic = [name for name, e in config.evals.items() if e.every_steps]
   batches = trainer.objective.train_batches(config.seed, start_step,
                                             teacher_path=teacher_path)
   pending_losses, window_start, window_bytes = [], time.perf_counter(), 0
   first_pending = start_step + 1
-  for step in range(start_step + 1, config.total_steps + 1):
+  for step in range(start_step + 1, total_steps + 1):
     batch = next(batches)
     state, step_metrics = trainer.run_train_step(state, batch)
     pending_losses.append(step_metrics["loss"])
     window_bytes += int(np.count_nonzero(batch["inputs"]))
-    is_last = step == config.total_steps
+    is_last = step == total_steps
     preempted = not is_last and preemption.should_stop(step)
     if step % config.log_every_steps == 0 or is_last or preempted:
       _check_finite(pending_losses, first_pending)
@@ -464,7 +500,7 @@ def _train_loop(trainer: Trainer, state: TrainState, start_step: int,
                  "train/bytes_per_sec": window_bytes / elapsed}
       writer.write_scalars(step, scalars)
       logging.info("step %d/%d: loss %.4f  %.2f steps/s  %.0f bytes/s", step,
-                   config.total_steps, scalars["train/loss"],
+                   total_steps, scalars["train/loss"],
                    scalars["train/steps_per_sec"], scalars["train/bytes_per_sec"])
       pending_losses, window_start, window_bytes = [], time.perf_counter(), 0
       first_pending = step + 1
@@ -501,12 +537,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   start_step = int(jax.device_get(state.step))
   logging.info("Model %s: %d parameters; task %s; mesh %s.", config.model_name,
                count_params(state.params), trainer.task_name, dict(trainer.mesh.shape))
-  if start_step >= config.total_steps:
+  logging.info("Training budget: %s.", trainer.budget)
+  if start_step >= trainer.total_steps:
     logging.info("Training already finished (step %d of %d); evaluating only.", start_step,
-                 config.total_steps)
+                 trainer.total_steps)
   else:
     teacher_path = distill.prepare_teacher(config, workdir)
-    logging.info("Training steps %d -> %d.", start_step, config.total_steps)
+    logging.info("Training steps %d -> %d.", start_step, trainer.total_steps)
     # Whatever stops the loop (a NaN, Ctrl-C, an input error), let the asynchronous
     # checkpoint writes already started finish, so the last good state is on disk.
     try:
@@ -518,7 +555,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if preempted:
       step = int(jax.device_get(state.step))
       logging.warning("Preempted: checkpoint saved at step %d of %d in %s; run the same "
-                      "command again to resume.", step, config.total_steps,
+                      "command again to resume.", step, trainer.total_steps,
                       manager.directory)
       writer.flush()
       manager.close()

@@ -1,7 +1,7 @@
 """SeqIO task definitions; importing the package registers them.
 
-Classification (`tasks.toxicity`): fortunes_offensive_en, fortunes_offensive_multilingual,
-civil_comments, civil_comments_multilabel, plus "file_<hash>" tasks added by
+Classification (`tasks.toxicity`): toxic_comments_en, fortunes_offensive_en,
+fortunes_offensive_multilingual, civil_comments, civil_comments_multilabel, plus "file_<hash>" tasks added by
 `tasks.toxicity.register_file_task`.
 Span-corruption pretraining (`tasks.pretraining`): span_corruption_fortunes_en, the
 span_corruption_fortunes_multilingual and span_corruption_mc4 mixtures, c4 / mC4 tasks,

@@ -6,11 +6,15 @@ Every task yields examples with exactly two features:
   "label": float32 `[num_labels(task)]` of 0/1.
 
 Tasks registered on import:
+  toxic_comments_en                184k real English comments, toxic vs clean (PyPI data,
+                                   `tasks/toxic_comments.py`): the main benchmark.
   fortunes_offensive_en            English fortunes, offensive vs clean (PyPI data).
   fortunes_offensive_multilingual  English + Spanish + Italian fortunes (needs Debian packages).
   civil_comments                   TFDS civil_comments, label = toxicity >= 0.5.
   civil_comments_multilabel        TFDS civil_comments, 7 attributes, each >= 0.5.
-`register_file_task` adds a task over a user's CSV or JSONL files.
+`register_file_task` adds a task over a user's CSV or JSONL files. The in-memory tasks (all
+but Civil Comments) split their examples 80/10/10 by a seeded shuffle
+(`fortunes.split_examples`) and know their split sizes.
 
 SeqIO passes features that are not output features through untouched (`tokenize` and the
 final trim only touch output features), so "label" needs no vocabulary of its own; the
@@ -23,18 +27,22 @@ from collections.abc import Callable, Mapping, Sequence
 import csv
 import functools
 import hashlib
+import io
 import json
 import math
 import os
 
+from absl import logging
 import seqio
 import tensorflow as tf
 
 from tasks import fortunes
+from tasks import toxic_comments
 
 OUTPUT_FEATURES = {
     "inputs": seqio.Feature(seqio.ByteVocabulary(), add_eos=True, dtype=tf.int32),
 }
+TOXIC_COMMENTS_TASK = "toxic_comments_en"
 CIVIL_COMMENTS_TFDS_NAME = "civil_comments/CivilComments:1.2.4"
 CIVIL_COMMENTS_ATTRIBUTES = ("toxicity", "severe_toxicity", "obscene", "threat", "insult",
                              "identity_attack", "sexual_explicit")
@@ -42,6 +50,7 @@ CIVIL_COMMENTS_ATTRIBUTES = ("toxicity", "severe_toxicity", "obscene", "threat",
 # dataset's own convention calls a comment toxic when at least half did.
 LABEL_THRESHOLD = 0.5
 FILE_FORMATS = (".csv", ".jsonl")
+INVALID_UTF8 = ("replace", "error")  # What reading a user file does with a non-UTF-8 byte.
 
 # Task name -> label names, filled at registration; read by `num_labels`/`label_names`.
 _LABEL_NAMES: dict[str, tuple[str, ...]] = {}
@@ -126,24 +135,41 @@ def _examples_dataset(examples: Sequence[Example], split: str, label_count: int,
   return ds
 
 
-def _fortunes_source(languages: Sequence[str], **roots: str) -> seqio.FunctionDataSource:
-  """A source that reads the fortune files only when a split is requested.
+class _InMemorySource(seqio.FunctionDataSource):
+  """A source over (text, labels) splits that a loader reads only when a split is asked for.
 
-  Args:
-    languages: passed to `fortunes.load_offensive_examples`.
-    **roots: `english_root` / `debian_root` overrides for that function.
-
-  Returns:
-    A FunctionDataSource with splits train/validation/test.
+  Unlike a plain FunctionDataSource it knows its split sizes (loading them on first ask), so
+  training can size an epoch-based budget (`train.training_steps`).
   """
 
-  def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
-    examples = fortunes.load_offensive_examples(languages, **roots)
-    examples = fortunes.split_examples(examples)[split]
-    return _examples_dataset([(text, (label,)) for text, label in examples], split, 1,
-                             shuffle_files, seed)
+  def __init__(self, load_splits: Callable[[], Mapping[str, Sequence[Example]]],
+               label_count: int):
+    def dataset_fn(split: str, shuffle_files: bool,
+                   seed: int | None = None) -> tf.data.Dataset:
+      return _examples_dataset(load_splits()[split], split, label_count, shuffle_files, seed)
 
-  return seqio.FunctionDataSource(dataset_fn, splits=fortunes.SPLITS)
+    super().__init__(dataset_fn, splits=fortunes.SPLITS)
+    self._load_splits = load_splits
+
+  def num_input_examples(self, split: str) -> int:
+    return len(self._load_splits()[split])
+
+
+def _fortunes_source(languages: Sequence[str], **roots: str) -> _InMemorySource:
+  """The fortunes of `languages` (`fortunes.load_offensive_examples`, which also takes the
+  `english_root` / `debian_root` overrides in **roots), split 80/10/10 with seed 0."""
+
+  def load_splits() -> dict[str, list[Example]]:
+    examples = fortunes.load_offensive_examples(languages, **roots)
+    return fortunes.split_examples([(text, (label,)) for text, label in examples])
+
+  return _InMemorySource(load_splits, 1)
+
+
+@functools.lru_cache(maxsize=1)
+def _toxic_comments_splits() -> dict[str, list[Example]]:
+  examples = toxic_comments.load_examples()
+  return fortunes.split_examples([(text, (label,)) for text, label in examples])
 
 
 def _add_task(name: str, source: seqio.DataSource, names: Sequence[str],
@@ -191,19 +217,56 @@ def _example(record: Mapping[str, object], path: str, line: int, text_key: str,
   return text, tuple(_parse_label(record[key], path, line, key) for key in label_keys)
 
 
+def _decode(path: str, invalid_utf8: str) -> str:
+  """The file's text (UTF-8, optional BOM); invalid bytes raise or become U+FFFD."""
+  if invalid_utf8 not in INVALID_UTF8:
+    raise ValueError(f"data.invalid_utf8 must be one of {INVALID_UTF8}, got {invalid_utf8!r}.")
+  with open(path, "rb") as f:
+    data = f.read()
+  try:
+    return data.decode("utf-8-sig")
+  except UnicodeDecodeError as error:
+    line = data.count(b"\n", 0, error.start) + 1
+    column = error.start - data.rfind(b"\n", 0, error.start)
+    where = f"{path}, line {line}, column {column}: invalid UTF-8 byte 0x{data[error.start]:02x}"
+    if invalid_utf8 == "error":
+      raise ValueError(f"{where} ({error.reason}). Re-encode the file as UTF-8 (e.g. iconv "
+                       "-f latin1 -t utf-8), or set data.invalid_utf8='replace'.") from error
+  bad_lines = sorted({number for number, raw in enumerate(data.split(b"\n"), start=1)
+                      if not _is_utf8(raw)})
+  more = (f" (and on {len(bad_lines) - 1} more lines: "
+          f"{', '.join(map(str, bad_lines[1:11]))}{', ...' if len(bad_lines) > 11 else ''})"
+          if len(bad_lines) > 1 else "")
+  logging.warning("%s%s; every invalid byte reads as U+FFFD (data.invalid_utf8='replace').",
+                  where, more)
+  return data.decode("utf-8-sig", errors="replace")
+
+
+def _is_utf8(data: bytes) -> bool:
+  try:
+    data.decode("utf-8")
+  except UnicodeDecodeError:
+    return False
+  return True
+
+
 def read_labelled_file(path: str, text_key: str = "text",
-                       label_keys: Sequence[str] = ("label",)) -> list[Example]:
+                       label_keys: Sequence[str] = ("label",),
+                       invalid_utf8: str = "replace") -> list[Example]:
   """Reads (text, labels) from a CSV file with a header row or a JSONL file.
 
   The format comes from the extension: `.csv` (any dialect the csv module reads by
   default, UTF-8 with an optional BOM) or `.jsonl` (one JSON object per line; blank lines
-  are skipped).
+  are skipped). Duplicate texts are kept (the split and the training see them as the file
+  has them).
 
   Args:
     path: the file.
     text_key: column/key holding the text.
     label_keys: columns/keys holding the labels, each 0/1, a probability thresholded at
       0.5, a JSON bool, or "true"/"false".
+    invalid_utf8: "replace" reads each byte that is not valid UTF-8 as U+FFFD and logs a
+      warning naming the lines; "error" raises naming the first.
 
   Returns:
     (text, labels) pairs in file order, labels a tuple of 0/1 ints, one per label key.
@@ -220,30 +283,31 @@ def read_labelled_file(path: str, text_key: str = "text",
   if isinstance(label_keys, str) or not label_keys:
     raise ValueError(f"label_keys must be a non-empty sequence of names, got {label_keys!r}.")
   examples = []
-  with open(path, encoding="utf-8-sig", newline="") as f:
-    if extension == ".csv":
-      reader = csv.DictReader(f)
-      if reader.fieldnames is None:
-        raise ValueError(f"{path}: no examples (empty file).")
-      missing = [k for k in (text_key, *label_keys) if k not in reader.fieldnames]
-      if missing:
-        raise ValueError(
-            f"{path}, line 1: header has no column {missing}; columns: {reader.fieldnames}.")
-      for record in reader:
-        # DictReader fills short rows with None, which _example reports as missing.
-        examples.append(_example(record, path, reader.line_num, text_key, label_keys))
-    else:
-      for line_number, line in enumerate(f, start=1):
-        if not line.strip():
-          continue
-        try:
-          record = json.loads(line)
-        except json.JSONDecodeError as e:
-          raise ValueError(f"{path}, line {line_number}: invalid JSON ({e}).") from e
-        if not isinstance(record, dict):
-          raise ValueError(f"{path}, line {line_number}: expected a JSON object, got "
-                           f"{type(record).__name__}.")
-        examples.append(_example(record, path, line_number, text_key, label_keys))
+  # newline="": the csv module sees line endings (and newlines inside quotes) as written.
+  f = io.StringIO(_decode(path, invalid_utf8), newline="")
+  if extension == ".csv":
+    reader = csv.DictReader(f)
+    if reader.fieldnames is None:
+      raise ValueError(f"{path}: no examples (empty file).")
+    missing = [k for k in (text_key, *label_keys) if k not in reader.fieldnames]
+    if missing:
+      raise ValueError(
+          f"{path}, line 1: header has no column {missing}; columns: {reader.fieldnames}.")
+    for record in reader:
+      # DictReader fills short rows with None, which _example reports as missing.
+      examples.append(_example(record, path, reader.line_num, text_key, label_keys))
+  else:
+    for line_number, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{path}, line {line_number}: invalid JSON ({e}).") from e
+      if not isinstance(record, dict):
+        raise ValueError(f"{path}, line {line_number}: expected a JSON object, got "
+                         f"{type(record).__name__}.")
+      examples.append(_example(record, path, line_number, text_key, label_keys))
   if not examples:
     raise ValueError(f"{path}: no examples (empty file).")
   return examples
@@ -252,7 +316,8 @@ def read_labelled_file(path: str, text_key: str = "text",
 def read_file_splits(train_path: str, test_path: str | None = None,
                      validation_path: str | None = None, *, text_key: str = "text",
                      label_keys: Sequence[str] = ("label",), validation_fraction: float = 0.1,
-                     seed: int = 0) -> dict[str, list[Example]]:
+                     seed: int = 0, invalid_utf8: str = "replace"
+                     ) -> dict[str, list[Example]]:
   """The train/validation/test examples of `register_file_task` (same arguments).
 
   Splits without a file get `validation_fraction` of the train file each, carved with
@@ -263,7 +328,8 @@ def read_file_splits(train_path: str, test_path: str | None = None,
   """
   if not 0.0 < validation_fraction < 0.5:
     raise ValueError(f"validation_fraction must be in (0, 0.5), got {validation_fraction}.")
-  read = functools.partial(read_labelled_file, text_key=text_key, label_keys=label_keys)
+  read = functools.partial(read_labelled_file, text_key=text_key, label_keys=label_keys,
+                           invalid_utf8=invalid_utf8)
   train = read(train_path)
   carve_validation = validation_fraction if validation_path is None else 0.0
   carve_test = validation_fraction if test_path is None else 0.0
@@ -282,7 +348,8 @@ def read_file_splits(train_path: str, test_path: str | None = None,
 def register_file_task(train_path: str, test_path: str | None = None,
                        validation_path: str | None = None, *, text_key: str = "text",
                        label_keys: Sequence[str] = ("label",),
-                       validation_fraction: float = 0.1, seed: int = 0) -> str:
+                       validation_fraction: float = 0.1, seed: int = 0,
+                       invalid_utf8: str = "replace") -> str:
   """Registers a task over a user's CSV/JSONL files and returns its name.
 
   The files are read and checked here, so a bad file fails at once rather than in the
@@ -297,26 +364,21 @@ def register_file_task(train_path: str, test_path: str | None = None,
     label_keys: columns/keys of the labels; the task's "label" has one entry per key.
     validation_fraction: share of train carved for each missing split.
     seed: seed of the carving shuffle.
+    invalid_utf8: what a byte that is not UTF-8 does (`read_labelled_file`).
 
   Returns:
     The registered task name, "file_<hash>".
   """
   paths = [None if p is None else os.path.abspath(p)
            for p in (train_path, test_path, validation_path)]
-  key = json.dumps([paths, text_key, list(label_keys), validation_fraction, seed])
+  key = json.dumps([paths, text_key, list(label_keys), validation_fraction, seed, invalid_utf8])
   name = "file_" + hashlib.sha256(key.encode()).hexdigest()[:12]
   if name in _LABEL_NAMES:
     return name
   splits = read_file_splits(*paths, text_key=text_key, label_keys=label_keys,
-                            validation_fraction=validation_fraction, seed=seed)
-
-  def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
-    return _examples_dataset(splits[split], split, len(label_keys), shuffle_files, seed)
-
-  source = seqio.FunctionDataSource(
-      dataset_fn, splits=fortunes.SPLITS,
-      num_input_examples={split: len(examples) for split, examples in splits.items()})
-  _add_task(name, source, label_keys)
+                            validation_fraction=validation_fraction, seed=seed,
+                            invalid_utf8=invalid_utf8)
+  _add_task(name, _InMemorySource(lambda: splits, len(label_keys)), label_keys)
   return name
 
 
@@ -324,9 +386,11 @@ def register_file_task(train_path: str, test_path: str | None = None,
 # Built-in tasks.
 
 def _register_builtin_tasks() -> None:
-  """Registers the fortunes and Civil Comments tasks; reads no files, downloads nothing."""
+  """Registers the fortunes, toxic comments and Civil Comments tasks; reads no files,
+  downloads nothing."""
   for name, languages in _FORTUNES_TASKS.items():
     _add_task(name, _fortunes_source(languages), ("offensive",))
+  _add_task(TOXIC_COMMENTS_TASK, _InMemorySource(_toxic_comments_splits, 1), ("toxic",))
   for name, keys in (("civil_comments", CIVIL_COMMENTS_ATTRIBUTES[:1]),
                      ("civil_comments_multilabel", CIVIL_COMMENTS_ATTRIBUTES)):
     _add_task(name, seqio.TfdsDataSource(CIVIL_COMMENTS_TFDS_NAME, splits=fortunes.SPLITS),

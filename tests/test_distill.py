@@ -117,15 +117,16 @@ def test_teacher_file_is_read_back_for_every_training_example(toy_data, tmp_path
   with np.load(config.distill.teacher_path) as teacher:
     by_key = dict(zip(teacher["keys"], teacher["logits"]))
     # Out of fold: not the labels themselves, but ranked by them.
-    logits = np.stack([by_key[input_pipeline.teacher_key(row)] for row in ids])
+    logits = np.stack([by_key[key] for key in input_pipeline.teacher_keys(ids)])
   assert 0.8 < distill.baselines.macro_auc(labels, logits) < 1.0
 
   batches = input_pipeline.train_batches(train.Trainer(config).task_name, config.data, seed=1,
                                          teacher_path=distill.prepare_teacher(config, "unused"))
   for _ in range(20):  # More than one epoch of the 270 examples.
     batch = next(batches)
-    for row, teacher_logits in zip(batch["inputs"], batch["teacher_logits"]):
-      np.testing.assert_array_equal(teacher_logits, by_key[input_pipeline.teacher_key(row)])
+    keys = input_pipeline.teacher_keys(batch["inputs"])
+    for key, teacher_logits in zip(keys, batch["teacher_logits"]):
+      np.testing.assert_array_equal(teacher_logits, by_key[key])
 
 
 def test_prepare_teacher_fits_into_the_workdir_once(toy_data, tmp_path):

