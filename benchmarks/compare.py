@@ -16,6 +16,10 @@ cut to config.data.max_length bytes):
     word n-grams + logistic regression; MiniLM = frozen all-MiniLM-L6-v2 sentence embeddings
     + logistic regression (the `baselines` extra). Size = the pickled fitted model, or the
     encoder's weight file + the LR.
+Quality: ROC AUC and PR-AUC (average precision; ROC AUC saturates on the toxic comments) on
+the test texts, and ROC AUC on a perturbed copy of them (benchmarks/perturb.py: obfuscated
+spellings at --perturb_rate, seeded; 0 skips it), where a byte model needs no vocabulary.
+--max_test_examples scores a seeded subsample of the split (every row the same texts).
 Latency: per example, batch 1, one CPU thread (XLA, LiteRT and torch alike), median of
 --latency_runs warm runs cycling through test examples. The TFLite models always take their
 fixed exported length (padded), text baselines take each text as it is.
@@ -26,6 +30,7 @@ Writes <results_dir>/compare.json and compare.png (ROC AUC vs latency, bubble ar
 from benchmarks import export_benchmark  # pylint: disable=g-bad-import-order
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from collections.abc import Callable
 import datetime
 import functools
 import json
@@ -37,11 +42,15 @@ from absl import flags
 import jax
 import numpy as np
 
+from sklearn import metrics as sklearn_metrics
+
+from benchmarks import perturb
 from byteflax import baselines
 from byteflax import distill
 from byteflax import export
 from byteflax import input_pipeline
 from byteflax import report
+from byteflax import splitter
 from byteflax import train
 
 BERT_BASE_PARAMS = 110_000_000
@@ -52,37 +61,78 @@ FLAGS = flags.FLAGS
 _RUNS = flags.DEFINE_list("runs", [], "Workdirs of other trained byte models (JAX rows).")
 _BASELINES = flags.DEFINE_list("baselines", ["tfidf_char", "tfidf_word", "minilm"],
                                "byteflax.baselines models to fit and compare.")
+_PERTURB_RATE = flags.DEFINE_float(
+    "perturb_rate", perturb.DEFAULT_RATE,
+    "Share of words obfuscated in the perturbed copy of the test texts; 0: no perturbed "
+    "column.")
+_MAX_TEST_EXAMPLES = flags.DEFINE_integer(
+    "max_test_examples", None, "Score a seeded subsample of this many test examples.")
 _RESULTS_DIR = flags.DEFINE_string("results_dir", "benchmarks/results",
                                    "Where compare.json and compare.png go.")
 
 
-def _row(name, kind, auc, params, size_bytes, latency_ms, **extra):
-  return {"name": name, "kind": kind, "auc": auc, "params": int(params),
+class TestSet:
+  """The evaluated texts as every row sees them: byte ids `[n, length]` (cut to the byte
+  models' max_length, as `input_pipeline.task_examples` cuts them), their texts, labels
+  `[n, labels]`, and the perturbed texts (None without --perturb_rate)."""
+
+  def __init__(self, config, split: str, max_examples: int | None, perturb_rate: float):
+    self.ids, self.texts, self.labels = distill.split_texts(config, split)
+    if max_examples and max_examples < len(self.texts):
+      keep = np.sort(np.random.default_rng(0).choice(len(self.texts), max_examples,
+                                                     replace=False))
+      self.ids, self.labels = self.ids[keep], self.labels[keep]
+      self.texts = [self.texts[i] for i in keep]
+    self.perturbed = (perturb.perturb_texts(self.texts, perturb_rate) if perturb_rate
+                      else None)
+
+  def ids_at(self, length: int, perturbed: bool = False) -> np.ndarray:
+    """Byte ids `[n, length]` of the (perturbed) texts, cut to length as on device."""
+    if not perturbed and length == self.ids.shape[1]:
+      return self.ids
+    texts = self.perturbed if perturbed else self.texts
+    return splitter.ByteSplitter(length).encode_batch(texts)[0]
+
+  def quality(self, score: Callable[[np.ndarray | list[str]], np.ndarray],
+              inputs_of: Callable[[bool], np.ndarray | list[str]]) -> dict[str, float]:
+    """ROC AUC, PR-AUC and perturbed ROC AUC of `score` (inputs -> logits `[n, labels]`);
+    `inputs_of(perturbed)` gives its inputs."""
+    logits = score(inputs_of(False))
+    quality = {"auc": baselines.macro_auc(self.labels, logits),
+               "pr_auc": float(np.mean([sklearn_metrics.average_precision_score(
+                   self.labels[:, j], logits[:, j]) for j in range(self.labels.shape[1])]))}
+    if self.perturbed is not None:
+      quality["auc_perturbed"] = baselines.macro_auc(self.labels, score(inputs_of(True)))
+    return quality
+
+
+def _row(name, kind, quality, params, size_bytes, latency_ms, **extra):
+  return {"name": name, "kind": kind, **quality, "params": int(params),
           "bytes": int(size_bytes), "latency_ms": latency_ms,
           "params_vs_bert_base": BERT_BASE_PARAMS / params,
           "bytes_vs_bert_base": BERT_BASE_BYTES / size_bytes, **extra}
 
 
-def tflite_rows(config, export_dir: str, split: str, latency_runs: int) -> list[dict]:
+def tflite_rows(export_dir: str, test: TestSet, latency_runs: int) -> list[dict]:
   """ByteQRNN's exported int8 and float32 models through LiteRT."""
   with open(os.path.join(export_dir, export.MANIFEST_FILE)) as f:
     manifest = json.load(f)
   length = manifest["input"]["shape"][1]
-  ids, labels = input_pipeline.task_examples(config.data, split, length)
   rows = []
   for filename, precision in ((export.INT8_FILE, "int8"), (export.FLOAT_FILE, "float32")):
     path = os.path.join(export_dir, filename)
     classifier = export.TFLiteClassifier(path)
     rows.append(_row(
         f"{manifest['model_name']} TFLite {precision}", "byte model (TFLite)",
-        export_benchmark.macro_auc(labels, classifier(ids)["logits"]),
+        test.quality(lambda ids: classifier(ids)["logits"],
+                     lambda perturbed: test.ids_at(length, perturbed)),
         manifest["num_params"], os.path.getsize(path),
-        export.median_latency_ms(classifier, ids, latency_runs),
+        export.median_latency_ms(classifier, test.ids_at(length), latency_runs),
         input_bytes=length, checkpoint_step=manifest["checkpoint_step"]))
   return rows
 
 
-def jax_row(workdir: str, task_name: str, split: str, latency_runs: int) -> dict:
+def jax_row(workdir: str, task_name: str, test: TestSet, latency_runs: int) -> dict:
   """A trained byte model evaluated in JAX at its max_length (float32 params)."""
   config = report.run_config(workdir)
   trainer = train.Trainer(config)
@@ -90,49 +140,59 @@ def jax_row(workdir: str, task_name: str, split: str, latency_runs: int) -> dict
     raise ValueError(f"{workdir} was trained on {trainer.task_name!r}, not {task_name!r}.")
   variables, step = train.load_variables(workdir, trainer)
   length = config.data.max_length
-  ids, labels = input_pipeline.task_examples(config.data, split, length)
   # Variables as an argument, not closed over: XLA would constant-fold them for minutes.
   apply = functools.partial(jax.jit(
       lambda v, x: trainer.model.apply(v, x, train=False)), variables)
-  logits = np.concatenate([np.asarray(apply(ids[i:i + 64])) for i in range(0, len(ids), 64)])
+
+  def score(ids):
+    return np.concatenate([np.asarray(apply(ids[i:i + 64])) for i in range(0, len(ids), 64)])
+
   params = train.count_params(variables["params"])
   return _row(f"{config.model_name} (JAX)", "byte model (JAX)",
-              export_benchmark.macro_auc(labels, logits), params, 4 * params,
+              test.quality(score, lambda perturbed: test.ids_at(length, perturbed)),
+              params, 4 * params,
               export.median_latency_ms(
-                  lambda x: jax.block_until_ready(apply(x)), ids, latency_runs),
+                  lambda x: jax.block_until_ready(apply(x)), test.ids_at(length),
+                  latency_runs),
               input_bytes=length, checkpoint_step=step, workdir=workdir)
 
 
-def baseline_row(kind: str, splits: dict, split: str, latency_runs: int) -> dict:
-  """Fits a byteflax.baselines model on train (C on validation), scores `split`."""
+def baseline_row(kind: str, splits: dict, test: TestSet, latency_runs: int) -> dict:
+  """Fits a byteflax.baselines model on train (C on validation), scores the test set."""
   model = baselines.build(kind).fit(splits["train"], splits["validation"])
-  texts, labels = splits[split]
-  auc = baselines.macro_auc(labels, model.decision_function(texts))
+  quality = test.quality(model.decision_function,
+                         lambda perturbed: test.perturbed if perturbed else test.texts)
   if kind == "minilm":
     import torch  # pylint: disable=g-import-not-at-top  (the baselines extra)
     torch.set_num_threads(1)
   # Texts as a [n, 1] object array: median_latency_ms feeds it rows [1, 1].
   latency = export.median_latency_ms(
       lambda x: model.decision_function(list(x[:, 0])),
-      np.array(texts, dtype=object)[:, None], latency_runs)
+      np.array(test.texts, dtype=object)[:, None], latency_runs)
   name = ("all-MiniLM-L6-v2 frozen + LR" if kind == "minilm"
           else f"TF-IDF {kind.removeprefix('tfidf_')} n-grams + LR")
-  return _row(name, "baseline", auc, model.num_params(), model.size_bytes(), latency,
+  return _row(name, "baseline", quality, model.num_params(), model.size_bytes(), latency,
               c=model.c)
 
 
 def compare(config, export_dir: str | None, runs: list[str], baseline_kinds: list[str],
-            split: str, latency_runs: int) -> dict:
+            split: str, latency_runs: int, max_test_examples: int | None = None,
+            perturb_rate: float = perturb.DEFAULT_RATE) -> dict:
   """All rows on one task and split, plus the context to read them."""
-  splits = {name: distill.split_texts(config, name)[1:]
-            for name in ("train", "validation", split)}
-  rows = tflite_rows(config, export_dir, split, latency_runs) if export_dir else []
+  test = TestSet(config, split, max_test_examples, perturb_rate)
+  rows = tflite_rows(export_dir, test, latency_runs) if export_dir else []
   task_name = input_pipeline.resolve_task(config.data)
-  rows += [jax_row(workdir, task_name, split, latency_runs) for workdir in runs]
-  rows += [baseline_row(kind, splits, split, latency_runs) for kind in baseline_kinds]
+  rows += [jax_row(workdir, task_name, test, latency_runs) for workdir in runs]
+  examples = {split: len(test.texts)}
+  if baseline_kinds:
+    splits = {name: distill.split_texts(config, name)[1:] for name in ("train", "validation")}
+    examples.update({name: len(texts) for name, (texts, _) in splits.items()})
+    rows += [baseline_row(kind, splits, test, latency_runs) for kind in baseline_kinds]
   return {"task": task_name, "split": split, "max_length": config.data.max_length,
-          "examples": {name: len(splits[name][0]) for name in ("train", "validation", split)},
-          "positive_rate_test": float(np.mean(splits[split][1])),
+          "examples": examples,
+          "positive_rate_test": float(np.mean(test.labels)),
+          "perturbation": {"rate": perturb_rate, "kinds": sorted(perturb.PERTURBATIONS),
+                           "seed": 0} if perturb_rate else None,
           "latency_runs": latency_runs, "bert_base": {"params": BERT_BASE_PARAMS,
                                                       "bytes": BERT_BASE_BYTES},
           "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
@@ -141,11 +201,12 @@ def compare(config, export_dir: str | None, runs: list[str], baseline_kinds: lis
 
 def format_table(results: dict) -> str:
   """A Markdown table of the rows."""
-  lines = [f"| model | test ROC AUC | params | bytes | ms / example | BERT-base / size |",
-           "|---|---|---|---|---|---|"]
+  lines = ["| model | ROC AUC | PR-AUC | ROC AUC perturbed | params | bytes | ms / example "
+           "| BERT-base / size |", "|---|---|---|---|---|---|---|---|"]
   for row in results["rows"]:
-    lines.append(f"| {row['name']} | {row['auc']:.4f} | {row['params']:,} | "
-                 f"{row['bytes']:,} | {row['latency_ms']:.2f} | "
+    perturbed = f"{row['auc_perturbed']:.4f}" if "auc_perturbed" in row else "-"
+    lines.append(f"| {row['name']} | {row['auc']:.4f} | {row['pr_auc']:.4f} | {perturbed} | "
+                 f"{row['params']:,} | {row['bytes']:,} | {row['latency_ms']:.2f} | "
                  f"{row['bytes_vs_bert_base']:.0f}x |")
   return "\n".join(lines)
 
@@ -182,7 +243,8 @@ def main(argv):
   if not FLAGS.export_dir and not _RUNS.value:
     raise app.UsageError("Give --export_dir (an exported ByteQRNN) and/or --runs.")
   results = compare(FLAGS.config, FLAGS.export_dir, _RUNS.value, _BASELINES.value,
-                    FLAGS.split, FLAGS.latency_runs)
+                    FLAGS.split, FLAGS.latency_runs, _MAX_TEST_EXAMPLES.value,
+                    _PERTURB_RATE.value)
   print(format_table(results))
   os.makedirs(_RESULTS_DIR.value, exist_ok=True)
   with open(os.path.join(_RESULTS_DIR.value, "compare.json"), "w") as f:

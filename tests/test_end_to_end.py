@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tasks import fortunes
@@ -65,6 +66,39 @@ def test_cli_trains_on_a_user_jsonl_file(tmp_path):
     report = json.load(f)
   assert report["task"].startswith("file_")
   assert report["test"]["num_examples"] == 20
+
+
+def test_default_command_trains_on_a_messy_user_csv(tmp_path):
+  """The README's default command (distilling; budget from the data) on a CSV as real
+  files are: exact duplicates, long texts equal in their first 1,023 bytes (the same byte
+  ids once cut to max_length), an invalid UTF-8 byte, an empty text, CRLF line ends."""
+  rng = np.random.default_rng(0)
+  words = ["apple", "river", "stone", "cloud", "green", "quiet", "table", "music"]
+  rows = []
+  for i in range(300):
+    toxic = int(rng.random() < 0.4)
+    rows.append((" ".join(rng.choice(words, size=rng.integers(3, 12))) + f" {i}"
+                 + (" idiot" if toxic else ""), toxic))
+  rows += rows[:20]  # Exact duplicates.
+  prefix = "x" * 1023
+  rows += [(prefix + " idiot" * 10, 1), (prefix + " calm" * 10, 0), (prefix, 1)]
+  rows += [("", 0)]
+  data = b"text,label\r\n" + b"".join(
+      f'"{text}",{label}\r\n'.encode() for text, label in rows)
+  data += b'"caf\xe9 idiot",1\r\n'  # Latin-1, not UTF-8.
+  path = tmp_path / "messy.csv"
+  path.write_bytes(data)
+  result = _main("--config=configs/byteqrnn_toxicity.py", f"--workdir={tmp_path / 'run'}",
+                 f"--config.data.train_path={path}")
+  assert "messy.csv, line 326, column 5: invalid UTF-8 byte 0xe9" in result.stderr
+  assert "have the same byte ids as another" in result.stderr
+  assert "Training budget: 5 epochs of" in result.stderr
+  with open(tmp_path / "run" / "eval.json") as f:
+    report = json.load(f)
+  assert report["task"].startswith("file_") and report["test"]["num_examples"] == 32
+  # 260 training examples: 5 epochs at batch 32 = 45 steps.
+  assert report["step"] == 45
+  assert report["test"]["auc"] > 0.5
 
 
 def test_real_multilingual_corpus_is_decoded_and_complete():

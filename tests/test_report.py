@@ -96,6 +96,7 @@ def test_cli_train_export_then_model_card_and_comparison(tmp_path):
   assert rows["all-MiniLM-L6-v2 frozen + LR"]["params"] > 22_000_000
   for row in rows.values():
     assert row["latency_ms"] > 0 and 0.5 <= row["auc"] <= 1
+    assert 0 < row["pr_auc"] <= 1 and 0 <= row["auc_perturbed"] <= 1
     assert row["bytes_vs_bert_base"] == pytest.approx(440e6 / row["bytes"])
     assert row["name"] in table
   assert os.path.getsize(results / "compare.png") > 1000

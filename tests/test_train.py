@@ -174,3 +174,30 @@ def test_eval_mode_without_checkpoint_is_a_clear_error(tmp_path):
                  "--mode=eval")
   assert result.returncode != 0
   assert "No checkpoint" in result.stderr
+
+
+def test_budget_follows_the_data(toy_data):
+  """360 training examples (400 minus the carved validation): epochs, then the cap."""
+  config = _config(toy_data, total_steps=None, num_epochs=5, max_steps=None,
+                   **{"data.batch_size": 32})
+  task = train.Trainer(config).task_name
+  assert train.training_steps(config, task) == (
+      60, "5 epochs of 360 training examples at batch 32 = 60 steps")
+  config.max_steps = 25
+  steps, why = train.training_steps(config, task)
+  assert steps == 25 and why.endswith("capped at config.max_steps = 25 (2.08 epochs)")
+  config.total_steps = 7
+  assert train.training_steps(config, task) == (7, "7 steps (config.total_steps)")
+  config.total_steps, config.num_epochs = None, 0
+  with pytest.raises(ValueError, match="Set config.total_steps"):
+    train.training_steps(config, task)
+
+
+def test_budget_needs_total_steps_when_the_task_has_no_size():
+  config = byteqrnn_toxicity.get_config()
+  with pytest.raises(ValueError, match="civil_comments.*set config.total_steps"):
+    train.training_steps(config, "civil_comments")
+  # The defaults: 1,000 steps on the 147k comments, 2,000 on the 13.7k fortunes.
+  assert train.training_steps(config, "toxic_comments_en")[0] == 1000
+  assert train.training_steps(byteqrnn_toxicity.get_config("fortunes"),
+                              "fortunes_offensive_en")[0] == 2000

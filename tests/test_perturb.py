@@ -1,0 +1,57 @@
+"""The obfuscation benchmark's perturbations (benchmarks/perturb.py)."""
+
+import itertools
+import random
+
+import pytest
+
+from benchmarks import perturb
+
+_TEXT = "You are a stupid idiot, go away!! ok?"
+
+
+@pytest.mark.parametrize("kind", sorted(perturb.PERTURBATIONS))
+def test_each_kind_rewrites_every_long_word_and_nothing_else(kind):
+  out = perturb.perturb_texts([_TEXT], rate=1.0, kinds=(kind,), seed=3)[0]
+  assert out != _TEXT
+  # Punctuation, short words ("a", "go", "ok") and the spacing between words survive.
+  assert out.endswith("!! ok?") and " a " in out and " go " in out
+
+
+def test_kinds_do_what_their_names_say():
+  rng = random.Random(0)
+  assert perturb.PERTURBATIONS["space"]("idiot", rng) == "i d i o t"
+  masked = perturb.PERTURBATIONS["mask"]("idiot", rng)
+  assert masked.count("*") == 1 and masked[0] == "i" and masked[-1] == "t"
+  repeated = perturb.PERTURBATIONS["repeat"]("idiot", rng)
+  assert 7 <= len(repeated) <= 9
+  assert "".join(letter for letter, _ in itertools.groupby(repeated)) == "idiot"
+  assert set(perturb.PERTURBATIONS["leet"]("aeiost" * 5, rng)) - set("aeiost") <= set("431057")
+  homoglyphs = perturb.PERTURBATIONS["homoglyph"]("aceiopxy" * 5, rng)
+  assert any("\u0400" <= c <= "\u04ff" for c in homoglyphs)  # Cyrillic.
+  for _ in range(20):
+    typo = perturb.PERTURBATIONS["typo"]("stupid", rng)
+    swapped = len(typo) == 6 and sorted(typo) == sorted("stupid")
+    dropped = any(typo == "stupid"[:i] + "stupid"[i + 1:] for i in range(1, 5))
+    assert typo != "stupid" and typo[0] == "s" and (swapped or dropped), typo
+
+
+def test_rate_seed_and_determinism():
+  texts = [f"{_TEXT} number {i}" for i in range(200)]
+  assert perturb.perturb_texts(texts, rate=0.0) == texts
+  once = perturb.perturb_texts(texts, rate=0.3, seed=1)
+  assert once == perturb.perturb_texts(texts, rate=0.3, seed=1)
+  assert once != perturb.perturb_texts(texts, rate=0.3, seed=2)
+  changed = sum(a != b for a, b in zip(once, texts))
+  # 6 eligible words a text, each rewritten with p = 0.3: 1 - 0.7^6 = 88% of texts would
+  # change, a little fewer because a leet / homoglyph draw may substitute no letter.
+  assert 0.65 * len(texts) < changed < 0.9 * len(texts)
+
+
+def test_bad_arguments():
+  with pytest.raises(ValueError, match="rate"):
+    perturb.perturb_texts(["x"], rate=1.5)
+  with pytest.raises(ValueError, match="Unknown perturbation kinds"):
+    perturb.perturb_texts(["x"], kinds=("upside_down",))
+  with pytest.raises(ValueError, match="Unknown perturbation kinds"):
+    perturb.perturb_texts(["x"], kinds="leet")
