@@ -13,9 +13,11 @@ cut to config.data.max_length bytes):
   --runs: trained workdirs of other byte models (ByteTransformer, ByteFunnelTransformer; they
     have no TFLite recipe yet), run in JAX, size = float32 parameters;
   --baselines: byteflax.baselines models fit on train (C tuned on validation): TF-IDF char /
-    word n-grams + logistic regression; MiniLM = frozen all-MiniLM-L6-v2 sentence embeddings
-    + logistic regression (the `baselines` extra). Size = the pickled fitted model, or the
-    encoder's weight file + the LR.
+    word n-grams + logistic regression; minilm = frozen all-MiniLM-L6-v2 sentence embeddings
+    + logistic regression; minilm_finetuned = all-MiniLM-L6-v2 fine-tuned end to end
+    (--finetune_epochs, the best validation epoch kept; --finetune_examples subsamples the
+    training texts for a CPU budget) (both the `baselines` extra). Size = the pickled fitted
+    model, or the encoder's float32 weights (+ the LR).
 Quality: ROC AUC and PR-AUC (average precision; ROC AUC saturates on the toxic comments) on
 the test texts, and ROC AUC on a perturbed copy of them (benchmarks/perturb.py: obfuscated
 spellings at --perturb_rate, seeded; 0 skips it), where a byte model needs no vocabulary.
@@ -61,6 +63,12 @@ FLAGS = flags.FLAGS
 _RUNS = flags.DEFINE_list("runs", [], "Workdirs of other trained byte models (JAX rows).")
 _BASELINES = flags.DEFINE_list("baselines", ["tfidf_char", "tfidf_word", "minilm"],
                                "byteflax.baselines models to fit and compare.")
+_FINETUNE_EPOCHS = flags.DEFINE_integer(
+    "finetune_epochs", 1, "minilm_finetuned: epochs (the best validation epoch is kept).")
+_FINETUNE_EXAMPLES = flags.DEFINE_integer(
+    "finetune_examples", None,
+    "minilm_finetuned: fine-tune on a seeded subsample of this many training texts (CPU "
+    "budgets: ~25 CPU-minutes an epoch per 14k texts).")
 _PERTURB_RATE = flags.DEFINE_float(
     "perturb_rate", perturb.DEFAULT_RATE,
     "Share of words obfuscated in the perturbed copy of the test texts; 0: no perturbed "
@@ -157,28 +165,35 @@ def jax_row(workdir: str, task_name: str, test: TestSet, latency_runs: int) -> d
               input_bytes=length, checkpoint_step=step, workdir=workdir)
 
 
-def baseline_row(kind: str, splits: dict, test: TestSet, latency_runs: int) -> dict:
-  """Fits a byteflax.baselines model on train (C on validation), scores the test set."""
-  model = baselines.build(kind).fit(splits["train"], splits["validation"])
+_NAMES = {"minilm": "all-MiniLM-L6-v2 frozen + LR",
+          "minilm_finetuned": "all-MiniLM-L6-v2 fine-tuned"}
+
+
+def baseline_row(kind: str, splits: dict, test: TestSet, latency_runs: int,
+                 **options) -> dict:
+  """Fits a byteflax.baselines model on train (C or epoch on validation), scores the test
+  set; options go to `baselines.build` (fine-tuning budgets)."""
+  model = baselines.build(kind, **options).fit(splits["train"], splits["validation"])
   quality = test.quality(model.decision_function,
                          lambda perturbed: test.perturbed if perturbed else test.texts)
-  if kind == "minilm":
+  if kind.startswith("minilm"):
     import torch  # pylint: disable=g-import-not-at-top  (the baselines extra)
     torch.set_num_threads(1)
   # Texts as a [n, 1] object array: median_latency_ms feeds it rows [1, 1].
   latency = export.median_latency_ms(
       lambda x: model.decision_function(list(x[:, 0])),
       np.array(test.texts, dtype=object)[:, None], latency_runs)
-  name = ("all-MiniLM-L6-v2 frozen + LR" if kind == "minilm"
-          else f"TF-IDF {kind.removeprefix('tfidf_')} n-grams + LR")
+  name = _NAMES.get(kind, f"TF-IDF {kind.removeprefix('tfidf_')} n-grams + LR")
   return _row(name, "baseline", quality, model.num_params(), model.size_bytes(), latency,
-              c=model.c)
+              c=model.c, **options)
 
 
 def compare(config, export_dir: str | None, runs: list[str], baseline_kinds: list[str],
             split: str, latency_runs: int, max_test_examples: int | None = None,
-            perturb_rate: float = perturb.DEFAULT_RATE) -> dict:
-  """All rows on one task and split, plus the context to read them."""
+            perturb_rate: float = perturb.DEFAULT_RATE,
+            finetune_options: dict | None = None) -> dict:
+  """All rows on one task and split, plus the context to read them; finetune_options
+  go to the minilm_finetuned baseline."""
   test = TestSet(config, split, max_test_examples, perturb_rate)
   rows = tflite_rows(export_dir, test, latency_runs) if export_dir else []
   task_name = input_pipeline.resolve_task(config.data)
@@ -187,7 +202,9 @@ def compare(config, export_dir: str | None, runs: list[str], baseline_kinds: lis
   if baseline_kinds:
     splits = {name: distill.split_texts(config, name)[1:] for name in ("train", "validation")}
     examples.update({name: len(texts) for name, (texts, _) in splits.items()})
-    rows += [baseline_row(kind, splits, test, latency_runs) for kind in baseline_kinds]
+    rows += [baseline_row(kind, splits, test, latency_runs,
+                          **(finetune_options or {}) if kind == "minilm_finetuned" else {})
+             for kind in baseline_kinds]
   return {"task": task_name, "split": split, "max_length": config.data.max_length,
           "examples": examples,
           "positive_rate_test": float(np.mean(test.labels)),
@@ -244,7 +261,8 @@ def main(argv):
     raise app.UsageError("Give --export_dir (an exported ByteQRNN) and/or --runs.")
   results = compare(FLAGS.config, FLAGS.export_dir, _RUNS.value, _BASELINES.value,
                     FLAGS.split, FLAGS.latency_runs, _MAX_TEST_EXAMPLES.value,
-                    _PERTURB_RATE.value)
+                    _PERTURB_RATE.value, {"epochs": _FINETUNE_EPOCHS.value,
+                                          "max_train_examples": _FINETUNE_EXAMPLES.value})
   print(format_table(results))
   os.makedirs(_RESULTS_DIR.value, exist_ok=True)
   with open(os.path.join(_RESULTS_DIR.value, "compare.json"), "w") as f:

@@ -3,8 +3,9 @@ r"""Encoder benchmark: ByteQRNN, ByteTransformer, ByteFunnelTransformer, raw-byt
   pip install -e ".[bench]"
   python -m benchmarks.encoders --out=/tmp/encoders [--train_steps=300] [--skip_training]
 
-Every model is its config's default (configs/byteqrnn_toxicity.py:scratch, i.e. no distillation,
-configs/transformer_toxicity.py:{transformer,funnel,raw}). For each one at every --lengths
+Every model is its config on the English fortunes, labels only
+(configs/byteqrnn_toxicity.py:fortunes,scratch, configs/transformer_toxicity.py:
+{transformer,funnel,raw},fortunes). For each one at every --lengths
 (bytes per example, all real, no padding) it measures:
 - parameters;
 - forward FLOPs of one batch, from XLA's cost analysis of the compiled inference function;
@@ -16,7 +17,7 @@ configs/transformer_toxicity.py:{transformer,funnel,raw}). For each one at every
 - peak memory of the compiled forward and training step (XLA's memory analysis:
   arguments + outputs + temporaries - aliased buffers);
 then trains each model with `byteflax.train` for the same budget (--train_steps steps of the
-config's batch on the embedded toxicity task, examples cut to --train_max_length bytes,
+config's batch on the fortunes task, examples cut to --train_max_length bytes,
 warm-up shortened to a tenth of the steps) and reports test and validation ROC AUC.
 
 Writes <out>/encoders.json (everything) and <out>/encoders.png (throughput vs length), and
@@ -44,10 +45,10 @@ from configs import transformer_toxicity
 
 # Display name -> its default config; ByteQRNN's without distillation, like the others.
 CONFIGS = {
-    "ByteQRNN": lambda: byteqrnn_toxicity.get_config("scratch"),
-    "ByteTransformer": lambda: transformer_toxicity.get_config("transformer"),
-    "ByteFunnelTransformer": lambda: transformer_toxicity.get_config("funnel"),
-    "raw-bytes transformer": lambda: transformer_toxicity.get_config("raw"),
+    "ByteQRNN": lambda: byteqrnn_toxicity.get_config("fortunes,scratch"),
+    "ByteTransformer": lambda: transformer_toxicity.get_config("transformer,fortunes"),
+    "ByteFunnelTransformer": lambda: transformer_toxicity.get_config("funnel,fortunes"),
+    "raw-bytes transformer": lambda: transformer_toxicity.get_config("raw,fortunes"),
 }
 # The ratio the GBST encoders exist for: GBST transformer vs the same transformer on bytes.
 RATIO = ("ByteTransformer", "raw-bytes transformer")

@@ -50,6 +50,9 @@ CIVIL_COMMENTS_ATTRIBUTES = ("toxicity", "severe_toxicity", "obscene", "threat",
 # dataset's own convention calls a comment toxic when at least half did.
 LABEL_THRESHOLD = 0.5
 FILE_FORMATS = (".csv", ".jsonl")
+# The csv module refuses fields over 128 KiB by default; real comments can be longer (they
+# are cut to data.max_length bytes later), so any field that fits in memory is read.
+csv.field_size_limit(2**31 - 1)
 INVALID_UTF8 = ("replace", "error")  # What reading a user file does with a non-UTF-8 byte.
 
 # Task name -> label names, filled at registration; read by `num_labels`/`label_names`.
@@ -287,15 +290,19 @@ def read_labelled_file(path: str, text_key: str = "text",
   f = io.StringIO(_decode(path, invalid_utf8), newline="")
   if extension == ".csv":
     reader = csv.DictReader(f)
-    if reader.fieldnames is None:
-      raise ValueError(f"{path}: no examples (empty file).")
-    missing = [k for k in (text_key, *label_keys) if k not in reader.fieldnames]
-    if missing:
-      raise ValueError(
-          f"{path}, line 1: header has no column {missing}; columns: {reader.fieldnames}.")
-    for record in reader:
-      # DictReader fills short rows with None, which _example reports as missing.
-      examples.append(_example(record, path, reader.line_num, text_key, label_keys))
+    try:
+      if reader.fieldnames is None:
+        raise ValueError(f"{path}: no examples (empty file).")
+      missing = [k for k in (text_key, *label_keys) if k not in reader.fieldnames]
+      if missing:
+        raise ValueError(
+            f"{path}, line 1: header has no column {missing}; columns: {reader.fieldnames}.")
+      for record in reader:
+        # DictReader fills short rows with None, which _example reports as missing.
+        examples.append(_example(record, path, reader.line_num, text_key, label_keys))
+    except csv.Error as error:  # E.g. a field over csv.field_size_limit.
+      # line_num counts the lines of the records read whole; the bad one starts after them.
+      raise ValueError(f"{path}, line {reader.line_num + 1}: unreadable CSV ({error}).") from error
   else:
     for line_number, line in enumerate(f, start=1):
       if not line.strip():

@@ -32,7 +32,7 @@ def test_tfidf_tunes_c_on_validation_and_ranks_the_classes():
 
 
 def test_unknown_baselines_are_errors():
-  with pytest.raises(ValueError, match="tfidf_char, tfidf_word, minilm"):
+  with pytest.raises(ValueError, match="tfidf_char, tfidf_word, minilm, minilm_finetuned"):
     baselines.build("bert")
   with pytest.raises(ValueError, match="Unknown TF-IDF features"):
     baselines.TfidfLogisticRegression("bytes")
@@ -49,3 +49,22 @@ def test_frozen_minilm_embeddings_separate_the_classes():
   assert baselines.macro_auc(labels, model.decision_function(texts)) > 0.95
   assert 22_000_000 < model.num_params() < 23_000_000  # all-MiniLM-L6-v2: 22.7 M.
   assert model.size_bytes() > 80_000_000  # Its float32 weight file.
+
+
+@pytest.mark.slow  # torch + transformers, and a few dozen fine-tuning steps.
+def test_fine_tuned_minilm_learns_and_keeps_its_best_epoch():
+  model = baselines.build("minilm_finetuned", epochs=2, learning_rate=1e-4, batch_size=8,
+                          max_tokens=16, max_train_examples=48)
+  model.fit(_texts(80, 0), _texts(30, 1))
+  assert len(model.validation_aucs) == 2
+  texts, labels = _texts(30, 2)
+  scores = model.decision_function(texts)
+  assert scores.shape == (30, 1)
+  assert baselines.macro_auc(labels, scores) > 0.95
+  # The kept weights are the best epoch's: validation scores reproduce its AUC.
+  validation_texts, validation_labels = _texts(30, 1)
+  assert baselines.macro_auc(validation_labels, model.decision_function(
+      validation_texts)) == pytest.approx(max(model.validation_aucs))
+  assert 22_000_000 < model.num_params() < 23_000_000
+  with pytest.raises(ValueError, match="takes no options"):
+    baselines.build("tfidf_char", epochs=2)

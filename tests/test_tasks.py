@@ -5,6 +5,7 @@ read the installed package files.
 """
 
 import codecs
+import csv
 import importlib.metadata
 import json
 import os
@@ -366,6 +367,18 @@ def test_invalid_utf8_reads_as_replacement_or_names_the_line(tmp_path, extension
     toxicity.read_labelled_file(path, invalid_utf8="error")
   with pytest.raises(ValueError, match="data.invalid_utf8 must be one of"):
     toxicity.read_labelled_file(path, invalid_utf8="ignore")
+
+
+def test_csv_with_long_fields_and_nul_bytes_reads_and_csv_errors_name_the_line(tmp_path):
+  long_text = "word " * 60_000  # 300 kB, over the csv module's default field limit.
+  path = _write(tmp_path / "long.csv", f"text,label\nshort\0,0\n{long_text},1\n")
+  assert toxicity.read_labelled_file(path) == [("short\0", (0,)), (long_text, (1,))]
+  limit = csv.field_size_limit(1000)  # Whatever the csv module rejects is named by line.
+  try:
+    with pytest.raises(ValueError, match=r"long.csv, line 3: unreadable CSV \(field larger"):
+      toxicity.read_labelled_file(path)
+  finally:
+    csv.field_size_limit(limit)
 
 
 def test_duplicate_texts_in_a_file_are_kept(tmp_path):
