@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.stats
+from sklearn import metrics as sklearn_metrics
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -53,9 +54,11 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, loss: float,
                            label_names: tuple[str, ...]) -> dict[str, float]:
   """All eval metrics for `[n, num_labels]` 0/1 labels and probabilities.
 
-  Per label: `auc/<name>`, `accuracy/<name>` (threshold 0.5), `f1/<name>` and
-  `f1_threshold/<name>` (best threshold); headline `auc`, `accuracy` and `f1` are the macro
-  means over labels, NaN labels (single class in this split) left out of the AUC mean.
+  Per label: `auc/<name>`, `pr_auc/<name>` (average precision: the area under the
+  precision-recall curve, informative where ROC AUC saturates), `accuracy/<name>`
+  (threshold 0.5), `f1/<name>` and `f1_threshold/<name>` (best threshold); headline `auc`,
+  `pr_auc`, `accuracy` and `f1` are the macro means over labels, NaN labels (single class
+  in this split) left out of the AUC means.
   """
   labels = np.asarray(labels, dtype=np.float64).reshape(len(labels), -1)
   probs = np.asarray(probs, dtype=np.float64).reshape(labels.shape)
@@ -63,9 +66,11 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, loss: float,
   for column, name in enumerate(label_names):
     y, p = labels[:, column] >= 0.5, probs[:, column]
     metrics[f"auc/{name}"] = roc_auc(y, p)
+    metrics[f"pr_auc/{name}"] = (float(sklearn_metrics.average_precision_score(y, p))
+                                 if y.any() else float("nan"))
     metrics[f"accuracy/{name}"] = float(np.mean((p >= 0.5) == y))
     metrics[f"f1/{name}"], metrics[f"f1_threshold/{name}"] = best_f1(y, p)
-  for key in ("auc", "accuracy", "f1"):
+  for key in ("auc", "pr_auc", "accuracy", "f1"):
     values = [metrics[f"{key}/{name}"] for name in label_names]
     metrics[key] = float(np.nanmean(values)) if not np.all(np.isnan(values)) else float("nan")
   return metrics

@@ -36,5 +36,16 @@ def test_single_class_auc_is_nan_and_left_out_of_the_mean():
   result = metrics.classification_metrics(labels, probs, 0.5, ("a", "b"))
   assert np.isnan(result["auc/a"])
   assert result["auc/b"] == 1.0 and result["auc"] == 1.0
+  assert np.isnan(result["pr_auc/a"]) and result["pr_auc/b"] == result["pr_auc"] == 1.0
   assert result["accuracy/a"] == 1.0 and result["accuracy"] == 1.0
   assert result["num_examples"] == 4 and result["loss"] == 0.5
+
+
+def test_pr_auc_is_average_precision():
+  rng = np.random.default_rng(0)
+  labels = rng.random((200, 1)) < 0.2
+  probs = np.clip(labels * 0.3 + rng.random((200, 1)) * 0.7, 0, 1)
+  result = metrics.classification_metrics(labels, probs, 0.0, ("toxic",))
+  assert result["pr_auc"] == pytest.approx(
+      sk_metrics.average_precision_score(labels[:, 0], probs[:, 0]), abs=1e-12)
+  assert labels.mean() < result["pr_auc"] < 1.0
