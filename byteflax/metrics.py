@@ -51,14 +51,17 @@ def best_f1(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
 
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray, loss: float,
-                           label_names: tuple[str, ...]) -> dict[str, float]:
+                           label_names: tuple[str, ...],
+                           thresholds: dict[str, float] | None = None) -> dict[str, float]:
   """All eval metrics for `[n, num_labels]` 0/1 labels and probabilities.
 
   Per label: `auc/<name>`, `pr_auc/<name>` (average precision: the area under the
   precision-recall curve, informative where ROC AUC saturates), `accuracy/<name>`
   (threshold 0.5), `f1/<name>` and `f1_threshold/<name>` (best threshold); headline `auc`,
   `pr_auc`, `accuracy` and `f1` are the macro means over labels, NaN labels (single class
-  in this split) left out of the AUC means.
+  in this split) left out of the AUC means. With `thresholds` (label -> threshold chosen
+  elsewhere, e.g. validation's best-F1 threshold), also `f1_at_threshold/<name>` and its
+  mean `f1_at_threshold`: the F1 a deployed model with that threshold gets on this split.
   """
   labels = np.asarray(labels, dtype=np.float64).reshape(len(labels), -1)
   probs = np.asarray(probs, dtype=np.float64).reshape(labels.shape)
@@ -70,7 +73,11 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, loss: float,
                                  if y.any() else float("nan"))
     metrics[f"accuracy/{name}"] = float(np.mean((p >= 0.5) == y))
     metrics[f"f1/{name}"], metrics[f"f1_threshold/{name}"] = best_f1(y, p)
-  for key in ("auc", "pr_auc", "accuracy", "f1"):
+    if thresholds is not None:
+      metrics[f"f1_at_threshold/{name}"] = float(sklearn_metrics.f1_score(
+          y, p >= thresholds[name], zero_division=0.0))
+  keys = ("auc", "pr_auc", "accuracy", "f1") + (("f1_at_threshold",) if thresholds else ())
+  for key in keys:
     values = [metrics[f"{key}/{name}"] for name in label_names]
     metrics[key] = float(np.nanmean(values)) if not np.all(np.isnan(values)) else float("nan")
   return metrics

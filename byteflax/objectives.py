@@ -74,7 +74,9 @@ class Classification:
     return {"probs": jax.nn.sigmoid(logits), "labels": batch["labels"],
             "weights": batch["weights"], "loss_sum": loss_sum, "weight": weight}
 
-  def metrics(self, outputs: Sequence[dict[str, np.ndarray]], split: str) -> dict[str, float]:
+  def metrics(self, outputs: Sequence[dict[str, np.ndarray]], split: str,
+              thresholds: dict[str, float] | None = None) -> dict[str, float]:
+    """`metrics.classification_metrics` of the split (thresholds: label -> threshold)."""
     real = [out["weights"] > 0 for out in outputs]
     if not any(r.any() for r in real):
       raise ValueError(f"Split {split!r} of task {self.task_name!r} has no examples.")
@@ -82,7 +84,7 @@ class Classification:
     return metrics_lib.classification_metrics(
         np.concatenate([o["labels"][r] for o, r in zip(outputs, real)]),
         np.concatenate([o["probs"][r] for o, r in zip(outputs, real)]), loss,
-        self.label_names)
+        self.label_names, thresholds)
 
   def train_batches(self, seed: int, start_step: int, **kwargs) -> Iterator[Batch]:
     return input_pipeline.train_batches(self.task_name, self.config.data, seed=seed,
@@ -127,7 +129,9 @@ class SpanCorruption:
     correct = jnp.sum((jnp.argmax(logits, axis=-1) == batch["targets"]) * real)
     return {"loss_sum": loss_sum, "weight": weight, "correct": correct}
 
-  def metrics(self, outputs: Sequence[dict[str, np.ndarray]], split: str) -> dict[str, float]:
+  def metrics(self, outputs: Sequence[dict[str, np.ndarray]], split: str,
+              thresholds: dict[str, float] | None = None) -> dict[str, float]:
+    del thresholds  # Classification only.
     weight = sum(float(o["weight"]) for o in outputs)
     if not weight:
       raise ValueError(f"Split {split!r} of task {self.task_name!r} has no examples.")

@@ -246,12 +246,13 @@ class Trainer:
     with self.sharding_context():
       return self.train_step(state, self.device_batch(batch))
 
-  def evaluate(self, state: TrainState, split: str) -> dict[str, float]:
-    """Exact metrics over one full pass of `split`."""
+  def evaluate(self, state: TrainState, split: str,
+               thresholds: dict[str, float] | None = None) -> dict[str, float]:
+    """Exact metrics over one full pass of `split` (thresholds: `objective.metrics`')."""
     with self.sharding_context():
       outputs = [jax.device_get(self.eval_step(state, self.device_batch(batch)))
                  for batch in self.objective.eval_batches(split)]
-    return self.objective.metrics(outputs, split)
+    return self.objective.metrics(outputs, split, thresholds)
 
 
 def count_params(params) -> int:
@@ -398,9 +399,16 @@ class MetricsLogger:
 
 def run_evals(trainer: Trainer, state: TrainState, step: int, names,
               writer: MetricsLogger) -> dict[str, dict[str, float]]:
-  results = {}
-  for name in names:
-    results[name] = trainer.evaluate(state, trainer.config.evals[name].split)
+  results, thresholds = {}, None
+  # Validation first: the other splits also report F1 at the thresholds it chose
+  # (`f1_at_threshold`), what a deployed model would get, unlike their own best F1.
+  for name in sorted(names, key=lambda n: trainer.config.evals[n].split != "validation"):
+    split = trainer.config.evals[name].split
+    results[name] = trainer.evaluate(state, split,
+                                     None if split == "validation" else thresholds)
+    if split == "validation" and trainer.label_names:
+      thresholds = {label: results[name][f"f1_threshold/{label}"]
+                    for label in trainer.label_names}
     writer.write_scalars(step, {f"{name}/{k}": v for k, v in results[name].items()})
     logging.info("eval %s @ step %d: %s", name, step, "  ".join(
         f"{key} {value:.4f}" for key, value in results[name].items() if "/" not in key))

@@ -35,6 +35,9 @@ def test_cli_trains_resumes_without_retraining_and_evaluates(tmp_path):
     report = json.load(f)
   assert report["step"] == 40 and report["task"] == "fortunes_offensive_en"
   assert 0.0 <= report["test"]["auc"] <= 1.0
+  # Test's F1 at the threshold chosen on validation (validation is evaluated first).
+  assert 0.0 <= report["test"]["f1_at_threshold"] <= report["test"]["f1"]
+  assert "f1_at_threshold" not in report["validation"]
   assert report["test"]["num_examples"] == 1714  # 10% of the 17,147 English examples.
   lines = _metric_lines(tmp_path)
   assert any("train/bytes_per_sec" in line for line in lines)

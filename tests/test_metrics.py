@@ -49,3 +49,13 @@ def test_pr_auc_is_average_precision():
   assert result["pr_auc"] == pytest.approx(
       sk_metrics.average_precision_score(labels[:, 0], probs[:, 0]), abs=1e-12)
   assert labels.mean() < result["pr_auc"] < 1.0
+
+
+def test_f1_at_a_given_threshold():
+  labels = np.array([[1], [1], [0], [0], [1]])
+  probs = np.array([[0.9], [0.4], [0.6], [0.1], [0.7]])
+  result = metrics.classification_metrics(labels, probs, 0.0, ("toxic",), {"toxic": 0.5})
+  # Predicted positive: 0.9, 0.6, 0.7 -> 2 true positives, 1 false positive, 1 missed.
+  assert result["f1_at_threshold/toxic"] == result["f1_at_threshold"] == pytest.approx(2 / 3)
+  assert result["f1"] == pytest.approx(6 / 7)  # Its own best: threshold 0.4.
+  assert "f1_at_threshold" not in metrics.classification_metrics(labels, probs, 0.0, ("toxic",))
