@@ -52,6 +52,9 @@ def _config(toy_data, tmp_path, alpha=0.5):
 
 def test_default_config_distills_and_its_variants_opt_out():
   assert byteqrnn_toxicity.get_config().distill.alpha > 0
+  # Word n-grams teach on the 147k comments (char costs ~10x the fit), char on the fortunes.
+  assert byteqrnn_toxicity.get_config().distill.teacher == "tfidf_word"
+  assert byteqrnn_toxicity.get_config("fortunes").distill.teacher == "tfidf_char"
   assert byteqrnn_toxicity.get_config("multilingual").distill.alpha > 0
   for variant in ("scratch", "smoke", "qat", "multilingual,scratch"):
     assert byteqrnn_toxicity.get_config(variant).distill.alpha == 0, variant
@@ -129,11 +132,35 @@ def test_teacher_file_is_read_back_for_every_training_example(toy_data, tmp_path
       np.testing.assert_array_equal(teacher_logits, by_key[key])
 
 
+def test_examples_with_the_same_ids_share_one_mean_teacher_value(toy_data, tmp_path):
+  keys, logits = distill._mean_per_key(np.array([5, 3, 5, 7]),
+                                       np.array([[1.0], [2.0], [4.0], [8.0]], np.float32))
+  np.testing.assert_array_equal(keys, [3, 5, 7])
+  np.testing.assert_array_equal(logits, [[2.0], [2.5], [8.0]])
+
+  with open(toy_data / "train.csv") as f:
+    lines = f.readlines()
+  duplicated = tmp_path / "train.csv"
+  duplicated.write_text("".join(lines + lines[1:41]))  # 40 exact duplicates.
+  config = _config(toy_data, tmp_path)
+  config.data.train_path = str(duplicated)
+  summary = distill.write_teacher(config, config.distill.teacher_path)
+  ids = distill.split_texts(config, "train")[0]
+  unique = len(set(map(tuple, ids)))
+  assert summary["examples"] == len(ids) and summary["examples_sharing_ids"] == len(ids) - unique
+  assert summary["examples_sharing_ids"] > 20  # Most duplicates stay in the training split.
+  with np.load(config.distill.teacher_path) as teacher:
+    assert teacher["keys"].dtype == np.int64 and len(set(teacher["keys"])) == unique
+  batches = input_pipeline.train_batches(train.Trainer(config).task_name, config.data, seed=0,
+                                         teacher_path=config.distill.teacher_path)
+  assert np.isfinite(next(batches)["teacher_logits"]).all()
+
+
 def test_prepare_teacher_fits_into_the_workdir_once(toy_data, tmp_path):
   config = _config(toy_data, tmp_path)
   config.distill.teacher_path = None
   workdir = tmp_path / "run"
-  path = workdir / "teacher_tfidf_char.npz"
+  path = workdir / "teacher_tfidf_word.npz"
   assert distill.prepare_teacher(config, str(workdir)) == str(path)
   assert [p.name for p in workdir.iterdir()] == [path.name]  # No ".partial" left behind.
   with np.load(path) as teacher:
@@ -191,7 +218,7 @@ def test_cli_writes_the_teacher_then_trains_the_student(toy_data, tmp_path):
   # One command, as the default config runs: main fits the teacher into the workdir first.
   fitted = run("byteflax.main", f"--workdir={tmp_path / 'one'}")
   assert "Teacher written" in fitted.stderr
-  assert (tmp_path / "one" / "teacher_tfidf_char.npz").exists()
+  assert (tmp_path / "one" / "teacher_tfidf_word.npz").exists()
   for workdir in ("student", "one"):
     with open(tmp_path / workdir / "eval.json") as f:
       assert json.load(f)["test"]["auc"] > 0.8, workdir  # 10% of test labels are flipped.
