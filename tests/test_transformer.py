@@ -230,13 +230,15 @@ def test_every_param_has_a_sharding_from_the_rules_table(name):
   assert any("model" in s.spec for s in jax.tree.leaves(shardings))
 
 
-@pytest.mark.parametrize("arg", ["transformer", "funnel", "raw,civil_comments", "funnel,smoke"])
-def test_transformer_configs_build_their_registered_model(arg):
+@pytest.mark.parametrize("arg, task", [("transformer", "toxic_comments_en"),
+                                       ("funnel,fortunes", "fortunes_offensive_en"),
+                                       ("raw,civil_comments", "civil_comments"),
+                                       ("funnel,smoke", "fortunes_offensive_en")])
+def test_transformer_configs_build_their_registered_model(arg, task):
   config = transformer_toxicity.get_config(arg)
   model = models.build_model(config.model_name, 1, config.model)
   assert model.use_gbst == (not arg.startswith("raw"))
-  assert config.data.task == ("civil_comments" if "civil_comments" in arg
-                              else "fortunes_offensive_en")
+  assert config.data.task == task
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), _ragged_ids(24))
   assert jax.tree.leaves(shapes)
 
