@@ -44,13 +44,12 @@ from absl import flags
 import jax
 import numpy as np
 
-from sklearn import metrics as sklearn_metrics
-
 from benchmarks import perturb
 from byteflax import baselines
 from byteflax import distill
 from byteflax import export
 from byteflax import input_pipeline
+from byteflax import metrics
 from byteflax import report
 from byteflax import splitter
 from byteflax import train
@@ -107,8 +106,8 @@ class TestSet:
     `inputs_of(perturbed)` gives its inputs."""
     logits = score(inputs_of(False))
     quality = {"auc": baselines.macro_auc(self.labels, logits),
-               "pr_auc": float(np.mean([sklearn_metrics.average_precision_score(
-                   self.labels[:, j], logits[:, j]) for j in range(self.labels.shape[1])]))}
+               "pr_auc": float(np.mean([metrics.pr_auc(self.labels[:, j], logits[:, j])
+                                        for j in range(self.labels.shape[1])]))}
     if self.perturbed is not None:
       quality["auc_perturbed"] = baselines.macro_auc(self.labels, score(inputs_of(True)))
     return quality

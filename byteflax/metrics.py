@@ -33,6 +33,15 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
   return float(u_statistic / (num_pos * num_neg))
 
 
+def pr_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+  """Area under the precision-recall curve of one binary label (average precision), or NaN
+  when `labels` hold no positive."""
+  labels = np.asarray(labels).astype(bool)
+  if not labels.any():
+    return float("nan")
+  return float(sklearn_metrics.average_precision_score(labels, scores))
+
+
 def best_f1(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
   """Best F1 over all thresholds `score >= t`; returns (f1, threshold)."""
   labels = np.asarray(labels).astype(bool)
@@ -69,8 +78,7 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, loss: float,
   for column, name in enumerate(label_names):
     y, p = labels[:, column] >= 0.5, probs[:, column]
     metrics[f"auc/{name}"] = roc_auc(y, p)
-    metrics[f"pr_auc/{name}"] = (float(sklearn_metrics.average_precision_score(y, p))
-                                 if y.any() else float("nan"))
+    metrics[f"pr_auc/{name}"] = pr_auc(y, p)
     metrics[f"accuracy/{name}"] = float(np.mean((p >= 0.5) == y))
     metrics[f"f1/{name}"], metrics[f"f1_threshold/{name}"] = best_f1(y, p)
     if thresholds is not None:
