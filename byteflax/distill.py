@@ -56,19 +56,6 @@ def split_texts(config: ml_collections.ConfigDict, split: str
   return ids, texts_from_ids(ids), labels
 
 
-def out_of_fold_logits(model, texts: list[str], labels: np.ndarray, c: float, folds: int,
-                       seed: int) -> np.ndarray:
-  """Logits `[n, labels]` where each example is scored by `model` fit (with C = c) on the
-  folds that do not hold it."""
-  fold_of = np.random.default_rng(seed).permutation(len(texts)) % folds
-  logits = np.zeros(labels.shape, np.float32)
-  for fold in range(folds):
-    train_rows, held_out = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
-    model.fit(([texts[i] for i in train_rows], labels[train_rows]), None, c=c)
-    logits[held_out] = model.decision_function([texts[i] for i in held_out])
-  return logits
-
-
 def _mean_per_key(keys: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Unique keys `[k]` and the mean of the logits `[n, labels]` of each -> `[k, labels]`."""
   unique, group = np.unique(keys, return_inverse=True)
@@ -76,6 +63,28 @@ def _mean_per_key(keys: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, np.
   np.add.at(sums, group, logits)
   counts = np.bincount(group, minlength=len(unique))[:, None]
   return unique, (sums / counts).astype(np.float32)
+
+
+def save_teacher(path: str, ids: np.ndarray, logits: np.ndarray, task: str, max_length: int,
+                 teacher: str, summary: dict[str, object]) -> int:
+  """Writes a teacher file: training ids `[n, max_length]` and their logits `[n, labels]`,
+  keyed by `input_pipeline.teacher_keys`; returns how many examples share another's ids."""
+  keys, logits = _mean_per_key(input_pipeline.teacher_keys(ids), logits)
+  if len(keys) < len(ids):
+    logging.warning(
+        "%d of %d training examples have the same byte ids as another (exact duplicates, or "
+        "texts equal in their first %d bytes); each such group gets its mean teacher logits.",
+        len(ids) - len(keys), len(ids), max_length - 1)
+  summary = {**summary, "examples_sharing_ids": len(ids) - len(keys)}
+  # Written whole, then renamed: a run killed mid-write leaves no half file to trip on.
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  partial = f"{path}.partial"
+  # A file object, or np.savez* would append ".npz" to the name.
+  with open(partial, "wb") as f:
+    np.savez_compressed(f, keys=keys, logits=logits, task=task, max_length=max_length,
+                        teacher=teacher, summary=json.dumps(summary))
+  os.replace(partial, path)
+  return len(ids) - len(keys)
 
 
 def write_teacher(config: ml_collections.ConfigDict, path: str) -> dict[str, object]:
@@ -92,25 +101,12 @@ def write_teacher(config: ml_collections.ConfigDict, path: str) -> dict[str, obj
                  splits[split][2], model.decision_function(splits[split][1]))
                 for split in ("validation", "test")}}
   ids, texts, labels = splits["train"]
-  logits = out_of_fold_logits(model, texts, labels, model.c, distill.teacher_folds,
-                              config.seed)
+  logits = baselines.out_of_fold_logits(model, texts, labels, model.c,
+                                        distill.teacher_folds, config.seed)
   summary["teacher_train_out_of_fold_auc"] = baselines.macro_auc(labels, logits)
-  keys, logits = _mean_per_key(input_pipeline.teacher_keys(ids), logits)
-  summary["examples_sharing_ids"] = len(ids) - len(keys)
-  if len(keys) < len(ids):
-    logging.warning(
-        "%d of %d training examples have the same byte ids as another (exact duplicates, or "
-        "texts equal in their first %d bytes); each such group gets its mean teacher logits.",
-        len(ids) - len(keys), len(ids), config.data.max_length - 1)
-  # Written whole, then renamed: a run killed mid-write leaves no half file to trip on.
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  partial = f"{path}.partial"
-  # A file object, or np.savez* would append ".npz" to the name.
-  with open(partial, "wb") as f:
-    np.savez_compressed(f, keys=keys, logits=logits, task=task_name,
-                        max_length=config.data.max_length, teacher=distill.teacher,
-                        summary=json.dumps(summary))
-  os.replace(partial, path)
+  summary["examples_sharing_ids"] = save_teacher(
+      path, ids, logits, task=task_name, max_length=config.data.max_length,
+      teacher=distill.teacher, summary=summary)
   summary.update(examples=len(ids), path=path)
   return summary
 

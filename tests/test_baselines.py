@@ -1,5 +1,9 @@
 """Baselines: TF-IDF + LR and frozen MiniLM + LR (the `baselines` extra, installed in CI)."""
 
+import json
+import lzma
+import os
+
 import numpy as np
 import pytest
 
@@ -68,3 +72,36 @@ def test_fine_tuned_minilm_learns_and_keeps_its_best_epoch():
   assert 22_000_000 < model.num_params() < 23_000_000
   with pytest.raises(ValueError, match="takes no options"):
     baselines.build("tfidf_char", epochs=2)
+
+
+@pytest.mark.slow  # torch + transformers; three tiny fine-tunings per task.
+def test_minilm_teacher_scores_every_set_and_the_training_texts_out_of_fold(tmp_path):
+  from benchmarks import minilm_teacher  # pylint: disable=g-import-not-at-top
+  data = {}
+  for seed, task in enumerate(minilm_teacher.TASKS):
+    data[task] = {}
+    for offset, (split, count) in enumerate([("train", 40), ("validation", 16),
+                                             ("test", 16)]):
+      texts, labels = _texts(count, 10 * seed + offset)
+      data[task][split] = {"texts": texts, "labels": labels.tolist()}
+  with lzma.open(tmp_path / minilm_teacher.TEXTS_FILE, "wt", encoding="utf-8") as f:
+    json.dump(data, f)
+  os.symlink(baselines.minilm_dir(), tmp_path / "model")
+  tasks = list(minilm_teacher.TASKS)
+  epochs = dict.fromkeys(tasks, 1)
+  minilm_teacher.fit(str(tmp_path), str(tmp_path / "late"), epochs, folds=2, device="cpu",
+                     deadline_s=0.0, seed=0, tasks=tasks)
+  assert not os.listdir(tmp_path / "late")  # Past the deadline nothing starts.
+  minilm_teacher.fit(str(tmp_path), str(tmp_path / "out"), epochs, folds=2, device="cpu",
+                     deadline_s=float("inf"), seed=0, tasks=tasks)
+  for task in tasks:
+    with np.load(tmp_path / "out" / f"{task}.npz") as f:
+      result = json.loads(str(f["result"]))
+      sizes = {name: f[name].shape for name in f.files if name != "result"}
+      in_fold, out_of_fold = f["logits_train"], f["logits_train_out_of_fold"]
+    assert result["folds"] == 2 and len(result["validation_aucs"]) == 1
+    assert sizes == {"logits_validation": (16, 1), "logits_test": (16, 1),
+                     "logits_test_perturbed": (16, 1), "logits_train": (40, 1),
+                     "logits_train_out_of_fold": (40, 1), "logits_transfer_perturbed": (40, 1),
+                     "logits_transfer_other": (40, 1)}
+    assert np.all(np.isfinite(out_of_fold)) and not np.allclose(in_fold, out_of_fold)
