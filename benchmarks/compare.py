@@ -19,7 +19,7 @@ cut to config.data.max_length bytes):
     training texts for a CPU budget) (both the `baselines` extra). Size = the pickled fitted
     model, or the encoder's float32 weights (+ the LR).
 Quality: ROC AUC and PR-AUC (average precision; ROC AUC saturates on the toxic comments) on
-the test texts, and ROC AUC on a perturbed copy of them (benchmarks/perturb.py: obfuscated
+the test texts, and ROC AUC on a perturbed copy of them (byteflax/perturb.py: obfuscated
 spellings at --perturb_rate, seeded; 0 skips it), where a byte model needs no vocabulary.
 --max_test_examples scores a seeded subsample of the split (every row the same texts).
 Latency: per example, batch 1, one CPU thread (XLA, LiteRT and torch alike), median of
@@ -44,12 +44,12 @@ from absl import flags
 import jax
 import numpy as np
 
-from benchmarks import perturb
 from byteflax import baselines
 from byteflax import distill
 from byteflax import export
 from byteflax import input_pipeline
 from byteflax import metrics
+from byteflax import perturb
 from byteflax import report
 from byteflax import splitter
 from byteflax import train

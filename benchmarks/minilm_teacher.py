@@ -17,7 +17,7 @@ have torch but not this repository's TensorFlow / SeqIO stack, so the work is cu
 Per task, `fit` fine-tunes MiniLM (baselines.MiniLMFineTuned: lr 5e-5, batch 32, 128
 tokens, 6% warm-up, bf16 autocast) on the whole training split for `--epochs` and keeps the
 best validation epoch; that model scores validation, test, the perturbed test copy
-(benchmarks/perturb.py at rate 0.3, seed 0, as compare.py makes it) and two transfer sets for
+(byteflax/perturb.py at rate 0.3, seed 0, as compare.py makes it) and two transfer sets for
 distillation: a perturbed copy of the training texts (seed 1) and the other task's training
 texts. Then `--folds` fits of that many epochs on the other folds give every training text
 an out-of-fold logit, as byteflax.distill does for TF-IDF. Tasks run in order and each
@@ -31,13 +31,12 @@ import argparse
 import json
 import lzma
 import os
-import shutil
 import time
 
 import numpy as np
 
-from benchmarks import perturb
 from byteflax import baselines
+from byteflax import perturb
 
 # Task name -> the byteqrnn_toxicity config argument whose data it is.
 TASKS = {"toxic_comments_en": "", "fortunes_offensive_en": "fortunes"}
@@ -149,6 +148,7 @@ def fit(bundle_dir: str, out: str, epochs: dict[str, int], folds: int, device: s
 def report(logits_dir: str, out: str) -> None:
   """Quality rows per task (results.json) and teacher files <out>/teacher_<task>.npz."""
   from byteflax import distill  # pylint: disable=g-import-not-at-top
+  from byteflax import input_pipeline  # pylint: disable=g-import-not-at-top
   from byteflax import metrics  # pylint: disable=g-import-not-at-top
   from tasks import toxicity  # pylint: disable=g-import-not-at-top
   os.makedirs(out, exist_ok=True)
@@ -181,9 +181,15 @@ def report(logits_dir: str, out: str) -> None:
     train_logits = arrays["logits_train_out_of_fold" if out_of_fold else "logits_train"]
     result["teacher_train_auc"] = baselines.macro_auc(train_labels, train_logits)
     result["teacher_train_out_of_fold"] = out_of_fold
-    teacher_path = os.path.join(out, f"teacher_{task}.npz")
+    # The transfer texts as fit scored them: config.distill.transfer="perturbed,<other>".
+    other = result["transfer_other_task"]
+    result["transfer"] = f"{input_pipeline.TRANSFER_PERTURBED},{other}"
+    ids = np.concatenate([ids, input_pipeline.transfer_ids(config.data, "perturbed"),
+                          distill.split_texts(_config(TASKS[other]), "train")[0]])
+    logits = np.concatenate([train_logits, arrays["logits_transfer_perturbed"],
+                             arrays["logits_transfer_other"]])
     result["examples_sharing_ids"] = distill.save_teacher(
-        teacher_path, ids, train_logits, task=task,
+        os.path.join(out, f"teacher_{task}.npz"), ids, logits, task=task,
         max_length=config.data.max_length, teacher="minilm_finetuned", summary=result)
     rows[task] = result
     print(json.dumps({task: result}, indent=2))

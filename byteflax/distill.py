@@ -19,6 +19,10 @@ decoded), and the file is keyed by a fingerprint of those ids (`input_pipeline.t
 Examples with the same ids (exact duplicates, or texts that agree in their first
 max_length - 1 bytes) share one key and get the mean of their logits; the log counts them.
 
+With `config.distill.transfer` the file also holds the teacher's logits for unlabelled
+transfer texts (`input_pipeline.transfer_ids`: obfuscated copies of the training texts,
+other tasks' texts), which the student then learns from the teacher alone.
+
 File (.npz): keys `[n]` int64, logits `[n, labels]` float32, task, max_length, teacher, and the
 teacher's own validation / test ROC AUC (fit on the whole training split) for reference.
 """
@@ -42,18 +46,11 @@ from byteflax import baselines
 from byteflax import input_pipeline
 from byteflax import splitter
 
-def texts_from_ids(ids: np.ndarray) -> list[str]:
-  """The texts that byte ids `[n, length]` encode (meta ids dropped; a multi-byte character
-  cut by truncation becomes U+FFFD)."""
-  return [bytes((row[row >= splitter.NUM_SPECIAL_IDS] - splitter.NUM_SPECIAL_IDS).tolist()).decode(
-      "utf-8", errors="replace") for row in ids]
-
-
 def split_texts(config: ml_collections.ConfigDict, split: str
                 ) -> tuple[np.ndarray, list[str], np.ndarray]:
   """A split as the byte models see it: ids `[n, max_length]`, their texts, labels."""
   ids, labels = input_pipeline.task_examples(config.data, split, config.data.max_length)
-  return ids, texts_from_ids(ids), labels
+  return ids, input_pipeline.texts_from_ids(ids), labels
 
 
 def _mean_per_key(keys: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -88,7 +85,8 @@ def save_teacher(path: str, ids: np.ndarray, logits: np.ndarray, task: str, max_
 
 
 def write_teacher(config: ml_collections.ConfigDict, path: str) -> dict[str, object]:
-  """Fits config.distill.teacher, writes its logits to `path`; returns a summary."""
+  """Fits config.distill.teacher, writes its logits to `path`; returns a summary. With
+  config.distill.transfer the file also holds the logits of those texts."""
   distill = config.distill
   if distill.teacher_folds < 2:
     raise ValueError(f"config.distill.teacher_folds must be >= 2, got {distill.teacher_folds}.")
@@ -101,13 +99,20 @@ def write_teacher(config: ml_collections.ConfigDict, path: str) -> dict[str, obj
                  splits[split][2], model.decision_function(splits[split][1]))
                 for split in ("validation", "test")}}
   ids, texts, labels = splits["train"]
+  transfer = None
+  if distill.get("transfer"):  # Scored by the teacher fit on the whole training split.
+    transfer = input_pipeline.transfer_ids(config.data, distill.transfer)
+    transfer_logits = model.decision_function(input_pipeline.texts_from_ids(transfer))
+    summary.update(transfer=distill.transfer, transfer_examples=len(transfer))
   logits = baselines.out_of_fold_logits(model, texts, labels, model.c,
                                         distill.teacher_folds, config.seed)
   summary["teacher_train_out_of_fold_auc"] = baselines.macro_auc(labels, logits)
+  if transfer is not None:
+    ids, logits = np.concatenate([ids, transfer]), np.concatenate([logits, transfer_logits])
   summary["examples_sharing_ids"] = save_teacher(
       path, ids, logits, task=task_name, max_length=config.data.max_length,
       teacher=distill.teacher, summary=summary)
-  summary.update(examples=len(ids), path=path)
+  summary.update(examples=len(splits["train"][0]), path=path)
   return summary
 
 

@@ -5,7 +5,9 @@ Batches are dicts of numpy arrays:
   labels  `[batch, num_labels]` float32 0/1;
   weights `[batch]` float32, 0 for filler rows that pad the last eval batch;
   teacher_logits `[batch, num_labels]` float32, only in training batches of a distillation
-  run (`teacher_path`): a teacher's log-odds for each example, looked up by its byte ids.
+  run (`teacher_path`): a teacher's log-odds for each example, looked up by its byte ids;
+  label_weights `[batch]` float32, only with transfer texts (`transfer`): 1 for a labelled
+  example, 0 for a transfer text, which only the teacher labels.
 
 Examples are grouped into length buckets and padded to the bucket boundary: fortunes have a
 median of ~100 bytes but a tail past 1 kB, so one fixed length would spend most compute on
@@ -24,6 +26,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from byteflax import perturb
 from byteflax import splitter
 from tasks import pretraining
 from tasks import toxicity
@@ -109,6 +112,64 @@ def _dataset(task_name: str, split: str, data: ml_collections.ConfigDict, *, shu
                 num_parallel_calls=tf.data.AUTOTUNE)
 
 
+
+TRANSFER_PERTURBED = "perturbed"
+TRANSFER_PERTURB_SEED = 1  # benchmarks/compare.py perturbs the test texts with seed 0.
+
+
+def texts_from_ids(ids: np.ndarray) -> list[str]:
+  """The texts that byte ids `[n, length]` encode (meta ids dropped; a multi-byte character
+  cut by truncation becomes U+FFFD)."""
+  return [bytes((row[row >= splitter.NUM_SPECIAL_IDS] - splitter.NUM_SPECIAL_IDS).tolist()).decode(
+      "utf-8", errors="replace") for row in ids]
+
+
+def transfer_ids(data: ml_collections.ConfigDict, sources: str) -> np.ndarray:
+  """Unlabelled transfer texts for distillation as byte ids `[n, data.max_length]`.
+
+  `sources` is comma-separated (config.distill.transfer):
+    perturbed   the training texts, obfuscated by byteflax/perturb.py (rate 0.3, seed 1):
+                the same sentences with the spellings that toxic writers use;
+    <task>      the training texts of another registered task (e.g. the 147k comments for
+                the fortunes).
+  The same config always gives the same ids, so a teacher file written for them (keyed by
+  `teacher_keys`) matches the training batches.
+  """
+  ids = []
+  for source in filter(None, (name.strip() for name in sources.split(","))):
+    if source == TRANSFER_PERTURBED:
+      texts = texts_from_ids(task_examples(data, "train", data.max_length)[0])
+      texts = perturb.perturb_texts(texts, perturb.DEFAULT_RATE, seed=TRANSFER_PERTURB_SEED)
+      ids.append(splitter.ByteSplitter(data.max_length).encode_batch(texts)[0])
+    elif source in seqio.TaskRegistry.names():
+      ids.append(_split_ids(source, "train", data, data.max_length)[0])
+    else:
+      raise ValueError(f"Unknown transfer source {source!r} in config.distill.transfer: "
+                       f"{TRANSFER_PERTURBED!r} or a registered task "
+                       f"({sorted(seqio.TaskRegistry.names())}).")
+  if not ids:
+    raise ValueError(f"config.distill.transfer={sources!r} names no source.")
+  return np.concatenate(ids)
+
+
+def _with_transfer(ds: tf.data.Dataset, data: ml_collections.ConfigDict, num_labels: int,
+                   transfer: str, rate: float, seed: int) -> tf.data.Dataset:
+  """Mixes the transfer texts into the labelled examples: a `rate` share of the stream.
+  Every example gets label_weights (0 for transfer texts, whose labels are zeros)."""
+  if not 0 < rate < 1:
+    raise ValueError(f"config.distill.transfer_rate must be in (0, 1), got {rate}.")
+  ids = transfer_ids(data, transfer)[jax.process_index()::jax.process_count()]
+  texts = tf.data.Dataset.from_tensor_slices(
+      tf.RaggedTensor.from_tensor(tf.constant(ids, tf.int32), padding=splitter.PAD_ID))
+  texts = texts.shuffle(len(ids), seed=seed, reshuffle_each_iteration=True).repeat()
+  zeros = tf.zeros([num_labels], tf.float32)
+  unlabelled = texts.map(lambda inputs: {"inputs": inputs, "labels": zeros,
+                                         "label_weights": tf.constant(0.0)})
+  labelled = ds.map(lambda ex: {**ex, "labels": tf.cast(ex["labels"], tf.float32),
+                                "label_weights": tf.constant(1.0)})
+  return tf.data.Dataset.sample_from_datasets([labelled, unlabelled], [1 - rate, rate],
+                                              seed=seed)
+
 def _bucketed(ds: tf.data.Dataset, boundaries: Sequence[int], batch_size: int,
               drop_remainder: bool) -> tf.data.Dataset:
   # bucket_by_sequence_length puts length L in the first bucket with boundary > L.
@@ -170,17 +231,25 @@ def host_batch_size(global_batch_size: int) -> int:
 
 
 def train_batches(task_name: str, data: ml_collections.ConfigDict, *, seed: int,
-                  start_step: int = 0, teacher_path: str | None = None
-                  ) -> Iterator[dict[str, np.ndarray]]:
+                  start_step: int = 0, teacher_path: str | None = None, transfer: str = "",
+                  transfer_rate: float = 0.5) -> Iterator[dict[str, np.ndarray]]:
   """Endless, deterministic training batches, starting at batch `start_step`.
 
   The pipeline is a pure function of (task, config, seed), so resuming after a restart
   skips the batches already consumed and sees exactly what an uninterrupted run would.
-  With `teacher_path` (a byteflax.distill file) batches also carry "teacher_logits".
+  With `teacher_path` (a byteflax.distill file) batches also carry "teacher_logits"; with
+  `transfer` sources too (`transfer_ids`), a `transfer_rate` share of the examples are
+  transfer texts and batches carry "label_weights".
   """
   batch_size = host_batch_size(data.batch_size)
   boundaries = bucket_boundaries(data)
+  num_labels = len(toxicity.label_names(task_name))
   ds = _dataset(task_name, "train", data, shuffle=True, num_epochs=None, seed=seed)
+  if transfer:
+    if not teacher_path:
+      raise ValueError("Transfer texts (config.distill.transfer) have no labels: they need "
+                       "a teacher (config.distill.alpha > 0).")
+    ds = _with_transfer(ds, data, num_labels, transfer, transfer_rate, seed)
   if teacher_path:
     ds = _with_teacher_logits(ds, task_name, data, teacher_path)
   ds = _bucketed(ds, boundaries, batch_size, drop_remainder=True).skip(start_step)
@@ -188,7 +257,7 @@ def train_batches(task_name: str, data: ml_collections.ConfigDict, *, seed: int,
   options.deterministic = True
   ds = ds.with_options(options).prefetch(tf.data.AUTOTUNE)
   batches = (_pad_to_boundary(b, boundaries, batch_size) for b in ds.as_numpy_iterator())
-  yield from _in_lockstep(batches, batch_size, len(toxicity.label_names(task_name)))
+  yield from _in_lockstep(batches, batch_size, num_labels)
 
 
 def eval_batches(task_name: str, split: str, data: ml_collections.ConfigDict
@@ -256,7 +325,12 @@ def task_examples(data: ml_collections.ConfigDict, split: str, length: int
   Texts longer than `length` keep their first length - 1 bytes and end in EOS, as the
   on-device splitter (and config.data.max_length truncation) does.
   """
-  task_name = resolve_task(data)
+  return _split_ids(resolve_task(data), split, data, length)
+
+
+def _split_ids(task_name: str, split: str, data: ml_collections.ConfigDict, length: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+  """task_examples of any registered task (data gives the batching)."""
   ids, labels = [], []
   for batch in eval_batches(task_name, split, data):
     real = batch["weights"] > 0

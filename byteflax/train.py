@@ -71,14 +71,17 @@ def make_optimizer(optim: ml_collections.ConfigDict, total_steps: int
 
 
 def distillation_loss(logits, labels, teacher_logits, weights, alpha: float,
-                      temperature: float):
+                      temperature: float, label_weights=None):
   """(1 - alpha) x cross-entropy with the labels + alpha x T^2 x cross-entropy with the
   teacher's probabilities, both at temperature T -> (weighted sum, weight).
 
-  All of `[batch, labels]` but weights `[batch]`. T^2 keeps the teacher term's gradient
-  scale independent of T (Hinton et al., 2015).
+  All of `[batch, labels]` but weights and label_weights `[batch]`; label_weights (default
+  all 1) switch the label term off for transfer texts, which have no labels. T^2 keeps the
+  teacher term's gradient scale independent of T (Hinton et al., 2015).
   """
   hard = optax.sigmoid_binary_cross_entropy(logits, labels)
+  if label_weights is not None:
+    hard = hard * label_weights[:, None]
   soft = optax.sigmoid_binary_cross_entropy(
       logits / temperature, jax.nn.sigmoid(teacher_logits / temperature)) * temperature**2
   per_example = ((1 - alpha) * hard + alpha * soft).mean(axis=-1)
@@ -95,7 +98,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
     objective: the run's objective (model arguments and loss; static).
     batch: what the objective reads (inputs `[batch, length]` int32, weights `[batch]`,
       labels `[batch, labels]` or targets `[batch, targets_length]`); with
-      distill_alpha > 0 also teacher_logits `[batch, labels]`.
+      distill_alpha > 0 also teacher_logits `[batch, labels]`, and label_weights `[batch]`
+      with transfer texts.
     distill_alpha: weight of the teacher term (`distillation_loss`); 0 trains on the
       labels alone.
     distill_temperature: the distillation temperature.
@@ -113,7 +117,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
     if distill_alpha:
       loss_sum, weight = distillation_loss(logits, batch["labels"], batch["teacher_logits"],
                                            batch["weights"], distill_alpha,
-                                           distill_temperature)
+                                           distill_temperature, batch.get("label_weights"))
     else:
       loss_sum, weight = objective.loss(logits, batch)
     return loss_sum / weight, updates.get(quant.COLLECTION, state.quant_stats)
@@ -487,8 +491,11 @@ def _train_loop(trainer: Trainer, state: TrainState, start_step: int,
   """
   config, total_steps = trainer.config, trainer.total_steps
   periodic = [name for name, e in config.evals.items() if e.every_steps]
+  transfer = {"transfer": config.distill.transfer,
+              "transfer_rate": config.distill.transfer_rate} if (
+                  teacher_path and config.distill.get("transfer")) else {}
   batches = trainer.objective.train_batches(config.seed, start_step,
-                                            teacher_path=teacher_path)
+                                            teacher_path=teacher_path, **transfer)
   pending_losses, window_start, window_bytes = [], time.perf_counter(), 0
   first_pending = start_step + 1
   for step in range(start_step + 1, total_steps + 1):

@@ -132,6 +132,69 @@ def test_teacher_file_is_read_back_for_every_training_example(toy_data, tmp_path
       np.testing.assert_array_equal(teacher_logits, by_key[key])
 
 
+def test_transfer_texts_are_taught_by_the_teacher_alone(toy_data, tmp_path):
+  config = _config(toy_data, tmp_path)
+  config.distill.transfer = "perturbed"
+  config.distill.transfer_rate = 0.25
+  transfer = input_pipeline.transfer_ids(config.data, "perturbed")
+  ids, texts, _ = distill.split_texts(config, "train")
+  assert transfer.shape == ids.shape
+  np.testing.assert_array_equal(transfer, input_pipeline.transfer_ids(config.data, "perturbed"))
+  perturbed = input_pipeline.texts_from_ids(transfer)
+  changed = sum(a != b for a, b in zip(texts, perturbed))
+  assert len(texts) / 2 < changed < len(texts)  # Most texts have a word of >= 3 letters.
+  summary = distill.write_teacher(config, config.distill.teacher_path)
+  assert summary["transfer_examples"] == len(transfer) and summary["examples"] == len(ids)
+  with np.load(config.distill.teacher_path) as teacher:
+    by_key = dict(zip(teacher["keys"], teacher["logits"]))
+  transfer_keys = set(input_pipeline.teacher_keys(transfer)) - set(
+      input_pipeline.teacher_keys(ids))
+  assert transfer_keys <= set(by_key)
+
+  batches = input_pipeline.train_batches(
+      train.Trainer(config).task_name, config.data, seed=0,
+      teacher_path=config.distill.teacher_path, transfer="perturbed", transfer_rate=0.25)
+  label_weights, seen_transfer = [], 0
+  for _ in range(30):
+    batch = next(batches)
+    real = batch["weights"] > 0
+    label_weights.append(batch["label_weights"][real])
+    for key, weight, labels, teacher_logits in zip(
+        input_pipeline.teacher_keys(batch["inputs"]), batch["label_weights"],
+        batch["labels"], batch["teacher_logits"]):
+      np.testing.assert_array_equal(teacher_logits, by_key[key])
+      if weight == 0:  # A transfer text: no label, only the teacher.
+        assert not labels.any()
+        seen_transfer += key in transfer_keys
+  share = 1 - np.concatenate(label_weights).mean()
+  assert 0.15 < share < 0.35 and seen_transfer > 0
+  # The label term is off for transfer texts: their labels do not change the loss.
+  rng = np.random.default_rng(0)
+  logits, teacher = rng.normal(size=(2, 4, 1)).astype(np.float32)
+  label_weights = np.array([1, 0, 1, 0], np.float32)
+  losses = [train.distillation_loss(logits, labels, teacher, np.ones(4, np.float32), 0.5, 1.0,
+                                    label_weights)[0]
+            for labels in (np.array([[1], [0], [1], [0]], np.float32),
+                           np.array([[1], [1], [1], [1]], np.float32))]
+  assert float(losses[0]) == float(losses[1])
+
+
+def test_transfer_errors(toy_data, tmp_path):
+  config = _config(toy_data, tmp_path)
+  with pytest.raises(ValueError, match="Unknown transfer source 'tweets'"):
+    input_pipeline.transfer_ids(config.data, "perturbed,tweets")
+  task_name = train.Trainer(config).task_name
+  with pytest.raises(ValueError, match="need a teacher"):
+    next(input_pipeline.train_batches(task_name, config.data, seed=0, transfer="perturbed"))
+  distill.write_teacher(config, config.distill.teacher_path)  # Without transfer texts.
+  with pytest.raises(Exception, match="has no teacher logits"):
+    batches = input_pipeline.train_batches(task_name, config.data, seed=0,
+                                           teacher_path=config.distill.teacher_path,
+                                           transfer="perturbed", transfer_rate=0.9)
+    for _ in range(5):
+      next(batches)
+
+
 def test_examples_with_the_same_ids_share_one_mean_teacher_value(toy_data, tmp_path):
   keys, logits = distill._mean_per_key(np.array([5, 3, 5, 7]),
                                        np.array([[1.0], [2.0], [4.0], [8.0]], np.float32))

@@ -1,11 +1,11 @@
-"""The obfuscation benchmark's perturbations (benchmarks/perturb.py)."""
+"""The obfuscation benchmark's perturbations (byteflax/perturb.py)."""
 
 import itertools
 import random
 
 import pytest
 
-from benchmarks import perturb
+from byteflax import perturb
 
 _TEXT = "You are a stupid idiot, go away!! ok?"
 

@@ -1,8 +1,10 @@
-r"""Seeded obfuscation of test texts: how toxic writers dodge word filters.
+r"""Seeded obfuscation of texts: how toxic writers dodge word filters.
 
 Byte models have no vocabulary, so a misspelt insult is still mostly the same bytes, while
 a word n-gram or WordPiece model may never have seen the new spelling. This module makes a
-perturbed copy of a split to measure that (benchmarks/compare.py --perturb).
+perturbed copy of a split to measure that (benchmarks/compare.py --perturb_rate), and
+distillation uses one of the training texts as extra text for the teacher to label
+(`config.distill.transfer`).
 
 Kinds (each rewrites one word of at least `MIN_WORD_LENGTH` letters):
   mask       one inner vowel becomes "*"                        idiot -> id*ot
@@ -20,7 +22,7 @@ short words) is kept. The same texts, rate, kinds and seed always give the same 
 Words are chosen at random, not by how toxic they are, so no model's lexicon decides
 what gets obfuscated.
 
-  python -m benchmarks.perturb --rate=0.3 "you are a stupid idiot"
+  python -m byteflax.perturb --rate=0.3 "you are a stupid idiot"
 """
 
 from __future__ import annotations
