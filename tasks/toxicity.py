@@ -23,7 +23,7 @@ final trim only touch output features), so "label" needs no vocabulary of its ow
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 import csv
 import functools
 import hashlib
@@ -253,39 +253,25 @@ def _is_utf8(data: bytes) -> bool:
   return True
 
 
-def read_labelled_file(path: str, text_key: str = "text",
-                       label_keys: Sequence[str] = ("label",),
-                       invalid_utf8: str = "replace") -> list[Example]:
-  """Reads (text, labels) from a CSV file with a header row or a JSONL file.
+def read_records(path: str, required_keys: Sequence[str], invalid_utf8: str = "replace"
+                 ) -> Iterator[tuple[int, Mapping[str, object]]]:
+  """(line number, record) of each record of a CSV file with a header row or a JSONL file.
 
   The format comes from the extension: `.csv` (any dialect the csv module reads by
   default, UTF-8 with an optional BOM) or `.jsonl` (one JSON object per line; blank lines
-  are skipped). Duplicate texts are kept (the split and the training see them as the file
-  has them).
-
-  Args:
-    path: the file.
-    text_key: column/key holding the text.
-    label_keys: columns/keys holding the labels, each 0/1, a probability thresholded at
-      0.5, a JSON bool, or "true"/"false".
-    invalid_utf8: "replace" reads each byte that is not valid UTF-8 as U+FFFD and logs a
-      warning naming the lines; "error" raises naming the first.
-
-  Returns:
-    (text, labels) pairs in file order, labels a tuple of 0/1 ints, one per label key.
+  are skipped). `invalid_utf8`: "replace" reads each byte that is not valid UTF-8 as
+  U+FFFD and logs a warning naming the lines; "error" raises naming the first.
 
   Raises:
     FileNotFoundError: `path` does not exist.
-    ValueError: unknown extension, empty file, or a bad line (the message names the line).
+    ValueError: unknown extension, a CSV header without `required_keys`, or a bad line
+      (the message names the line).
   """
   if not os.path.isfile(path):
     raise FileNotFoundError(f"No such data file: {path!r}.")
   extension = os.path.splitext(path)[1].lower()
   if extension not in FILE_FORMATS:
     raise ValueError(f"{path}: unknown format {extension!r}; use one of {FILE_FORMATS}.")
-  if isinstance(label_keys, str) or not label_keys:
-    raise ValueError(f"label_keys must be a non-empty sequence of names, got {label_keys!r}.")
-  examples = []
   # newline="": the csv module sees line endings (and newlines inside quotes) as written.
   f = io.StringIO(_decode(path, invalid_utf8), newline="")
   if extension == ".csv":
@@ -293,13 +279,13 @@ def read_labelled_file(path: str, text_key: str = "text",
     try:
       if reader.fieldnames is None:
         raise ValueError(f"{path}: no examples (empty file).")
-      missing = [k for k in (text_key, *label_keys) if k not in reader.fieldnames]
+      missing = [k for k in required_keys if k not in reader.fieldnames]
       if missing:
         raise ValueError(
             f"{path}, line 1: header has no column {missing}; columns: {reader.fieldnames}.")
       for record in reader:
-        # DictReader fills short rows with None, which _example reports as missing.
-        examples.append(_example(record, path, reader.line_num, text_key, label_keys))
+        # DictReader fills short rows with None, which callers report as missing.
+        yield reader.line_num, record
     except csv.Error as error:  # E.g. a field over csv.field_size_limit.
       # line_num counts the lines of the records read whole; the bad one starts after them.
       raise ValueError(f"{path}, line {reader.line_num + 1}: unreadable CSV ({error}).") from error
@@ -314,10 +300,43 @@ def read_labelled_file(path: str, text_key: str = "text",
       if not isinstance(record, dict):
         raise ValueError(f"{path}, line {line_number}: expected a JSON object, got "
                          f"{type(record).__name__}.")
-      examples.append(_example(record, path, line_number, text_key, label_keys))
+      yield line_number, record
+
+
+def read_labelled_file(path: str, text_key: str = "text",
+                       label_keys: Sequence[str] = ("label",),
+                       invalid_utf8: str = "replace") -> list[Example]:
+  """Reads (text, labels) from a CSV or JSONL file (`read_records`). Duplicate texts are
+  kept (the split and the training see them as the file has them).
+
+  Args:
+    path: the file.
+    text_key: column/key holding the text.
+    label_keys: columns/keys holding the labels, each 0/1, a probability thresholded at
+      0.5, a JSON bool, or "true"/"false".
+    invalid_utf8: what a byte that is not UTF-8 does ("replace" or "error").
+
+  Returns:
+    (text, labels) pairs in file order, labels a tuple of 0/1 ints, one per label key.
+
+  Raises:
+    FileNotFoundError: `path` does not exist.
+    ValueError: unknown extension, empty file, or a bad line (the message names the line).
+  """
+  if isinstance(label_keys, str) or not label_keys:
+    raise ValueError(f"label_keys must be a non-empty sequence of names, got {label_keys!r}.")
+  examples = [_example(record, path, line, text_key, label_keys)
+              for line, record in read_records(path, (text_key, *label_keys), invalid_utf8)]
   if not examples:
     raise ValueError(f"{path}: no examples (empty file).")
   return examples
+
+
+def read_texts(path: str, text_key: str = "text", invalid_utf8: str = "replace"
+               ) -> list[str]:
+  """The texts of a CSV or JSONL file (`read_records`; labels, if any, are ignored)."""
+  return [_example(record, path, line, text_key, ())[0]
+          for line, record in read_records(path, (text_key,), invalid_utf8)]
 
 
 def read_file_splits(train_path: str, test_path: str | None = None,

@@ -1,5 +1,6 @@
 """TFLite export: JAX-vs-TFLite parity (float and int8), manifest, clear errors."""
 
+import csv
 import json
 import os
 import subprocess
@@ -199,3 +200,16 @@ def test_cli_float_then_qat_then_export_then_benchmark(tmp_path):
   assert rows["jax_fake_quant"]["auc"] > 0.95
   assert abs(rows["tflite_int8"]["auc"] - rows["jax_fake_quant"]["auc"]) < 0.02
   assert rows["tflite_float"]["max_abs_logit_error"] < 0.5
+  # Scoring new texts: the QAT run through JAX and its int8 file through LiteRT agree.
+  scores = {}
+  for name, model in (("jax", qat_run), ("int8", out / export.INT8_FILE)):
+    output = tmp_path / f"scores_{name}.csv"
+    run("-m", "byteflax.classify", f"--model={model}", f"--input={tmp_path / 'test.jsonl'}",
+        f"--output={output}")
+    with open(output, newline="") as f:
+      scores[name] = np.array([float(row["label"]) for row in csv.DictReader(f)])
+  assert len(scores["jax"]) == 120  # Every line of test.jsonl.
+  assert np.abs(scores["jax"] - scores["int8"]).mean() < 0.02
+  texts = json.loads(run("-m", "byteflax.classify", f"--model={qat_run}", "", "fine text"
+                         ).splitlines()[0])
+  assert set(texts) == {"text", "label"} and texts["text"] == ""

@@ -1,0 +1,196 @@
+r"""Scores texts with a trained classifier: a byteflax.main workdir (JAX) or a .tflite (LiteRT).
+
+  # Texts as arguments; probabilities as JSON lines on stdout.
+  python -m byteflax.classify --model=/tmp/byteqrnn "you are an idiot" "have a nice day"
+  # One text per line from stdin, through the exported int8 model.
+  cat comments.txt | python -m byteflax.classify --model=/tmp/export/model_int8.tflite
+  # A CSV or JSONL file (its `text` column / key) to a CSV or JSONL file.
+  python -m byteflax.classify --model=/tmp/byteqrnn --input=comments.csv --output=scores.csv
+
+Each output row holds the text and one probability per label (the run's label names; for a
+.tflite, those of the manifest.json beside it). Any input works: a byte model has no
+out-of-vocabulary text; empty texts are scored (as the end-of-text id alone), longer ones cut
+to the model's length, and bytes that are not UTF-8 in a file read as U+FFFD (with a warning
+naming the line). From Python:
+
+  from byteflax import classify
+  classifier = classify.load("/tmp/byteqrnn")   # or ".../model_int8.tflite"
+  classifier.predict(["you are an idiot", "have a nice day"])  # -> [2, labels] probabilities
+
+The JAX path batches texts of similar length together, padded to the run's length buckets
+(so each bucket compiles once); the LiteRT path runs one text at a time at the exported
+length, as a phone does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import csv
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import numpy as np
+
+from byteflax import export
+from byteflax import input_pipeline
+from byteflax import report
+from byteflax import splitter
+from byteflax import train
+from tasks import toxicity
+
+
+class Classifier:
+  """Texts in, probabilities `[texts, labels]` out; `label_names` and `max_length` say
+  what the columns are and where texts are cut."""
+
+  label_names: tuple[str, ...]
+  max_length: int
+
+  def logits(self, texts: Sequence[str | bytes]) -> np.ndarray:
+    raise NotImplementedError
+
+  def predict(self, texts: Sequence[str | bytes]) -> np.ndarray:
+    """Probabilities `[texts, labels]` (sigmoid of the logits)."""
+    return 1 / (1 + np.exp(-self.logits(texts).astype(np.float64)))
+
+
+class JaxClassifier(Classifier):
+  """A Flax classifier and its variables; `load` builds one from a workdir."""
+
+  def __init__(self, model, variables, label_names: Sequence[str], max_length: int,
+               boundaries: Sequence[int], batch_size: int = 64):
+    self.label_names, self.max_length = tuple(label_names), max_length
+    self._boundaries, self._batch_size = sorted(boundaries), batch_size
+    self._variables = variables
+    self._apply = jax.jit(lambda v, ids: model.apply(v, ids, train=False))
+
+  def logits(self, texts):
+    encoded = [splitter.ByteSplitter(self.max_length).encode(t) for t in texts]
+    logits = np.zeros((len(texts), len(self.label_names)), np.float32)
+    order = np.argsort([len(e) for e in encoded], kind="stable")
+    for start in range(0, len(order), self._batch_size):
+      rows = order[start:start + self._batch_size]
+      longest = max(len(encoded[i]) for i in rows)
+      length = next(b for b in self._boundaries if b >= longest)
+      # Full batches of bucket lengths: one compilation per bucket, whatever the input.
+      ids = np.zeros((self._batch_size, length), np.int32)
+      for row, i in enumerate(rows):
+        ids[row, :len(encoded[i])] = encoded[i]
+      logits[rows] = np.asarray(self._apply(self._variables, ids))[:len(rows)]
+    return logits
+
+
+class TFLiteTextClassifier(Classifier):
+  """An exported .tflite in the LiteRT interpreter (export.TFLiteClassifier), fed texts."""
+
+  def __init__(self, path: str, num_threads: int = 1):
+    self._model = export.TFLiteClassifier(path, num_threads=num_threads)
+    self.max_length = self._model.length
+    manifest = os.path.join(os.path.dirname(path), export.MANIFEST_FILE)
+    if os.path.exists(manifest):
+      with open(manifest) as f:
+        self.label_names = tuple(json.load(f)["labels"])
+    else:
+      count = self._model.interpreter.get_output_details()[0]["shape"][-1]
+      self.label_names = tuple(f"label_{i}" for i in range(count))
+      logging.warning("No %s beside %s; labels are named %s.", export.MANIFEST_FILE, path,
+                      ", ".join(self.label_names))
+
+  def logits(self, texts):
+    if not len(texts):
+      return np.zeros((0, len(self.label_names)), np.float32)
+    ids = splitter.ByteSplitter(self.max_length).encode_batch(texts, self.max_length)[0]
+    return self._model(ids)["logits"]
+
+
+def load(model: str, batch_size: int = 64, num_threads: int = 1) -> Classifier:
+  """A classifier from a byteflax.main workdir (its newest checkpoint) or a .tflite file."""
+  if model.endswith(".tflite"):
+    if not os.path.isfile(model):
+      raise FileNotFoundError(f"No such TFLite model: {model!r} (python -m byteflax.export "
+                              "writes model_float.tflite and model_int8.tflite).")
+    return TFLiteTextClassifier(model, num_threads)
+  config = report.run_config(model)  # Raises naming the workdir if it is not a run.
+  trainer = train.Trainer(config)
+  variables, _ = train.load_variables(model, trainer)
+  return JaxClassifier(trainer.model, variables, trainer.label_names, config.data.max_length,
+                       input_pipeline.bucket_boundaries(config.data), batch_size)
+
+
+def read_inputs(texts: Sequence[str], path: str | None, text_key: str,
+                stdin=sys.stdin) -> list[str]:
+  """The texts to score: arguments, else a file (.csv / .jsonl: `text_key`; anything else:
+  one text per line), else stdin (one per line)."""
+  if texts and path:
+    raise ValueError("Give texts as arguments or --input, not both.")
+  if texts:
+    return list(texts)
+  if path and os.path.splitext(path)[1].lower() in (".csv", ".jsonl"):
+    return toxicity.read_texts(path, text_key)
+  if path:
+    with open(path, "rb") as f:
+      data = f.read()
+  else:
+    data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode()
+  try:
+    text = data.decode("utf-8-sig")
+  except UnicodeDecodeError as error:
+    logging.warning("%s, line %d: a byte that is not UTF-8; such bytes read as U+FFFD.",
+                    path or "stdin", data.count(b"\n", 0, error.start) + 1)
+    text = data.decode("utf-8-sig", errors="replace")
+  lines = text.splitlines()
+  return lines
+
+
+def write_outputs(texts: Sequence[str], probabilities: np.ndarray,
+                  label_names: Sequence[str], path: str | None, stdout=sys.stdout) -> None:
+  """Rows of text and one probability per label: CSV when `path` ends in .csv, else JSONL
+  (stdout when path is None)."""
+  f = open(path, "w", newline="", encoding="utf-8") if path else stdout
+  try:
+    if path and path.lower().endswith(".csv"):
+      writer = csv.writer(f)
+      writer.writerow(["text", *label_names])
+      writer.writerows([text, *(f"{p:.6f}" for p in row)]
+                       for text, row in zip(texts, probabilities))
+    else:
+      for text, row in zip(texts, probabilities):
+        f.write(json.dumps({"text": text, **{name: round(float(p), 6)
+                                             for name, p in zip(label_names, row)}},
+                           ensure_ascii=False) + "\n")
+  finally:
+    if path:
+      f.close()
+
+
+def main():
+  """The CLI; its flags are defined here so that importing this module defines none."""
+  model = flags.DEFINE_string(
+      "model", None, "A byteflax.main workdir (JAX, newest checkpoint) or a .tflite file.")
+  input_path = flags.DEFINE_string(
+      "input", None, "Texts to score: .csv / .jsonl (the --text_key field) or one per line; "
+      "default: the arguments, else stdin.")
+  output_path = flags.DEFINE_string(
+      "output", None, "Where to write: .csv, else JSON lines; default stdout (JSON lines).")
+  text_key = flags.DEFINE_string("text_key", "text", "The text column / key of --input.")
+  batch_size = flags.DEFINE_integer("batch_size", 64, "Texts per JAX batch.")
+  num_threads = flags.DEFINE_integer("num_threads", 1, "LiteRT interpreter threads.")
+  flags.mark_flags_as_required(["model"])
+
+  def run(argv):
+    texts = read_inputs(argv[1:], input_path.value, text_key.value)
+    classifier = load(model.value, batch_size.value, num_threads.value)
+    write_outputs(texts, classifier.predict(texts), classifier.label_names,
+                  output_path.value)
+    logging.info("Scored %d texts with %s.", len(texts), model.value)
+
+  app.run(run)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,92 @@
+"""Scoring texts (byteflax.classify): JAX and LiteRT agree on any input; files in and out."""
+
+import io
+import json
+import logging as std_logging
+
+import jax
+import numpy as np
+import pytest
+
+from byteflax import classify
+from byteflax import export
+from byteflax import models
+
+_LENGTH = 64
+_TEXTS = ["", "you are a stupid idiot", "have a nice day " * 20, b"\xff\xfe broken bytes",
+          "día 😀 ok", "x"]
+
+
+@pytest.fixture(scope="module")
+def float_model(tmp_path_factory):
+  """A smoke-sized ByteQRNN in its export form, its float .tflite and a manifest."""
+  model = models.build_model("byte_qrnn", 2, {"embed_dim": 16, "qrnn_layers": 1,
+                                              "qrnn_features": 8,
+                                              **export.EXPORT_OVERRIDES["byte_qrnn"]})
+  params = model.init(jax.random.PRNGKey(0), np.ones((1, _LENGTH), np.int32))["params"]
+  # Spread the logits, as a trained model's are; random-init ones are all ~0.
+  params = jax.tree_util.tree_map_with_path(
+      lambda path, p: p * 20 if "head" in str(path) else p, params)
+  out = tmp_path_factory.mktemp("classify")
+  path = out / export.FLOAT_FILE
+  path.write_bytes(export.convert(model, params, _LENGTH))
+  (out / export.MANIFEST_FILE).write_text(json.dumps({"labels": ["toxic", "insult"]}))
+  return model, params, str(path)
+
+
+def test_jax_and_tflite_agree_on_any_text_in_input_order(float_model):
+  model, params, path = float_model
+  # Batches of 2 over texts of mixed lengths: sorting by length must not reorder outputs.
+  jax_classifier = classify.JaxClassifier(model, {"params": params}, ("toxic", "insult"),
+                                          _LENGTH, boundaries=(16, 32, 64), batch_size=2)
+  tflite_classifier = classify.load(path)
+  assert tflite_classifier.label_names == ("toxic", "insult")
+  assert tflite_classifier.max_length == _LENGTH
+  jax_probs, tflite_probs = (c.predict(_TEXTS) for c in (jax_classifier, tflite_classifier))
+  assert jax_probs.shape == (len(_TEXTS), 2)
+  np.testing.assert_allclose(jax_probs, tflite_probs, atol=1e-4)
+  # Each text alone gives what it gets in the batch (padding and batching change nothing).
+  for text, row in zip(_TEXTS, jax_probs):
+    np.testing.assert_allclose(jax_classifier.predict([text])[0], row, atol=1e-5)
+  assert np.ptp(jax_probs[:, 0]) > 0.05  # The texts get different scores.
+  assert classify.load(path).predict([]).shape == (0, 2)
+
+
+def test_inputs_from_arguments_files_and_stdin(tmp_path, caplog):
+  assert classify.read_inputs(["a", "b"], None, "text") == ["a", "b"]
+  csv_file = tmp_path / "in.csv"
+  csv_file.write_text('id,body\n1,"first, with a comma"\n2,second\n')
+  assert classify.read_inputs([], str(csv_file), "body") == ["first, with a comma", "second"]
+  jsonl = tmp_path / "in.jsonl"
+  jsonl.write_text('{"text": "one"}\n\n{"text": "two", "label": 1}\n')
+  assert classify.read_inputs([], str(jsonl), "text") == ["one", "two"]
+  with pytest.raises(ValueError, match="line 1: header has no column"):
+    classify.read_inputs([], str(csv_file), "text")
+  lines = tmp_path / "in.txt"
+  lines.write_bytes(b"caf\xe9\r\n\nlast")
+  with caplog.at_level(std_logging.WARNING):
+    assert classify.read_inputs([], str(lines), "text") == ["caf\ufffd", "", "last"]
+  assert "line 1" in caplog.text
+  stdin = io.TextIOWrapper(io.BytesIO("hello\nwörld\n".encode()))
+  assert classify.read_inputs([], None, "text", stdin=stdin) == ["hello", "wörld"]
+  with pytest.raises(ValueError, match="not both"):
+    classify.read_inputs(["a"], str(lines), "text")
+
+
+def test_outputs_as_csv_or_json_lines(tmp_path):
+  texts, probs = ["a, b", 'say "hi"'], np.array([[0.25, 0.5], [1.0, 0.0]])
+  classify.write_outputs(texts, probs, ("toxic", "insult"), str(tmp_path / "out.csv"))
+  assert classify.read_inputs([], str(tmp_path / "out.csv"), "text") == texts
+  assert (tmp_path / "out.csv").read_text().splitlines()[1] == '"a, b",0.250000,0.500000'
+  stdout = io.StringIO()
+  classify.write_outputs(texts, probs, ("toxic", "insult"), None, stdout=stdout)
+  rows = [json.loads(line) for line in stdout.getvalue().splitlines()]
+  assert rows == [{"text": "a, b", "toxic": 0.25, "insult": 0.5},
+                  {"text": 'say "hi"', "toxic": 1.0, "insult": 0.0}]
+
+
+def test_missing_models_are_clear_errors(tmp_path):
+  with pytest.raises(FileNotFoundError, match="byteflax.export"):
+    classify.load(str(tmp_path / "model_int8.tflite"))
+  with pytest.raises(FileNotFoundError, match="not a byteflax.main workdir"):
+    classify.load(str(tmp_path))
