@@ -55,7 +55,7 @@ Scorers (what a step adds to a running score):
   p_best) has no code: it is excluded like a masked token (logit -inf), as a quantized
   probability of 0 is in the on-device op (log 0 = -inf). Clamping it to code 255 instead
   made it look far likelier than it is: on a trained byte decoder the search then ended
-  hypotheses early through "cheap" EOS tokens (README, "Generation"). Codes are gaps to
+  hypotheses early through "cheap" EOS tokens (docs/generation.md). Codes are gaps to
   the best token rather than log-probs from 0 because beams mostly extend by their best
   token, which then costs no rounding; G and the per-row range were chosen on random
   decoders apart from the test set's. Length penalties are applied in float to the (few)

@@ -5,7 +5,7 @@ byte `b` -> `b + 3`, so the vocabulary has 259 entries. Any byte string, valid U
 has an encoding, so there is no out-of-vocabulary input; the unknown id exists only for
 compatibility with ByT5 checkpoints and is never produced here.
 
-The same mapping is a few lines of C on device (see README, "On-device byte splitter").
+The same mapping is a few lines of C on device (docs/export.md, "On the device").
 """
 
 from __future__ import annotations

@@ -9,19 +9,19 @@ capped at max_steps = 1,000 steps of batch 32 (0.22 epochs of the comments).
   pip install -e .
   python -m byteflax.main --config=configs/byteqrnn_toxicity.py --workdir=/tmp/byteqrnn
 
-Measured on 2 CPU cores (README, "Results"): 23 min 16 s in all (cores partly shared with
+Measured on 2 CPU cores (docs/results.md): 23 min 16 s in all (cores partly shared with
 other jobs), 1.51 M parameters, test ROC AUC 0.9534 (validation 0.9570), seed 0.
 Running the same command again resumes from the newest checkpoint in --workdir.
 
 Variants (`--config=configs/byteqrnn_toxicity.py:<arg>`, comma-separated):
   full          no step cap: 5 epochs (23,025 steps on the comments), for a GPU / TPU.
   fortunes      the English fortunes (offensive vs clean fortune-cookie texts), 2,000 steps,
-                TF-IDF char teacher: test AUC 0.809-0.824 over four seeds (README).
+                TF-IDF char teacher: test AUC 0.809-0.824 over four seeds (docs/results.md).
   multilingual  English + Spanish + Italian fortunes (needs the Debian packages
                 fortunes-es fortunes-it fortunes-it-off).
   qat           quantization-aware fine-tuning (8-bit fake quantization, byteflax/quant.py)
                 of the float run in /tmp/byteqrnn (or --config.init_from=<its workdir>),
-                for int8 export: python -m byteflax.export (README, "Export to TFLite").
+                for int8 export: python -m byteflax.export (docs/export.md).
   smoke         a ~1 minute run on the fortunes for tests and debugging (tiny model, few
                 steps, no teacher).
   scratch       labels only, no teacher.
@@ -116,7 +116,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # the teacher's log-odds for every training example from teacher_path; when that is unset,
   # byteflax.main fits the teacher into <workdir>/teacher_<teacher>.npz first (~1 min).
   # From scratch the student's test AUC swings with the seed (0.744-0.800 over three); the
-  # char-n-gram teacher (test AUC 0.855) lifts and steadies it (README, "Distillation").
+  # char-n-gram teacher (test AUC 0.855) lifts and steadies it (docs/distillation.md).
   config.distill = ml_collections.ConfigDict(dict(
       # A byteflax.baselines model: tfidf_word, tfidf_char, minilm. Words: on the 147k
       # comments char n-grams cost ~10x the fit time for +0.002 test AUC (0.987 vs 0.985).
@@ -142,7 +142,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))
 
   if "fortunes" in args or "multilingual" in args:
-    # 13.7k fortunes: 2,000 steps (4.7 epochs) and the char teacher, as measured (README).
+    # 13.7k fortunes: 2,000 steps (4.7 epochs) and the char teacher, as measured (docs/results.md).
     config.max_steps = 2000
     config.distill.teacher = "tfidf_char"
   if "full" in args:

@@ -1,7 +1,7 @@
 r"""Span-corruption pretraining of the default ByteQRNN encoder with a small decoder.
 
   python -m byteflax.main --config=configs/pretrain_fortunes.py --workdir=/tmp/pretrain
-  # Then fine-tune the classifier from its encoder (labels only, as README "Pretraining"):
+  # Then fine-tune the classifier from its encoder (labels only, as docs/pretraining.md):
   python -m byteflax.main --config=configs/byteqrnn_toxicity.py:scratch --workdir=/tmp/finetune \
       --config.init_from=/tmp/pretrain
 
@@ -19,7 +19,7 @@ see `python -m byteflax.main --list_tasks`, e.g. span_corruption_mc4), or local 
 Variants (`:<arg>`, comma-separated):
   causal   a standard causal self-attention decoder (KV cache) instead of MAtt.
   smoke    a tiny model and a few steps, for tests and debugging.
-Measured: README, "Pretraining".
+Measured: docs/pretraining.md.
 """
 
 import ml_collections

@@ -23,7 +23,7 @@ Everything but the model (data, optimizer, quantization, checkpoints, evals) is
 configs/byteqrnn_toxicity.py:scratch's (labels only, no distillation), so the encoders are
 compared on equal terms; the learning rate is lower (1e-3), as transformers usually need.
 
-Measured on the fortunes, on 2 shared CPU cores (README, "Encoder benchmark":
+Measured on the fortunes, on 2 shared CPU cores (docs/benchmarks.md, "Encoder benchmark":
 `python -m benchmarks.encoders`, 300 of the `:fortunes` 2,000 steps, examples cut to 512
 bytes): transformer / funnel / raw train and evaluate in 199 / 180 / 844 s to test ROC AUC
 0.699 / 0.697 / 0.688. The full runs and the civil_comments runs have not been timed yet.

@@ -213,7 +213,7 @@ def test_uint8_top_sequence_matches_float_on_random_decoders():
   98.8% (494) when every row's codes spanned the full 6 nats. The mismatches are mostly
   not ties of the final ranking but beams pruned differently (a candidate within a
   rounding step of the k-th best), so the uint8 search also finds better-scoring
-  sequences than the float search on some decoders (README, "Generation").
+  sequences than the float search on some decoders (docs/generation.md).
   """
   tables, mix = random_decoders(0, 500, splitter.VOCAB_SIZE, scale=(3.0, 8.0))
   kwargs = dict(beam_size=4, max_length=8, alpha=0.6)

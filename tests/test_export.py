@@ -163,7 +163,7 @@ def test_default_model_int8_file_is_under_30_percent_of_float():
 
 @pytest.mark.slow
 def test_cli_float_then_qat_then_export_then_benchmark(tmp_path):
-  """The README's "Export to TFLite" commands, on a smoke-sized model and toy data."""
+  """The commands of docs/export.md, on a smoke-sized model and toy data."""
   utils.write_toy_jsonl(tmp_path)
   data = [f"--config.data.train_path={tmp_path / 'train.jsonl'}",
           f"--config.data.test_path={tmp_path / 'test.jsonl'}",
@@ -173,7 +173,7 @@ def test_cli_float_then_qat_then_export_then_benchmark(tmp_path):
          "--config.quant.enabled=True", "--config.quant.start_step=5"]
 
   def run(*args):
-    # PYTHONPATH as the README has it, for the benchmark script when not pip-installed.
+    # PYTHONPATH as docs/export.md has it, for the benchmark script when not pip-installed.
     env = {**os.environ, "PYTHONPATH": _REPO}
     result = subprocess.run([sys.executable, *args], cwd=_REPO, capture_output=True,
                             text=True, timeout=900, env=env)

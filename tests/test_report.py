@@ -46,7 +46,7 @@ def test_run_config_needs_a_workdir(tmp_path):
 
 @pytest.mark.slow
 def test_cli_train_export_then_model_card_and_comparison(tmp_path):
-  """A toy run through the README's commands: model card and comparison table."""
+  """A toy run through the commands of docs/model_card.md and docs/results.md."""
   utils.write_toy_jsonl(tmp_path, numbered=True)
   flags = ["--config=configs/byteqrnn_toxicity.py:smoke",
            f"--config.data.train_path={tmp_path / 'train.jsonl'}",
