@@ -1,7 +1,8 @@
 r"""Exports a trained classifier to TFLite: float32 and full-integer int8, with a manifest.
 
   python -m byteflax.export --config=configs/byteqrnn_toxicity.py:qat \
-      --workdir=/tmp/byteqrnn_qat --out=/tmp/byteqrnn_qat/export [--length=1024]
+      --workdir=/tmp/byteqrnn_qat --out=/tmp/byteqrnn_qat/export [--length=1024] \
+      [--lengths=32,64,128,256,512,1024]
 
 writes `model_float.tflite`, `model_int8.tflite` and `manifest.json` into --out. The path is
 jax2tf (graph mode, no XLA ops) -> `tf.lite.TFLiteConverter` -> the LiteRT interpreter.
@@ -10,11 +11,14 @@ activation ranges come from a representative set of the task's training examples
 `quant_stats` ranges of a quantization-aware run are what made the weights robust to it).
 
 On-device contract (both models):
-- input `ids`: int32 `[1, length]` byte ids. The byte splitter is a few lines in any
+- signatures `length_<n>`, one per input length n (--lengths; by default powers of two from
+  32 up to the longest, --length), sharing one copy of the weights: a text runs at the
+  shortest n that holds it, so a 150-byte comment costs 256 bytes of compute, not 1,024.
+- input `ids`: int32 `[1, n]` byte ids. The byte splitter is a few lines in any
   language: take the first length - 1 bytes of the text's UTF-8 encoding, map each byte b
-  to b + 3, append 1 (end of sequence), right-pad with 0 to `length`. (0 = pad, 1 = EOS,
-  2 = unknown, unused; vocabulary 259, identical to seqio.ByteVocabulary / ByT5; the
-  same truncation as training's config.data.max_length.)
+  to b + 3, append 1 (end of sequence), pick the smallest n >= the number of ids, and
+  right-pad with 0 to n. (0 = pad, 1 = EOS, 2 = unknown, unused; vocabulary 259, identical
+  to seqio.ByteVocabulary / ByT5; the same truncation as training's config.data.max_length.)
 - outputs: `probabilities` float32 `[1, num_labels]` (sigmoid, one per label) and `logits`
   float32 `[1, num_labels]`. In the int8 model both are dequantized from int8; the logits
   have the finer resolution near 0 and 1, so rank with them (ROC AUC) where it matters.
@@ -22,7 +26,7 @@ On-device contract (both models):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 import dataclasses
 import json
 import os
@@ -101,8 +105,39 @@ def calibration_examples(config: ml_collections.ConfigDict, length: int, count: 
   return ids[np.sort(rows)]
 
 
-def _serving_function(model: nn.Module, params, length: int):
-  """`ids [1, length] int32 -> {"logits", "probabilities"}`: (concrete function, tf.function)."""
+def signature_key(length: int) -> str:
+  return f"length_{length}"
+
+
+def default_lengths(max_length: int) -> list[int]:
+  """Signature lengths: powers of two from 32 below max_length, and max_length itself."""
+  return [2**k for k in range(5, max_length.bit_length()) if 2**k < max_length] + [max_length]
+
+
+def cut_ids(ids: np.ndarray, length: int) -> np.ndarray:
+  """Byte ids `[n, width]` as the splitter encodes them at `length`: cut (keeping EOS
+  last, as input_pipeline.task_examples does) or right-padded."""
+  if ids.shape[1] <= length:
+    return np.pad(ids, ((0, 0), (0, length - ids.shape[1])))
+  cut = ids[:, :length].copy()
+  cut[ids[:, length] != splitter.PAD_ID, -1] = splitter.EOS_ID
+  return cut
+
+
+def convert(model: nn.Module, params, lengths: int | Sequence[int],
+            representative_ids: np.ndarray | None = None) -> bytes:
+  """TFLite flatbuffer: float32, or full-integer int8 when representative_ids is given.
+
+  Args:
+    model: the inference model (see `inference_model`).
+    params: its params.
+    lengths: input lengths; each gets a signature `length_<L>` taking ids `[1, L]`, so a
+      text runs at the shortest length that holds it (`TFLiteClassifier`), not at the
+      longest. The signatures share one copy of the weights.
+    representative_ids: `[examples, width]` int32 inputs that calibrate every activation
+      range of the int8 model (cut or padded to each length).
+  """
+  lengths = sorted({lengths} if isinstance(lengths, int) else set(lengths))
 
   def serve(ids):
     logits = model.apply({"params": params}, ids, train=False)
@@ -113,31 +148,20 @@ def _serving_function(model: nn.Module, params, length: int):
       jax2tf.convert(serve, native_serialization=False, enable_xla=False,
                      with_gradient=False, polymorphic_shapes=None),
       autograph=False)
-  return tf_serve.get_concrete_function(
-      tf.TensorSpec((1, length), tf.int32, name="ids")), tf_serve
-
-
-def convert(model: nn.Module, params, length: int,
-            representative_ids: np.ndarray | None = None) -> bytes:
-  """TFLite flatbuffer: float32, or full-integer int8 when representative_ids is given.
-
-  Args:
-    model: the inference model (see `inference_model`).
-    params: its params.
-    length: the fixed input length.
-    representative_ids: `[examples, length]` int32 inputs that calibrate every activation
-      range of the int8 model.
-  """
-  concrete, serve = _serving_function(model, params, length)
-  # Through a SavedModel so that the flatbuffer gets a signature with named inputs/outputs.
+  signatures = {signature_key(length): tf_serve.get_concrete_function(
+      tf.TensorSpec((1, length), tf.int32, name="ids")) for length in lengths}
+  # Through a SavedModel so that the flatbuffer gets signatures with named inputs/outputs.
   with tempfile.TemporaryDirectory() as saved_model_dir:
     module = tf.Module()
-    module.serve = serve
-    tf.saved_model.save(module, saved_model_dir, signatures={"serving_default": concrete})
-    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+    module.classify = tf_serve  # Not `serve`: the converter takes that for a Keras export.
+    tf.saved_model.save(module, saved_model_dir, signatures=signatures)
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir,
+                                                         signature_keys=list(signatures))
     if representative_ids is not None:
       converter.optimizations = [tf.lite.Optimize.DEFAULT]
-      converter.representative_dataset = lambda: ([row[None]] for row in representative_ids)
+      converter.representative_dataset = lambda: (
+          (signature_key(length), {"ids": row[None]})
+          for length in lengths for row in cut_ids(representative_ids, length))
       # int8 builtins only: an op that cannot be quantized fails the conversion instead of
       # silently falling back to a float kernel.
       converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -160,31 +184,54 @@ def median_latency_ms(predict: Callable[[np.ndarray], object], examples: np.ndar
 
 
 class TFLiteClassifier:
-  """Runs an exported model in the LiteRT interpreter, one example at a time."""
+  """Runs an exported model in the LiteRT interpreter, one example at a time, each at the
+  shortest signature length that holds its ids (any file of this module: one length or
+  several)."""
 
   def __init__(self, path: str, num_threads: int = 1):
     from ai_edge_litert import interpreter as litert  # Heavy; only needed here.
     self.interpreter = litert.Interpreter(model_path=path, num_threads=num_threads)
-    self.runner = self.interpreter.get_signature_runner()
-    self.length = int(self.interpreter.get_input_details()[0]["shape"][1])
+    self.runners = {}  # length -> signature runner
+    for key in self.interpreter.get_signature_list():
+      runner = self.interpreter.get_signature_runner(key)
+      self.runners[int(runner.get_input_details()["ids"]["shape"][1])] = runner
+    self.lengths = sorted(self.runners)
+    self.length = self.lengths[-1]
 
   def __call__(self, ids: np.ndarray) -> dict[str, np.ndarray]:
-    """ids `[examples, length]` int32 -> {"logits", "probabilities"} `[examples, labels]`."""
-    if ids.ndim != 2 or ids.shape[1] != self.length:
-      raise ValueError(f"Expected ids [examples, {self.length}], got {ids.shape}.")
-    rows = [self.runner(ids=row[None]) for row in ids.astype(np.int32)]
+    """ids `[examples, width]` int32, right-padded with 0, no example longer than the
+    longest signature -> {"logits", "probabilities"} `[examples, labels]`."""
+    ids = np.asarray(ids, np.int32)
+    if ids.ndim != 2:
+      raise ValueError(f"Expected ids [examples, length], got {ids.shape}.")
+    used = (ids != splitter.PAD_ID).sum(axis=1)
+    if used.max(initial=0) > self.length:
+      raise ValueError(f"Expected ids of at most {self.length} ids per example (the longest "
+                       f"signature), got {int(used.max())}; cut longer texts first.")
+    rows = []
+    for row, count in zip(ids, used):
+      length = next(n for n in self.lengths if n >= count)
+      rows.append(self.runners[length](ids=cut_ids(row[None, :count], length)))
     return {name: np.concatenate([r[name] for r in rows]) for name in OUTPUTS}
 
 
 def export(config: ml_collections.ConfigDict, workdir: str, out_dir: str,
-           length: int | None = None, num_calibration_examples: int = 200) -> dict:
+           length: int | None = None, num_calibration_examples: int = 200,
+           lengths: Sequence[int] | None = None) -> dict:
   """Writes both TFLite models and the manifest for the newest checkpoint in workdir.
+
+  Args:
+    length: the longest input (default config.data.max_length).
+    lengths: the signature lengths, each at most `length` (default `default_lengths`).
 
   Returns:
     The manifest.
   """
   check_exportable(config)
   length = length or config.data.max_length
+  lengths = sorted({*(lengths or default_lengths(length)), length})
+  if lengths[0] < 2 or lengths[-1] > length:
+    raise ValueError(f"Signature lengths must be in [2, {length}], got {lengths}.")
   trainer = train.Trainer(config)
   variables, step = train.load_variables(workdir, trainer, collections=("params",))
   params = jax.device_get(variables["params"])
@@ -193,7 +240,7 @@ def export(config: ml_collections.ConfigDict, workdir: str, out_dir: str,
   os.makedirs(out_dir, exist_ok=True)
   sizes = {}
   for filename, calibration in ((FLOAT_FILE, None), (INT8_FILE, representative_ids)):
-    flatbuffer = convert(model, params, length, calibration)
+    flatbuffer = convert(model, params, lengths, calibration)
     with open(os.path.join(out_dir, filename), "wb") as f:
       f.write(flatbuffer)
     sizes[filename] = len(flatbuffer)
@@ -206,10 +253,12 @@ def export(config: ml_collections.ConfigDict, workdir: str, out_dir: str,
       "num_params": train.count_params(params),
       "labels": list(trainer.label_names),
       "input": {"name": "ids", "dtype": "int32", "shape": [1, length],
+                "signatures": {signature_key(n): [1, n] for n in lengths},
                 "vocab_size": splitter.VOCAB_SIZE, "pad_id": splitter.PAD_ID,
                 "eos_id": splitter.EOS_ID, "byte_offset": splitter.NUM_SPECIAL_IDS,
                 "splitter": "ids = [b + 3 for b in text.encode('utf-8')[:length - 1]] + "
-                            "[1], right-padded with 0 to length"},
+                            "[1]; run signature length_<n> for the smallest n >= len(ids), "
+                            "ids right-padded with 0 to n"},
       "outputs": {name: {"dtype": "float32", "shape": [1, len(trainer.label_names)]}
                   for name in OUTPUTS},
       "files": {FLOAT_FILE: {"bytes": sizes[FLOAT_FILE], "weights": "float32",
@@ -235,7 +284,10 @@ def main():
   workdir = flags.DEFINE_string("workdir", None, "Run whose newest checkpoint is exported.")
   out = flags.DEFINE_string("out", None, "Directory for the .tflite files and manifest.json.")
   length = flags.DEFINE_integer(
-      "length", None, "Fixed input length in bytes; default config.data.max_length.")
+      "length", None, "Longest input in bytes; default config.data.max_length.")
+  lengths = flags.DEFINE_list(
+      "lengths", None, "Signature lengths (one per input length bucket); default powers of "
+      "two from 32 up to --length.")
   calibration = flags.DEFINE_integer(
       "calibration_examples", 200, "Training examples that calibrate int8 activation ranges.")
 
@@ -245,7 +297,7 @@ def main():
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     manifest = export(config.value, workdir.value, out.value, length.value,
-                      calibration.value)
+                      calibration.value, [int(n) for n in lengths.value or ()])
     print(json.dumps({"out": out.value, **{name: file["bytes"] for name, file in
                                            manifest["files"].items()}}, indent=2))
 

@@ -29,7 +29,7 @@ def float_model(tmp_path_factory):
       lambda path, p: p * 20 if "head" in str(path) else p, params)
   out = tmp_path_factory.mktemp("classify")
   path = out / export.FLOAT_FILE
-  path.write_bytes(export.convert(model, params, _LENGTH))
+  path.write_bytes(export.convert(model, params, (16, 32, _LENGTH)))
   (out / export.MANIFEST_FILE).write_text(json.dumps({"labels": ["toxic", "insult"]}))
   return model, params, str(path)
 

@@ -20,6 +20,7 @@ from tests import utils
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _LENGTH = 64
+_LENGTHS = (16, 32, _LENGTH)
 _MODEL = {"embed_dim": 16, "qrnn_layers": 1, "qrnn_features": 8}
 
 
@@ -60,7 +61,8 @@ def quantized_model(tmp_path_factory):
                                    (export.INT8_FILE, calibration)):
     paths[filename] = str(out / filename)
     with open(paths[filename], "wb") as f:
-      f.write(export.convert(inference, params, _LENGTH, representative))
+      # Three signatures: the parity tests below run each text at its own length bucket.
+      f.write(export.convert(inference, params, _LENGTHS, representative))
   return model, params, stats, paths
 
 
@@ -141,10 +143,39 @@ def test_task_examples_look_like_the_device_splitter_output():
   assert np.mean(eos_position == 15) > 0.5  # Most fortunes are longer than 15 bytes.
 
 
-def test_classifier_rejects_wrong_input_length(quantized_model):
-  classifier = export.TFLiteClassifier(quantized_model[3][export.FLOAT_FILE])
-  with pytest.raises(ValueError, match=f"Expected ids \\[examples, {_LENGTH}\\]"):
-    classifier(np.zeros((1, _LENGTH + 1), np.int32))
+def test_classifier_runs_each_text_at_the_shortest_signature_that_holds_it(quantized_model):
+  model, params, _, paths = quantized_model
+  classifier = export.TFLiteClassifier(paths[export.FLOAT_FILE])
+  assert classifier.lengths == list(_LENGTHS) and classifier.length == _LENGTH
+  ids = _ids(12, seed=5)
+  used = (ids != 0).sum(axis=1)
+  assert {next(n for n in _LENGTHS if n >= u) for u in used} == set(_LENGTHS)
+  expected = classifier(ids)["logits"]
+  # Wider padding changes nothing: the signature follows the ids, not the array width.
+  np.testing.assert_array_equal(classifier(np.pad(ids, ((0, 0), (0, 100))))["logits"],
+                                expected)
+  # Each signature alone equals the JAX model at that length.
+  float_model = model.clone(quant=quant.QuantConfig())
+  for row, count in zip(ids, used):
+    length = next(n for n in _LENGTHS if n >= count)
+    np.testing.assert_allclose(
+        classifier.runners[length](ids=row[None, :length])["logits"],
+        float_model.apply({"params": params}, row[None, :length]), atol=1e-4)
+  with pytest.raises(ValueError, match=f"at most {_LENGTH} ids per example"):
+    classifier(np.full((1, _LENGTH + 1), 7, np.int32))
+
+
+def test_signatures_share_one_copy_of_the_weights():
+  # Wide enough that the weights (~1 MB float) outweigh each signature's own graph.
+  model = models.build_model("byte_qrnn", 1, {"embed_dim": 128, "qrnn_layers": 1,
+                                              "qrnn_features": 128,
+                                              **export.EXPORT_OVERRIDES["byte_qrnn"]})
+  params = model.init(jax.random.PRNGKey(0), _ids(1, seed=0))["params"]
+  one, three = (len(export.convert(model, params, lengths)) for lengths in (_LENGTH, _LENGTHS))
+  weight_bytes = 4 * train.count_params(params)
+  assert one > weight_bytes and three - one < 0.5 * weight_bytes, (one, three, weight_bytes)
+  assert export.default_lengths(1024) == [32, 64, 128, 256, 512, 1024]
+  assert export.default_lengths(100) == [32, 64, 100]
 
 
 @pytest.mark.slow
