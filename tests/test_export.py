@@ -244,3 +244,19 @@ def test_cli_float_then_qat_then_export_then_benchmark(tmp_path):
   texts = json.loads(run("-m", "byteflax.classify", f"--model={qat_run}", "", "fine text"
                          ).splitlines()[0])
   assert set(texts) == {"text", "label"} and texts["text"] == ""
+
+
+def test_latency_benchmark_times_every_model_on_the_same_texts(quantized_model):
+  from benchmarks import latency  # pylint: disable=g-import-not-at-top
+  export_dir = os.path.dirname(quantized_model[3][export.FLOAT_FILE])
+  results = latency.benchmark(byteqrnn_toxicity.get_config("smoke"), export_dir,
+                              ["tfidf_word"], num_texts=30, fit_texts=300,
+                              lengths=[16, 64, 256], runs=3, warmup=2)
+  names = [row["name"] for row in results["rows"]]
+  assert names == [f"byteqrnn {export.FLOAT_FILE}", f"byteqrnn {export.INT8_FILE}",
+                   "tfidf_word"]
+  for row in results["rows"]:
+    assert 0 < row["median_ms"] <= row["p90_ms"] <= row["p99_ms"]
+    assert list(row["ms_by_length"]) == ["16", "64", "256"]
+  assert results["texts"] == 30 and "| tfidf_word |" in latency.format_table(results)
+  assert len(latency.synthetic_text(64)) == 63

@@ -1,0 +1,179 @@
+r"""Per-comment latency on one CPU thread: exported ByteQRNN (int8, float) against TF-IDF + LR
+and MiniLM, on the same texts in one run.
+
+  python -m byteflax.export --config=configs/byteqrnn_toxicity.py --workdir=/tmp/byteqrnn \
+      --out=/tmp/byteqrnn/export
+  python -m benchmarks.latency --config=configs/byteqrnn_toxicity.py \
+      --export_dir=/tmp/byteqrnn/export --baselines=tfidf_word,minilm \
+      --out=benchmarks/results/latency
+
+Two tables, printed and written to <out>/latency.{json,png}:
+  per comment  --texts test texts drawn at random (seed 0), each scored once at batch 1
+               after --warmup calls: median / p90 / p99 ms. The exported model runs each
+               text at the shortest signature length that holds it (byteflax/export.py).
+  by length    a synthetic text of n - 1 bytes (n ids with EOS; letters and spaces) for n
+               in --lengths, --runs calls each: median ms. Past the model's longest
+               signature a text is cut to it, as on device.
+Rows: every .tflite in --export_dir; `tfidf_word` / `tfidf_char`: the vectorizer and
+logistic regression (C=1, fitted on --fit_texts training texts: latency hardly depends on
+the fit); `minilm`: all-MiniLM-L6-v2's forward pass on one text (torch, one thread), what
+both the frozen and the fine-tuned MiniLM rows cost per comment.
+"""
+
+import os
+
+# One CPU thread for every runtime (set before they start), so latencies compare like for like.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from collections.abc import Callable, Sequence
+import json
+import time
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+import numpy as np
+
+from byteflax import baselines
+from byteflax import distill
+from byteflax import export
+from byteflax import splitter
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "The exported run's config (its task gives the texts).", lock_config=True)
+_EXPORT_DIR = flags.DEFINE_string("export_dir", None, "--out of byteflax.export.")
+_BASELINES = flags.DEFINE_list("baselines", ["tfidf_word", "minilm"],
+                               "Non-byte rows: tfidf_word, tfidf_char, minilm.")
+_OUT = flags.DEFINE_string("out", None, "Directory for latency.json and latency.png.")
+_TEXTS = flags.DEFINE_integer("texts", 1000, "Test texts timed once each.")
+_FIT_TEXTS = flags.DEFINE_integer("fit_texts", 20000, "Training texts the TF-IDF rows fit on.")
+_LENGTHS = flags.DEFINE_list("lengths", ["16", "32", "64", "128", "256", "512", "1024",
+                                         "2048"], "Text lengths (ids) of the by-length table.")
+_RUNS = flags.DEFINE_integer("runs", 50, "Timed calls per length.")
+_WARMUP = flags.DEFINE_integer("warmup", 20, "Untimed calls before timing.")
+
+
+def time_each(predict: Callable[[str], object], texts: Sequence[str], warmup: int
+              ) -> np.ndarray:
+  """Milliseconds of one call per text (after `warmup` calls on the first texts)."""
+  for text in texts[:warmup]:
+    predict(text)
+  times = []
+  for text in texts:
+    start = time.perf_counter()
+    predict(text)
+    times.append(time.perf_counter() - start)
+  return 1000 * np.asarray(times)
+
+
+def synthetic_text(num_ids: int, seed: int = 0) -> str:
+  """num_ids - 1 bytes of lowercase words (the EOS id makes num_ids)."""
+  rng = np.random.default_rng(seed)
+  letters = np.array(list("abcdefghijklmnopqrstuvwxyz     "))
+  return "".join(rng.choice(letters, size=num_ids - 1))
+
+
+def predictors(export_dir: str, baseline_kinds: Sequence[str], train_texts, train_labels
+               ) -> dict[str, Callable[[str], object]]:
+  """Row name -> a function scoring one text."""
+  rows = {}
+  for filename in sorted(f for f in os.listdir(export_dir) if f.endswith(".tflite")):
+    classifier = export.TFLiteClassifier(os.path.join(export_dir, filename), num_threads=1)
+    encode = splitter.ByteSplitter(classifier.length).encode
+    rows[f"byteqrnn {filename}"] = (
+        lambda text, c=classifier, e=encode: c(e(text)[None]))
+  for kind in baseline_kinds:
+    if kind.startswith("tfidf_"):
+      model = baselines.TfidfLogisticRegression(kind.removeprefix("tfidf_")).fit(
+          (train_texts, train_labels), None, c=1.0)
+      rows[kind] = lambda text, m=model: m.decision_function([text])
+    elif kind == "minilm":
+      import torch  # pylint: disable=g-import-not-at-top
+      torch.set_num_threads(1)
+      encoder = baselines.load_minilm()
+
+      def minilm(text, encoder=encoder):
+        with torch.no_grad():
+          return encoder.encode([text], batch_size=1, show_progress_bar=False)
+
+      rows[kind] = minilm
+    else:
+      raise ValueError(f"Unknown baseline {kind!r}: tfidf_word, tfidf_char or minilm.")
+  return rows
+
+
+def benchmark(config, export_dir: str, baseline_kinds: Sequence[str], num_texts: int,
+              fit_texts: int, lengths: Sequence[int], runs: int, warmup: int) -> dict:
+  _, test_texts, _ = distill.split_texts(config, "test")
+  rng = np.random.default_rng(0)
+  test_texts = [test_texts[i] for i in rng.choice(len(test_texts), min(num_texts,
+                                                                       len(test_texts)),
+                                                  replace=False)]
+  _, train_texts, train_labels = distill.split_texts(config, "train")
+  keep = rng.choice(len(train_texts), min(fit_texts, len(train_texts)), replace=False)
+  rows = []
+  for name, predict in predictors(export_dir, baseline_kinds, [train_texts[i] for i in keep],
+                                  train_labels[keep]).items():
+    per_text = time_each(predict, test_texts, warmup)
+    by_length = {}
+    for length in lengths:
+      text = synthetic_text(length)
+      by_length[str(length)] = float(np.median(time_each(predict, [text] * runs, warmup)))
+    rows.append({"name": name, "median_ms": float(np.median(per_text)),
+                 "p90_ms": float(np.percentile(per_text, 90)),
+                 "p99_ms": float(np.percentile(per_text, 99)), "ms_by_length": by_length})
+    print(f"{name}: median {rows[-1]['median_ms']:.3f} ms", flush=True)
+  text_bytes = [len(t.encode("utf-8")) for t in test_texts]
+  return {"task": config.data.task if not config.data.train_path else config.data.train_path,
+          "texts": len(test_texts), "median_text_bytes": float(np.median(text_bytes)),
+          "export_dir": export_dir, "threads": 1, "rows": rows}
+
+
+def format_table(results: dict) -> str:
+  lengths = list(results["rows"][0]["ms_by_length"]) if results["rows"] else []
+  lines = [f"Per comment ({results['texts']} test texts, median {results['median_text_bytes']:.0f}"
+           " bytes; batch 1, one thread) and by length (ms):", "",
+           "| model | median | p90 | p99 | " + " | ".join(lengths) + " |",
+           "|---|---|---|---|" + "---|" * len(lengths)]
+  for row in results["rows"]:
+    lines.append(f"| {row['name']} | {row['median_ms']:.3f} | {row['p90_ms']:.3f} | "
+                 f"{row['p99_ms']:.3f} | " + " | ".join(
+                     f"{row['ms_by_length'][n]:.3f}" for n in lengths) + " |")
+  return "\n".join(lines)
+
+
+def plot(results: dict, path: str) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  figure, axis = plt.subplots(figsize=(7, 4.5))
+  for row in results["rows"]:
+    lengths = [int(n) for n in row["ms_by_length"]]
+    axis.plot(lengths, list(row["ms_by_length"].values()), marker="o", label=row["name"])
+  axis.set(xscale="log", yscale="log", xlabel="text length (byte ids)",
+           ylabel="ms per text (batch 1, one thread)",
+           title="Latency against length")
+  axis.grid(True, which="both", alpha=0.3)
+  axis.legend(fontsize=8)
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  results = benchmark(_CONFIG.value, _EXPORT_DIR.value, _BASELINES.value, _TEXTS.value,
+                      _FIT_TEXTS.value, [int(n) for n in _LENGTHS.value], _RUNS.value,
+                      _WARMUP.value)
+  print(format_table(results))
+  if _OUT.value:
+    os.makedirs(_OUT.value, exist_ok=True)
+    with open(os.path.join(_OUT.value, "latency.json"), "w") as f:
+      json.dump(results, f, indent=2)
+    plot(results, os.path.join(_OUT.value, "latency.png"))
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config", "export_dir"])
+  app.run(main)
