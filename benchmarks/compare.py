@@ -126,7 +126,8 @@ def tflite_rows(export_dir: str, test: TestSet, latency_runs: int) -> list[dict]
     manifest = json.load(f)
   length = manifest["input"]["shape"][1]
   rows = []
-  for filename, precision in ((export.INT8_FILE, "int8"), (export.FLOAT_FILE, "float32")):
+  for filename in export.exported_files(export_dir):
+    precision = "int8" if filename == export.INT8_FILE else "float32"
     path = os.path.join(export_dir, filename)
     classifier = export.TFLiteClassifier(path)
     rows.append(_row(

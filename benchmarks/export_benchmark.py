@@ -82,7 +82,7 @@ def benchmark(config, workdir: str, export_dir: str, split: str, latency_runs: i
                  "latency_ms": export.median_latency_ms(
                      lambda x, apply=apply: jax.block_until_ready(apply(x)), ids,
                      latency_runs)})
-  for filename in (export.FLOAT_FILE, export.INT8_FILE):
+  for filename in export.exported_files(export_dir):
     classifier = export.TFLiteClassifier(os.path.join(export_dir, filename))
     logits = classifier(ids)["logits"]
     rows.append({"name": "tflite_" + filename.split("_")[1].split(".")[0],

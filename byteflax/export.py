@@ -56,7 +56,14 @@ EXPORT_OVERRIDES = {
     # associative_scan interleaves with interior padding, which the int8 quantizer cannot
     # handle; the doubling scan computes the same recurrence from shifts and products.
     "byte_qrnn": {"qrnn_scan": "doubling"},
+    "byte_transformer": {},
+    "byte_funnel_transformer": {},
+    "raw_byte_transformer": {},
 }
+# Models whose int8 file tracks the JAX model (tests/test_export.py). The transformers'
+# int8 conversion runs but does not (logit correlation 0.25-0.79 with JAX on random smoke
+# models, to be found op by op), so they export float32 only, saying so.
+INT8_EXPORTABLE = ("byte_qrnn",)
 FLOAT_FILE = "model_float.tflite"
 INT8_FILE = "model_int8.tflite"
 MANIFEST_FILE = "manifest.json"
@@ -183,6 +190,13 @@ def median_latency_ms(predict: Callable[[np.ndarray], object], examples: np.ndar
   return 1000 * float(np.median(times))
 
 
+def exported_files(export_dir: str) -> list[str]:
+  """The .tflite files an export wrote (its manifest's; float first)."""
+  with open(os.path.join(export_dir, MANIFEST_FILE)) as f:
+    written = json.load(f)["files"]
+  return [name for name in (FLOAT_FILE, INT8_FILE) if name in written]
+
+
 class TFLiteClassifier:
   """Runs an exported model in the LiteRT interpreter, one example at a time, each at the
   shortest signature length that holds its ids (any file of this module: one length or
@@ -238,8 +252,13 @@ def export(config: ml_collections.ConfigDict, workdir: str, out_dir: str,
   model = inference_model(trainer)
   representative_ids = calibration_examples(config, length, num_calibration_examples)
   os.makedirs(out_dir, exist_ok=True)
+  files = [(FLOAT_FILE, None), (INT8_FILE, representative_ids)]
+  if config.model_name not in INT8_EXPORTABLE:
+    logging.warning("Writing %s only: the int8 conversion of %s does not track the JAX model "
+                    "yet (export.INT8_EXPORTABLE).", FLOAT_FILE, config.model_name)
+    files = files[:1]
   sizes = {}
-  for filename, calibration in ((FLOAT_FILE, None), (INT8_FILE, representative_ids)):
+  for filename, calibration in files:
     flatbuffer = convert(model, params, lengths, calibration)
     with open(os.path.join(out_dir, filename), "wb") as f:
       f.write(flatbuffer)
@@ -261,13 +280,15 @@ def export(config: ml_collections.ConfigDict, workdir: str, out_dir: str,
                             "ids right-padded with 0 to n"},
       "outputs": {name: {"dtype": "float32", "shape": [1, len(trainer.label_names)]}
                   for name in OUTPUTS},
-      "files": {FLOAT_FILE: {"bytes": sizes[FLOAT_FILE], "weights": "float32",
-                             "activations": "float32"},
-                INT8_FILE: {"bytes": sizes[INT8_FILE],
-                            "weights": "int8, symmetric, per output channel",
-                            "activations": "int8, asymmetric, calibrated",
-                            "calibration": f"{len(representative_ids)} examples drawn at "
-                                           "random (seed 0) from the task's train split"}},
+      "files": {name: description for name, description in (
+          (FLOAT_FILE, {"bytes": sizes[FLOAT_FILE], "weights": "float32",
+                        "activations": "float32"}),
+          (INT8_FILE, {"bytes": sizes.get(INT8_FILE),
+                       "weights": "int8, symmetric, per output channel",
+                       "activations": "int8, asymmetric, calibrated",
+                       "calibration": f"{len(representative_ids)} examples drawn at random "
+                                      "(seed 0) from the task's train split"}))
+                if name in sizes},
       "quantization_aware_training": dataclasses.asdict(quant_config),
       "config": json.loads(config.to_json_best_effort()),
   }

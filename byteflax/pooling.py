@@ -47,16 +47,26 @@ def pool_windows(
   return total / jnp.maximum(count, 1.0)[..., None], pooled_mask
 
 
-def _max_over_real(x: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
-  """x: `[batch, length, dim]`, mask: `[batch, length, 1]` -> `[batch, 1, dim]`.
+def max_over_real(x: jnp.ndarray, mask: jnp.ndarray, axis: int = 1) -> jnp.ndarray:
+  """The max of x over `axis` at the real positions (mask True, broadcastable to x), kept
+  as a size-1 axis; 0 for a row with no real position.
 
-  The max over real positions, 0 for an all-padding row. Pads are filled with a lower bound
-  of the real values (the min of the zero-filled row) instead of -inf: int8 export
-  quantizes every intermediate with one scale, and an -inf in a tensor would swamp it.
+  Pads are filled with a lower bound of the real values (the min of the zero-filled row)
+  instead of -inf: int8 export quantizes every intermediate with one scale, and an -inf (or
+  the float32 minimum) in a tensor would swamp it.
   """
   zero_filled = jnp.where(mask, x, 0.0)  # Pads may hold inf/NaN garbage.
-  lower_bound = jnp.min(zero_filled, axis=1, keepdims=True)
-  return jnp.max(jnp.where(mask, zero_filled, lower_bound), axis=1, keepdims=True)
+  lower_bound = jnp.min(zero_filled, axis=axis, keepdims=True)
+  return jnp.max(jnp.where(mask, zero_filled, lower_bound), axis=axis, keepdims=True)
+
+
+def masked_softmax(scores: jnp.ndarray, mask: jnp.ndarray, axis: int = -1) -> jnp.ndarray:
+  """Softmax of scores over `axis` at the real positions (mask True, broadcastable), 0 at
+  the others; a row with no real position is all zeros, never NaN. Shifted by the largest
+  real score rather than masked with -1e9, so it survives int8 export (`max_over_real`)."""
+  shifted = jnp.where(mask, scores - max_over_real(scores, mask, axis), 0.0)
+  weights = jnp.exp(shifted) * mask
+  return weights / jnp.maximum(jnp.sum(weights, axis=axis, keepdims=True), 1e-9)
 
 
 class MaskedPooling(nn.Module):
@@ -77,18 +87,14 @@ class MaskedPooling(nn.Module):
       raise ValueError(f"Unknown pooling {self.kind!r}; choose one of {POOLING_KINDS}.")
     mask = mask[..., None]
     if self.kind == "max":
-      return _max_over_real(x, mask)[:, 0]
+      return max_over_real(x, mask)[:, 0]
     if self.kind == "mean":
       weights = mask.astype(x.dtype)
-    else:
-      scores = nn.Dense(
-          1, kernel_init=nn.with_logical_partitioning(
-              nn.initializers.lecun_normal(), ("embed", "score")),
-          dot_general_cls=quant_lib.dot_general_cls(self.quant),
-          name="score")(x)
-      # Softmax over real positions, normalised below; shifted by the largest real score
-      # rather than masked with -1e9, for int8 export (see `_max_over_real`).
-      shifted = jnp.where(mask, scores - _max_over_real(scores, mask), 0.0)
-      weights = jnp.exp(shifted) * mask
-    # An all-padding row (empty batch slot) pools to zeros instead of NaN.
-    return jnp.sum(weights * x, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1e-9)
+      # An all-padding row (empty batch slot) pools to zeros instead of NaN.
+      return jnp.sum(weights * x, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1e-9)
+    scores = nn.Dense(
+        1, kernel_init=nn.with_logical_partitioning(
+            nn.initializers.lecun_normal(), ("embed", "score")),
+        dot_general_cls=quant_lib.dot_general_cls(self.quant),
+        name="score")(x)
+    return jnp.sum(masked_softmax(scores, mask, axis=1) * x, axis=1)

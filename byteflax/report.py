@@ -259,7 +259,7 @@ def write_card(workdir: str, export_dir: str | None = None, out: str | None = No
     if os.path.exists(benchmark_path):
       with open(benchmark_path) as f:
         litert_auc = {row["name"]: row["auc"] for row in json.load(f)["rows"]}
-    for filename in (export.FLOAT_FILE, export.INT8_FILE):
+    for filename in export.exported_files(export_dir):
       path = os.path.join(export_dir, filename)
       classifier = export.TFLiteClassifier(path)
       auc = litert_auc.get("tflite_" + filename.split("_")[1].split(".")[0])

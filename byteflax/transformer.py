@@ -95,15 +95,14 @@ def attend(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, mask: jnp.ndarray,
       query_quant, key_quant, probs_quant, value_quant in the calling module).
 
   Returns:
-    [batch, query_length, heads * head_dim]. A row with no allowed key attends uniformly
-    and stays finite.
+    [batch, query_length, heads * head_dim]. A row with no allowed key gives zeros.
   """
   act_quant = lambda name: quant_lib.ActQuant(quant, name=name)
   q = act_quant("query_quant")(q * q.shape[-1] ** -0.5)
   logits = jnp.einsum("bqhd,bkhd->bhqk", q, act_quant("key_quant")(k))
-  # Finite minimum rather than -inf: a row without real keys gives a uniform softmax.
-  logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
-  probs = act_quant("probs_quant")(nn.softmax(logits, axis=-1))
+  # Shifted by the largest allowed logit rather than masked with the float32 minimum,
+  # which int8 export would have to fit into the logits' one quantization scale.
+  probs = act_quant("probs_quant")(pooling.masked_softmax(logits, mask, axis=-1))
   out = jnp.einsum("bhqk,bkhd->bqhd", probs, act_quant("value_quant")(v))
   return out.reshape(*out.shape[:2], -1)
 
@@ -133,8 +132,8 @@ class MultiHeadAttention(nn.Module):
       key_positions: [key_length] float positions of the keys.
 
     Returns:
-      [batch, query_length, dim]. A row with no real key (an empty batch slot) attends
-      uniformly and stays finite.
+      [batch, query_length, dim]. A row with no real key (an empty batch slot) stays
+      finite.
     """
     dim = queries.shape[-1]
     joined = self.num_heads * self.head_dim

@@ -16,6 +16,7 @@ from byteflax import models
 from byteflax import quant
 from byteflax import train
 from configs import byteqrnn_toxicity
+from configs import transformer_toxicity
 from tests import utils
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -106,6 +107,28 @@ def test_int8_model_computes_in_int8(quantized_model):
   for detail in interpreter.get_tensor_details():
     if detail["dtype"] == np.float32:
       assert np.prod(detail["shape"]) <= 2 * _LENGTH, detail
+
+
+@pytest.mark.parametrize("name", ["transformer", "funnel", "raw"])
+def test_float_tflite_of_the_transformers_matches_jax(name, tmp_path):
+  config = transformer_toxicity.get_config(f"{name},smoke")
+  model = models.build_model(config.model_name, 1, config.model).clone(
+      **export.EXPORT_OVERRIDES[config.model_name])
+  ids = _ids(12, seed=6)
+  params = model.init(jax.random.PRNGKey(0), ids[:1])["params"]
+  path = tmp_path / export.FLOAT_FILE
+  path.write_bytes(export.convert(model, params, (32, _LENGTH)))
+  logits = export.TFLiteClassifier(str(path))(ids)["logits"]
+  expected = model.apply({"params": params}, ids, train=False)
+  assert np.ptp(expected) > 0.1
+  np.testing.assert_allclose(logits, expected, atol=1e-4)
+  assert config.model_name not in export.INT8_EXPORTABLE  # Float only, for now.
+
+
+def test_exported_files_are_the_manifests(tmp_path):
+  (tmp_path / export.MANIFEST_FILE).write_text(json.dumps(
+      {"files": {export.FLOAT_FILE: {"bytes": 1}}}))
+  assert export.exported_files(str(tmp_path)) == [export.FLOAT_FILE]
 
 
 @pytest.mark.parametrize("override,reason", [
