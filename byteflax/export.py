@@ -100,16 +100,26 @@ def inference_model(trainer: train.Trainer) -> nn.Module:
                              **EXPORT_OVERRIDES[trainer.config.model_name])
 
 
-def calibration_examples(config: ml_collections.ConfigDict, length: int, count: int
-                         ) -> np.ndarray:
-  """`[count, length]` training inputs drawn at random (seed 0) for int8 calibration.
+def calibration_examples(config: ml_collections.ConfigDict, lengths: Sequence[int],
+                         count: int) -> dict[int, np.ndarray]:
+  """Training inputs that calibrate int8 ranges, per signature length: `{n: [<= count, n]}`.
 
-  Random rather than the first ones: those are all short (the split is read by length
-  bucket), and ranges calibrated on short texts clip the states and logits of long ones.
+  Each signature is calibrated on the texts it will run: those longer than the previous
+  length and at most n ids (the longest signature also on the longer texts, cut), drawn at
+  random (seed 0). Ranges calibrated on short texts padded out clip the states and logits
+  of long ones. A length no text falls in gets random texts cut to it.
   """
-  ids, _ = input_pipeline.task_examples(config.data, "train", length)
-  rows = np.random.default_rng(0).choice(len(ids), size=min(count, len(ids)), replace=False)
-  return ids[np.sort(rows)]
+  ids, _ = input_pipeline.task_examples(config.data, "train", max(lengths))
+  used = (ids != splitter.PAD_ID).sum(axis=1)
+  rng = np.random.default_rng(0)
+  sets = {}
+  for shorter, length in zip([0, *lengths[:-1]], lengths):
+    rows = np.flatnonzero((used > shorter) & (used <= length))
+    if not len(rows):
+      rows = np.arange(len(ids))
+    rows = np.sort(rng.choice(rows, size=min(count, len(rows)), replace=False))
+    sets[length] = cut_ids(ids[rows], length)
+  return sets
 
 
 def signature_key(length: int) -> str:
@@ -132,7 +142,7 @@ def cut_ids(ids: np.ndarray, length: int) -> np.ndarray:
 
 
 def convert(model: nn.Module, params, lengths: int | Sequence[int],
-            representative_ids: np.ndarray | None = None) -> bytes:
+            representative_ids: np.ndarray | dict[int, np.ndarray] | None = None) -> bytes:
   """TFLite flatbuffer: float32, or full-integer int8 when representative_ids is given.
 
   Args:
@@ -141,10 +151,13 @@ def convert(model: nn.Module, params, lengths: int | Sequence[int],
     lengths: input lengths; each gets a signature `length_<L>` taking ids `[1, L]`, so a
       text runs at the shortest length that holds it (`TFLiteClassifier`), not at the
       longest. The signatures share one copy of the weights.
-    representative_ids: `[examples, width]` int32 inputs that calibrate every activation
-      range of the int8 model (cut or padded to each length).
+    representative_ids: int32 inputs that calibrate every activation range of the int8
+      model: `{length: [examples, length]}` per signature (`calibration_examples`), or one
+      `[examples, width]` array cut or padded to each length.
   """
   lengths = sorted({lengths} if isinstance(lengths, int) else set(lengths))
+  if representative_ids is not None and not isinstance(representative_ids, dict):
+    representative_ids = {n: cut_ids(representative_ids, n) for n in lengths}
 
   def serve(ids):
     logits = model.apply({"params": params}, ids, train=False)
@@ -168,7 +181,7 @@ def convert(model: nn.Module, params, lengths: int | Sequence[int],
       converter.optimizations = [tf.lite.Optimize.DEFAULT]
       converter.representative_dataset = lambda: (
           (signature_key(length), {"ids": row[None]})
-          for length in lengths for row in cut_ids(representative_ids, length))
+          for length in lengths for row in representative_ids[length])
       # int8 builtins only: an op that cannot be quantized fails the conversion instead of
       # silently falling back to a float kernel.
       converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -250,7 +263,7 @@ def export(config: ml_collections.ConfigDict, workdir: str, out_dir: str,
   variables, step = train.load_variables(workdir, trainer, collections=("params",))
   params = jax.device_get(variables["params"])
   model = inference_model(trainer)
-  representative_ids = calibration_examples(config, length, num_calibration_examples)
+  representative_ids = calibration_examples(config, lengths, num_calibration_examples)
   os.makedirs(out_dir, exist_ok=True)
   files = [(FLOAT_FILE, None), (INT8_FILE, representative_ids)]
   if config.model_name not in INT8_EXPORTABLE:
@@ -286,8 +299,10 @@ def export(config: ml_collections.ConfigDict, workdir: str, out_dir: str,
           (INT8_FILE, {"bytes": sizes.get(INT8_FILE),
                        "weights": "int8, symmetric, per output channel",
                        "activations": "int8, asymmetric, calibrated",
-                       "calibration": f"{len(representative_ids)} examples drawn at random "
-                                      "(seed 0) from the task's train split"}))
+                       "calibration": {
+                           signature_key(n): f"{len(ids)} training examples of at most {n} "
+                           "ids (and longer than the previous signature's), drawn at random "
+                           "(seed 0)" for n, ids in representative_ids.items()}}))
                 if name in sizes},
       "quantization_aware_training": dataclasses.asdict(quant_config),
       "config": json.loads(config.to_json_best_effort()),

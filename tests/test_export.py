@@ -283,3 +283,14 @@ def test_latency_benchmark_times_every_model_on_the_same_texts(quantized_model):
     assert list(row["ms_by_length"]) == ["16", "64", "256"]
   assert results["texts"] == 30 and "| tfidf_word |" in latency.format_table(results)
   assert len(latency.synthetic_text(64)) == 63
+
+
+def test_each_signature_is_calibrated_on_the_texts_it_will_run():
+  config = byteqrnn_toxicity.get_config("smoke")  # max_length 128, the English fortunes.
+  sets = export.calibration_examples(config, [32, 64, 128], count=50)
+  assert sorted(sets) == [32, 64, 128]
+  for (shorter, length), ids in zip([(0, 32), (32, 64), (64, 128)], sets.values()):
+    used = (ids != 0).sum(axis=1)
+    assert ids.shape == (50, length)
+    assert np.all((used > shorter) & (used <= length)), (length, used)
+  assert np.all(sets[128][:, -1] <= 1)  # Texts longer than 128 bytes are cut, ending in EOS.
