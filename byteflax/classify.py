@@ -18,8 +18,8 @@ naming the line). From Python:
   classifier.predict(["you are an idiot", "have a nice day"])  # -> [2, labels] probabilities
 
 The JAX path batches texts of similar length together, padded to the run's length buckets
-(so each bucket compiles once); the LiteRT path runs one text at a time at the exported
-length, as a phone does.
+(so each bucket compiles once); the LiteRT path runs one text at a time at the shortest
+exported signature length that holds it, as a phone does.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ class JaxClassifier(Classifier):
     self._apply = jax.jit(lambda v, ids: model.apply(v, ids, train=False))
 
   def logits(self, texts):
-    encoded = [splitter.ByteSplitter(self.max_length).encode(t) for t in texts]
+    encode = splitter.ByteSplitter(self.max_length).encode
+    encoded = [encode(t) for t in texts]
     logits = np.zeros((len(texts), len(self.label_names)), np.float32)
     order = np.argsort([len(e) for e in encoded], kind="stable")
     for start in range(0, len(order), self._batch_size):
@@ -137,14 +138,7 @@ def read_inputs(texts: Sequence[str], path: str | None, text_key: str,
       data = f.read()
   else:
     data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode()
-  try:
-    text = data.decode("utf-8-sig")
-  except UnicodeDecodeError as error:
-    logging.warning("%s, line %d: a byte that is not UTF-8; such bytes read as U+FFFD.",
-                    path or "stdin", data.count(b"\n", 0, error.start) + 1)
-    text = data.decode("utf-8-sig", errors="replace")
-  lines = text.splitlines()
-  return lines
+  return toxicity.decode_utf8(data, path or "stdin").splitlines()
 
 
 def write_outputs(texts: Sequence[str], probabilities: np.ndarray,

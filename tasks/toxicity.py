@@ -225,13 +225,18 @@ def _decode(path: str, invalid_utf8: str) -> str:
   if invalid_utf8 not in INVALID_UTF8:
     raise ValueError(f"data.invalid_utf8 must be one of {INVALID_UTF8}, got {invalid_utf8!r}.")
   with open(path, "rb") as f:
-    data = f.read()
+    return decode_utf8(f.read(), path, invalid_utf8)
+
+
+def decode_utf8(data: bytes, source: str, invalid_utf8: str = "replace") -> str:
+  """`data` as text (UTF-8, optional BOM). A byte that is not UTF-8 raises ("error") or
+  reads as U+FFFD with a warning naming `source` (a path, "stdin") and the lines."""
   try:
     return data.decode("utf-8-sig")
   except UnicodeDecodeError as error:
     line = data.count(b"\n", 0, error.start) + 1
     column = error.start - data.rfind(b"\n", 0, error.start)
-    where = f"{path}, line {line}, column {column}: invalid UTF-8 byte 0x{data[error.start]:02x}"
+    where = f"{source}, line {line}, column {column}: invalid UTF-8 byte 0x{data[error.start]:02x}"
     if invalid_utf8 == "error":
       raise ValueError(f"{where} ({error.reason}). Re-encode the file as UTF-8 (e.g. iconv "
                        "-f latin1 -t utf-8), or set data.invalid_utf8='replace'.") from error
