@@ -10,7 +10,7 @@ Every model is its config on the English fortunes, labels only
 - parameters;
 - forward FLOPs of one batch, from XLA's cost analysis of the compiled inference function;
 - inference and training throughput in bytes/s: the jitted forward pass, and the real
-  `train.train_step` (forward, backward, AdamW update). Every (model, length) pair is timed
+  `step.train_step` (forward, backward, AdamW update). Every (model, length) pair is timed
   once per round, in an interleaved order, over --repeats rounds after a warm-up call, and
   the median is kept: the models are measured side by side under the same machine load, so
   their ratios are meaningful even on a shared machine;

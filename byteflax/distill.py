@@ -11,7 +11,7 @@ before training (`prepare_teacher`). To fit a teacher once and share it between 
 The first command fits the teacher `config.distill.teacher` (a `byteflax.baselines` model:
 TF-IDF char n-grams + logistic regression by default) and writes `config.distill.teacher_path`;
 the second trains the student on (1 - alpha) x the labels + alpha x the teacher
-(`train.distillation_loss`). Training logits are out-of-fold: the training split is cut into
+(`step.distillation_loss`). Training logits are out-of-fold: the training split is cut into
 `config.distill.teacher_folds` folds and each fold is scored by a teacher fit on the others,
 so the student learns the teacher's generalisation, not its memory of the labels. The
 teacher sees the texts as the student does (the task's byte ids, cut to data.max_length,

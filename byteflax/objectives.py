@@ -31,16 +31,11 @@ from byteflax import models
 from byteflax import quant
 from byteflax import seq2seq
 from byteflax import splitter
+from byteflax import step as step_lib
 from tasks import pretraining
 from tasks import toxicity
 
 Batch = dict[str, Any]
-
-
-def weighted_sigmoid_loss(logits, labels, weights):
-  """Mean binary cross-entropy over labels, weighted over examples -> (sum, weight)."""
-  per_example = optax.sigmoid_binary_cross_entropy(logits, labels).mean(axis=-1)
-  return jnp.sum(per_example * weights), jnp.sum(weights)
 
 
 class Classification:
@@ -65,7 +60,7 @@ class Classification:
 
   def loss(self, logits: jax.Array, batch: Batch) -> tuple[jax.Array, jax.Array]:
     """(weighted loss sum, total weight)."""
-    return weighted_sigmoid_loss(logits, batch["labels"], batch["weights"])
+    return step_lib.weighted_sigmoid_loss(logits, batch["labels"], batch["weights"])
 
   def eval_outputs(self, logits: jax.Array, batch: Batch) -> dict[str, jax.Array]:
     """Probabilities `[batch, labels]`, labels, weights and the weighted loss sum: what the

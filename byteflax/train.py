@@ -1,8 +1,9 @@
 """Training and evaluation of byte-level models: classifiers, and encoder-decoders pretrained
 by span corruption.
 
-`train_step` and `eval_step` are pure functions of (state, batch), jitted once with explicit
-shardings; `train_and_evaluate` is the loop around them: input, logging, checkpoints, evals.
+The steps (`byteflax/step.py`: `train_step`, `eval_step`) are pure functions of (state, batch),
+jitted once here with explicit shardings; `train_and_evaluate` is the loop around them: input,
+logging, checkpoints, evals.
 What differs between classification and pretraining (model, loss, metrics, batches) is the
 run's objective (`byteflax/objectives.py`, chosen by config.model_name).
 """
@@ -23,13 +24,11 @@ from absl import logging
 from clu import metric_writers
 import flax
 import flax.linen as nn
-from flax.training import train_state
 import jax
 from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import orbax.checkpoint as ocp
 import seqio
 
@@ -37,103 +36,7 @@ from byteflax import distill
 from byteflax import objectives
 from byteflax import partitioning
 from byteflax import quant
-
-
-class TrainState(train_state.TrainState):
-  """Params, optimizer state, step, the base rng that dropout keys are folded from, and the
-  activation ranges of fake quantization (`quant_stats`; empty when quantization is off)."""
-  rng: jax.Array
-  quant_stats: Any
-
-
-def make_optimizer(optim: ml_collections.ConfigDict, total_steps: int
-                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """AdamW with warmup then cosine / linear / constant decay and global-norm clipping."""
-  decay_steps = max(total_steps - optim.warmup_steps, 1)
-  end_value = optim.learning_rate * optim.end_learning_rate_factor
-  decays = {
-      "cosine": optax.cosine_decay_schedule(
-          optim.learning_rate, decay_steps, alpha=optim.end_learning_rate_factor),
-      "linear": optax.linear_schedule(optim.learning_rate, end_value, decay_steps),
-      "constant": optax.constant_schedule(optim.learning_rate),
-  }
-  if optim.schedule not in decays:
-    raise ValueError(f"Unknown optim.schedule {optim.schedule!r}; choose from {sorted(decays)}.")
-  schedule = optax.join_schedules(
-      [optax.linear_schedule(0.0, optim.learning_rate, optim.warmup_steps),
-       decays[optim.schedule]], [optim.warmup_steps])
-  tx = optax.chain(
-      optax.clip_by_global_norm(optim.grad_clip_norm),
-      optax.adamw(schedule, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay,
-                  # Decay matrices only: biases and per-channel vectors are not overfit-prone.
-                  mask=lambda params: jax.tree.map(lambda p: p.ndim > 1, params)))
-  return tx, schedule
-
-
-def distillation_loss(logits, labels, teacher_logits, weights, alpha: float,
-                      temperature: float, label_weights=None):
-  """(1 - alpha) x cross-entropy with the labels + alpha x T^2 x cross-entropy with the
-  teacher's probabilities, both at temperature T -> (weighted sum, weight).
-
-  All of `[batch, labels]` but weights and label_weights `[batch]`; label_weights (default
-  all 1) switch the label term off for transfer texts, which have no labels. T^2 keeps the
-  teacher term's gradient scale independent of T (Hinton et al., 2015).
-  """
-  hard = optax.sigmoid_binary_cross_entropy(logits, labels)
-  if label_weights is not None:
-    hard = hard * label_weights[:, None]
-  soft = optax.sigmoid_binary_cross_entropy(
-      logits / temperature, jax.nn.sigmoid(teacher_logits / temperature)) * temperature**2
-  per_example = ((1 - alpha) * hard + alpha * soft).mean(axis=-1)
-  return jnp.sum(per_example * weights), jnp.sum(weights)
-
-
-def train_step(state: TrainState, batch: dict[str, jax.Array],
-               objective: objectives.Objective, distill_alpha: float = 0.0,
-               distill_temperature: float = 1.0) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One optimizer step.
-
-  Args:
-    state: params, optimizer state, step and base rng.
-    objective: the run's objective (model arguments and loss; static).
-    batch: what the objective reads (inputs `[batch, length]` int32, weights `[batch]`,
-      labels `[batch, labels]` or targets `[batch, targets_length]`); with
-      distill_alpha > 0 also teacher_logits `[batch, labels]`, and label_weights `[batch]`
-      with transfer texts.
-    distill_alpha: weight of the teacher term (`distillation_loss`); 0 trains on the
-      labels alone.
-    distill_temperature: the distillation temperature.
-
-  Returns:
-    The updated state and {"loss", "grad_norm"} of this step.
-  """
-  dropout_rng = jax.random.fold_in(state.rng, state.step)
-
-  def loss_fn(params):
-    # Quantization ranges follow this batch (an EMA); they are not trained by gradients.
-    logits, updates = state.apply_fn(
-        {"params": params, quant.COLLECTION: state.quant_stats}, *objective.model_args(batch),
-        train=True, rngs={"dropout": dropout_rng}, mutable=[quant.COLLECTION])
-    if distill_alpha:
-      loss_sum, weight = distillation_loss(logits, batch["labels"], batch["teacher_logits"],
-                                           batch["weights"], distill_alpha,
-                                           distill_temperature, batch.get("label_weights"))
-    else:
-      loss_sum, weight = objective.loss(logits, batch)
-    return loss_sum / weight, updates.get(quant.COLLECTION, state.quant_stats)
-
-  (loss, quant_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  new_state = state.apply_gradients(grads=grads, quant_stats=quant_stats)
-  return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
-
-
-def eval_step(state: TrainState, batch: dict[str, jax.Array],
-              objective: objectives.Objective) -> dict[str, jax.Array]:
-  """The objective's eval outputs of one batch (what its metrics reduce)."""
-  # quant_stats is immutable here, so quantization ranges are frozen.
-  logits = state.apply_fn({"params": state.params, quant.COLLECTION: state.quant_stats},
-                          *objective.model_args(batch), train=False)
-  return objective.eval_outputs(logits, batch)
+from byteflax import step as step_lib
 
 
 def training_steps(config: ml_collections.ConfigDict, task_name: str) -> tuple[int, str]:
@@ -197,12 +100,12 @@ class Trainer:
     self.model = self.objective.build_model()
     self.mesh = partitioning.make_mesh(config.mesh, devices)
     self.total_steps, self.budget = training_steps(config, self.task_name)
-    self.tx, self.schedule = make_optimizer(config.optim, self.total_steps)
+    self.tx, self.schedule = step_lib.make_optimizer(config.optim, self.total_steps)
 
     def init_boxed(rng):
       params_rng, dropout_rng = jax.random.split(rng)
       variables = self.model.init(params_rng, *self.objective.init_args(), train=False)
-      return TrainState.create(apply_fn=self.model.apply, params=variables["params"],
+      return step_lib.TrainState.create(apply_fn=self.model.apply, params=variables["params"],
                                tx=self.tx, rng=dropout_rng,
                                quant_stats=variables.get(quant.COLLECTION, {}))
 
@@ -216,13 +119,13 @@ class Trainer:
     self._abstract_state = nn.meta.unbox(abstract)
     self.batch_sharding = partitioning.batch_sharding(self.mesh)
     self.train_step = jax.jit(
-        functools.partial(train_step, objective=self.objective,
+        functools.partial(step_lib.train_step, objective=self.objective,
                           **distillation),
         in_shardings=(self.state_sharding, self.batch_sharding),
         out_shardings=(self.state_sharding, None), donate_argnums=(0,))
     # Eval outputs are small ([batch, labels]): replicated, so every host can read them.
     self.eval_step = jax.jit(
-        functools.partial(eval_step, objective=self.objective),
+        functools.partial(step_lib.eval_step, objective=self.objective),
         in_shardings=(self.state_sharding, self.batch_sharding),
         out_shardings=jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec()))
 
@@ -232,11 +135,11 @@ class Trainer:
     stack.enter_context(nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES))
     return stack
 
-  def init_state(self) -> TrainState:
+  def init_state(self) -> step_lib.TrainState:
     with self.sharding_context():
       return self._init(jax.random.PRNGKey(self.config.seed))
 
-  def abstract_state(self) -> TrainState:
+  def abstract_state(self) -> step_lib.TrainState:
     """Shapes, dtypes and shardings of the state: the restore target for checkpoints."""
     return jax.tree.map(
         lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
@@ -250,7 +153,7 @@ class Trainer:
     with self.sharding_context():
       return self.train_step(state, self.device_batch(batch))
 
-  def evaluate(self, state: TrainState, split: str,
+  def evaluate(self, state: step_lib.TrainState, split: str,
                thresholds: dict[str, float] | None = None) -> dict[str, float]:
     """Exact metrics over one full pass of `split` (thresholds: `objective.metrics`')."""
     with self.sharding_context():
@@ -273,7 +176,7 @@ def checkpoint_manager(workdir: str, config: ml_collections.ConfigDict
           create=True))
 
 
-def restore_latest(manager: ocp.CheckpointManager, trainer: Trainer) -> TrainState | None:
+def restore_latest(manager: ocp.CheckpointManager, trainer: Trainer) -> step_lib.TrainState | None:
   """Newest readable checkpoint, falling back to older ones when the newest is corrupt."""
   target = trainer.abstract_state()
   for step in sorted(manager.all_steps(), reverse=True):
@@ -401,7 +304,7 @@ class MetricsLogger:
     self._writer.flush()
 
 
-def run_evals(trainer: Trainer, state: TrainState, step: int, names,
+def run_evals(trainer: Trainer, state: step_lib.TrainState, step: int, names,
               writer: MetricsLogger) -> dict[str, dict[str, float]]:
   results, thresholds = {}, None
   # Validation first: the other splits also report F1 at the thresholds it chose
@@ -429,7 +332,7 @@ def _check_finite(losses: list[jax.Array], first_step: int):
         "optim.learning_rate or optim.grad_clip_norm.")
 
 
-def write_final_eval(workdir: str, trainer: Trainer, state: TrainState,
+def write_final_eval(workdir: str, trainer: Trainer, state: step_lib.TrainState,
                      writer: MetricsLogger) -> dict[str, Any]:
   step = int(jax.device_get(state.step))
   results = run_evals(trainer, state, step, list(trainer.config.evals), writer)
@@ -479,10 +382,10 @@ class PreemptionNotice:
     return self.received
 
 
-def _train_loop(trainer: Trainer, state: TrainState, start_step: int,
+def _train_loop(trainer: Trainer, state: step_lib.TrainState, start_step: int,
                 manager: ocp.CheckpointManager, writer: MetricsLogger,
                 preemption: PreemptionNotice, teacher_path: str | None
-                ) -> tuple[TrainState, bool]:
+                ) -> tuple[step_lib.TrainState, bool]:
   """Steps start_step+1 .. total_steps with logging, checkpoints and periodic evals;
   training batches carry teacher logits from teacher_path when set (distillation).
 

@@ -14,6 +14,7 @@ import pytest
 
 from byteflax import distill
 from byteflax import input_pipeline
+from byteflax import step
 from byteflax import train
 from configs import byteqrnn_toxicity
 from configs import pretrain_fortunes
@@ -76,20 +77,20 @@ def test_distillation_loss_mixes_label_and_teacher_cross_entropies():
   logits, teacher = rng.normal(size=(2, 6, 2)).astype(np.float32)
   labels = (rng.random((6, 2)) < 0.5).astype(np.float32)
   weights = np.array([1, 1, 1, 1, 0, 0], np.float32)
-  total, weight = train.distillation_loss(logits, labels, teacher, weights, 0.0, 3.0)
+  total, weight = step.distillation_loss(logits, labels, teacher, weights, 0.0, 3.0)
   np.testing.assert_allclose(total, _cross_entropy_sum(logits, labels, weights), rtol=1e-6)
   assert weight == 4
   # At T = 1, the mix equals cross-entropy with the mixed target (it is linear in the target).
   mixed = 0.7 * labels + 0.3 * jax.nn.sigmoid(teacher)
-  total, _ = train.distillation_loss(logits, labels, teacher, weights, 0.3, 1.0)
+  total, _ = step.distillation_loss(logits, labels, teacher, weights, 0.3, 1.0)
   np.testing.assert_allclose(total, _cross_entropy_sum(logits, mixed, weights), rtol=1e-5)
   # The teacher term at temperature T: T^2 x cross-entropy of the softened distributions,
   # whose gradient vanishes where the student matches the teacher.
-  total, _ = train.distillation_loss(logits, labels, teacher, weights, 1.0, 2.0)
+  total, _ = step.distillation_loss(logits, labels, teacher, weights, 1.0, 2.0)
   np.testing.assert_allclose(
       total, 4 * _cross_entropy_sum(logits / 2, jax.nn.sigmoid(teacher / 2), weights),
       rtol=1e-5)
-  grad = jax.grad(lambda z: train.distillation_loss(z, labels, teacher, weights, 1.0, 2.0)[0])
+  grad = jax.grad(lambda z: step.distillation_loss(z, labels, teacher, weights, 1.0, 2.0)[0])
   np.testing.assert_allclose(grad(jnp.asarray(teacher)), 0, atol=1e-6)
 
 
@@ -172,7 +173,7 @@ def test_transfer_texts_are_taught_by_the_teacher_alone(toy_data, tmp_path):
   rng = np.random.default_rng(0)
   logits, teacher = rng.normal(size=(2, 4, 1)).astype(np.float32)
   label_weights = np.array([1, 0, 1, 0], np.float32)
-  losses = [train.distillation_loss(logits, labels, teacher, np.ones(4, np.float32), 0.5, 1.0,
+  losses = [step.distillation_loss(logits, labels, teacher, np.ones(4, np.float32), 0.5, 1.0,
                                     label_weights)[0]
             for labels in (np.array([[1], [0], [1], [0]], np.float32),
                            np.array([[1], [1], [1], [1]], np.float32))]

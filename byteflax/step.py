@@ -1,0 +1,134 @@
+"""One optimizer step and one evaluation step: pure functions of (state, batch).
+
+What `byteflax.train` jits with explicit shardings and loops over, kept apart from the input
+pipeline (TensorFlow / SeqIO) and the checkpoints, so the same step runs wherever JAX runs:
+`benchmarks/accelerator_fit.py` trains with it on GPU machines that have JAX but not
+TensorFlow.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from flax.training import train_state
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from byteflax import quant
+
+
+class Objective(Protocol):
+  """What a step needs from a run's objective (byteflax/objectives.py implements it)."""
+
+  def model_args(self, batch: dict[str, jax.Array]) -> tuple[jax.Array, ...]: ...
+
+  def loss(self, logits: jax.Array, batch: dict[str, jax.Array]
+           ) -> tuple[jax.Array, jax.Array]: ...
+
+  def eval_outputs(self, logits: jax.Array, batch: dict[str, jax.Array]
+                   ) -> dict[str, jax.Array]: ...
+
+
+def weighted_sigmoid_loss(logits, labels, weights):
+  """Mean binary cross-entropy over labels, weighted over examples -> (sum, weight)."""
+  per_example = optax.sigmoid_binary_cross_entropy(logits, labels).mean(axis=-1)
+  return jnp.sum(per_example * weights), jnp.sum(weights)
+
+
+class TrainState(train_state.TrainState):
+  """Params, optimizer state, step, the base rng that dropout keys are folded from, and the
+  activation ranges of fake quantization (`quant_stats`; empty when quantization is off)."""
+  rng: jax.Array
+  quant_stats: Any
+
+
+def make_optimizer(optim: ml_collections.ConfigDict, total_steps: int
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """AdamW with warmup then cosine / linear / constant decay and global-norm clipping."""
+  decay_steps = max(total_steps - optim.warmup_steps, 1)
+  end_value = optim.learning_rate * optim.end_learning_rate_factor
+  decays = {
+      "cosine": optax.cosine_decay_schedule(
+          optim.learning_rate, decay_steps, alpha=optim.end_learning_rate_factor),
+      "linear": optax.linear_schedule(optim.learning_rate, end_value, decay_steps),
+      "constant": optax.constant_schedule(optim.learning_rate),
+  }
+  if optim.schedule not in decays:
+    raise ValueError(f"Unknown optim.schedule {optim.schedule!r}; choose from {sorted(decays)}.")
+  schedule = optax.join_schedules(
+      [optax.linear_schedule(0.0, optim.learning_rate, optim.warmup_steps),
+       decays[optim.schedule]], [optim.warmup_steps])
+  tx = optax.chain(
+      optax.clip_by_global_norm(optim.grad_clip_norm),
+      optax.adamw(schedule, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay,
+                  # Decay matrices only: biases and per-channel vectors are not overfit-prone.
+                  mask=lambda params: jax.tree.map(lambda p: p.ndim > 1, params)))
+  return tx, schedule
+
+
+def distillation_loss(logits, labels, teacher_logits, weights, alpha: float,
+                      temperature: float, label_weights=None):
+  """(1 - alpha) x cross-entropy with the labels + alpha x T^2 x cross-entropy with the
+  teacher's probabilities, both at temperature T -> (weighted sum, weight).
+
+  All of `[batch, labels]` but weights and label_weights `[batch]`; label_weights (default
+  all 1) switch the label term off for transfer texts, which have no labels. T^2 keeps the
+  teacher term's gradient scale independent of T (Hinton et al., 2015).
+  """
+  hard = optax.sigmoid_binary_cross_entropy(logits, labels)
+  if label_weights is not None:
+    hard = hard * label_weights[:, None]
+  soft = optax.sigmoid_binary_cross_entropy(
+      logits / temperature, jax.nn.sigmoid(teacher_logits / temperature)) * temperature**2
+  per_example = ((1 - alpha) * hard + alpha * soft).mean(axis=-1)
+  return jnp.sum(per_example * weights), jnp.sum(weights)
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array],
+               objective: Objective, distill_alpha: float = 0.0,
+               distill_temperature: float = 1.0) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimizer step.
+
+  Args:
+    state: params, optimizer state, step and base rng.
+    objective: the run's objective (model arguments and loss; static).
+    batch: what the objective reads (inputs `[batch, length]` int32, weights `[batch]`,
+      labels `[batch, labels]` or targets `[batch, targets_length]`); with
+      distill_alpha > 0 also teacher_logits `[batch, labels]`, and label_weights `[batch]`
+      with transfer texts.
+    distill_alpha: weight of the teacher term (`distillation_loss`); 0 trains on the
+      labels alone.
+    distill_temperature: the distillation temperature.
+
+  Returns:
+    The updated state and {"loss", "grad_norm"} of this step.
+  """
+  dropout_rng = jax.random.fold_in(state.rng, state.step)
+
+  def loss_fn(params):
+    # Quantization ranges follow this batch (an EMA); they are not trained by gradients.
+    logits, updates = state.apply_fn(
+        {"params": params, quant.COLLECTION: state.quant_stats}, *objective.model_args(batch),
+        train=True, rngs={"dropout": dropout_rng}, mutable=[quant.COLLECTION])
+    if distill_alpha:
+      loss_sum, weight = distillation_loss(logits, batch["labels"], batch["teacher_logits"],
+                                           batch["weights"], distill_alpha,
+                                           distill_temperature, batch.get("label_weights"))
+    else:
+      loss_sum, weight = objective.loss(logits, batch)
+    return loss_sum / weight, updates.get(quant.COLLECTION, state.quant_stats)
+
+  (loss, quant_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  new_state = state.apply_gradients(grads=grads, quant_stats=quant_stats)
+  return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+
+
+def eval_step(state: TrainState, batch: dict[str, jax.Array],
+              objective: Objective) -> dict[str, jax.Array]:
+  """The objective's eval outputs of one batch (what its metrics reduce)."""
+  # quant_stats is immutable here, so quantization ranges are frozen.
+  logits = state.apply_fn({"params": state.params, quant.COLLECTION: state.quant_stats},
+                          *objective.model_args(batch), train=False)
+  return objective.eval_outputs(logits, batch)
