@@ -8,6 +8,7 @@ TensorFlow.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol
 
 from flax.training import train_state
@@ -132,3 +133,41 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array],
   logits = state.apply_fn({"params": state.params, quant.COLLECTION: state.quant_stats},
                           *objective.model_args(batch), train=False)
   return objective.eval_outputs(logits, batch)
+
+
+def step_budget(config: ml_collections.ConfigDict, examples: int | None) -> tuple[int, str]:
+  """How many steps to train on `examples` training examples, and a line for the log
+  saying how that was chosen.
+
+  config.total_steps when set; otherwise the budget follows the data: config.num_epochs
+  passes over the training split, capped at config.max_steps (None: no cap), so one
+  config serves a user's 4k-example file (a few epochs) and 147k comments (the cap).
+  """
+  if config.total_steps:
+    return config.total_steps, f"{config.total_steps} steps (config.total_steps)"
+  if not config.get("num_epochs"):
+    raise ValueError("Set config.total_steps, or config.num_epochs (and max_steps) to train "
+                     "for a number of passes over the data.")
+  if not examples:
+    raise ValueError("config.num_epochs needs the number of training examples; set "
+                     "config.total_steps.")
+  epoch_steps = math.ceil(examples / config.data.batch_size)
+  steps = math.ceil(config.num_epochs * epoch_steps)
+  explanation = (f"{config.num_epochs} epochs of {examples:,} training examples at batch "
+                 f"{config.data.batch_size} = {steps:,} steps")
+  if config.get("max_steps") and steps > config.max_steps:
+    steps = config.max_steps
+    explanation += (f", capped at config.max_steps = {steps:,} "
+                    f"({steps / epoch_steps:.2f} epochs)")
+  return steps, explanation
+
+
+def distillation_settings(config: ml_collections.ConfigDict) -> dict[str, float]:
+  """train_step's distill_* arguments: empty unless config.distill.alpha > 0."""
+  settings = config.get("distill")
+  if not settings or not settings.alpha:
+    return {}
+  if not 0 < settings.alpha <= 1 or settings.temperature <= 0:
+    raise ValueError(f"config.distill needs 0 < alpha <= 1 and temperature > 0, got alpha "
+                     f"{settings.alpha}, temperature {settings.temperature}.")
+  return {"distill_alpha": settings.alpha, "distill_temperature": settings.temperature}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import math
 import os
 import signal
 import threading
@@ -40,17 +39,10 @@ from byteflax import step as step_lib
 
 
 def training_steps(config: ml_collections.ConfigDict, task_name: str) -> tuple[int, str]:
-  """How many steps to train, and a line for the log saying how that was chosen.
-
-  config.total_steps when set; otherwise the budget follows the data: config.num_epochs
-  passes over the task's training split, capped at config.max_steps (None: no cap), so one
-  config serves a user's 4k-example file (a few epochs) and 147k comments (the cap).
-  """
-  if config.total_steps:
-    return config.total_steps, f"{config.total_steps} steps (config.total_steps)"
-  if not config.get("num_epochs"):
-    raise ValueError("Set config.total_steps, or config.num_epochs (and max_steps) to train "
-                     "for a number of passes over the data.")
+  """`step.step_budget` of the task's training split: how many steps to train, and a line
+  for the log saying how that was chosen."""
+  if config.total_steps or not config.get("num_epochs"):
+    return step_lib.step_budget(config, None)
   try:
     examples = seqio.get_mixture_or_task(task_name).num_input_examples("train")
   except Exception as error:  # pylint: disable=broad-except  # TFDS without its data, etc.
@@ -61,26 +53,7 @@ def training_steps(config: ml_collections.ConfigDict, task_name: str) -> tuple[i
     raise ValueError(f"Task {task_name!r} does not say how many training examples it has"
                      f"{why}, so config.num_epochs cannot size the run; set "
                      "config.total_steps.")
-  epoch_steps = math.ceil(examples / config.data.batch_size)
-  steps = math.ceil(config.num_epochs * epoch_steps)
-  explanation = (f"{config.num_epochs} epochs of {examples:,} training examples at batch "
-                 f"{config.data.batch_size} = {steps:,} steps")
-  if config.max_steps and steps > config.max_steps:
-    steps = config.max_steps
-    explanation += (f", capped at config.max_steps = {steps:,} "
-                    f"({steps / epoch_steps:.2f} epochs)")
-  return steps, explanation
-
-
-def distillation_settings(config: ml_collections.ConfigDict) -> dict[str, float]:
-  """train_step's distill_* arguments: empty unless config.distill.alpha > 0."""
-  settings = config.get("distill")
-  if not settings or not settings.alpha:
-    return {}
-  if not 0 < settings.alpha <= 1 or settings.temperature <= 0:
-    raise ValueError(f"config.distill needs 0 < alpha <= 1 and temperature > 0, got alpha "
-                     f"{settings.alpha}, temperature {settings.temperature}.")
-  return {"distill_alpha": settings.alpha, "distill_temperature": settings.temperature}
+  return step_lib.step_budget(config, examples)
 
 
 class Trainer:
@@ -90,7 +63,7 @@ class Trainer:
     """devices: the mesh's devices (default: all); tests compare meshes of one process."""
     self.config = config
     self.objective = objectives.for_config(config)
-    distillation = distillation_settings(config)
+    distillation = step_lib.distillation_settings(config)
     if distillation and not isinstance(self.objective, objectives.Classification):
       raise ValueError(f"config.distill.alpha = {config.distill.alpha} distils a classifier's "
                        f"logits, but this config trains {type(self.objective).__name__}; set "
