@@ -98,6 +98,11 @@ class SpanCorruption:
     if config.data.get("train_path"):  # Local text files (comma-separated globs).
       self.task_name = pretraining.register_text_files_task(
           config.data.train_path.split(","), config.data.text_format)
+    elif config.data.get("corpus_dir"):  # python -m byteflax.corpus's output.
+      self.task_name = pretraining.register_corpus(config.data.corpus_dir)
+    elif not self.task_name:
+      raise ValueError("This config pretrains on a corpus: set --config.data.corpus_dir to "
+                       "a folder that python -m byteflax.corpus --out=DIR built.")
 
   def build_model(self) -> nn.Module:
     return seq2seq.build_encoder_decoder(

@@ -14,7 +14,9 @@ Optimizer, quantization, mesh and checkpointing are the classifier config's.
 
 Pretraining data: any registered span-corruption task or mixture (`--config.data.task=`,
 see `python -m byteflax.main --list_tasks`, e.g. span_corruption_mc4), or local text files
-(`--config.data.train_path=<globs>`, `--config.data.text_format=lines|fortunes|files`).
+(`--config.data.train_path=<globs>`, `--config.data.text_format=lines|fortunes|files`), or
+a corpus built by `python -m byteflax.corpus` (`--config.data.corpus_dir=DIR`,
+configs/pretrain_corpus.py).
 
 Variants (`:<arg>`, comma-separated):
   causal   a standard causal self-attention decoder (KV cache) instead of MAtt.
@@ -23,6 +25,7 @@ Measured: docs/pretraining.md.
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from configs import byteqrnn_toxicity
 
@@ -39,6 +42,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Your own text instead: --config.data.train_path='corpus/*.txt,more/**/*.md' (globs)
   # read as `text_format` documents: "lines", "fortunes" or "files" (one per file).
   config.data.text_format = "lines"
+  # Or the offline multilingual corpus that `python -m byteflax.corpus --out=DIR` builds
+  # (tasks.pretraining.register_corpus; configs/pretrain_corpus.py).
+  config.data.corpus_dir = config_dict.placeholder(str)
   encoder = config.model
   # Pretraining sees each text a few times at most: no regularisation. Neither rate
   # changes a parameter shape, so the fine-tuned classifier uses its own.

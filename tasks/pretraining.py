@@ -29,7 +29,8 @@ Tasks and mixtures registered on import (none reads or downloads anything until 
   span_corruption_mc4                     mixture of those at rates n ** 0.3 (mT5's
                                           language sampling exponent alpha = 0.3; n =
                                           examples in the language's train split).
-`register_text_files_task` adds a task over local text files matched by glob patterns.
+`register_text_files_task` adds a task over local text files matched by glob patterns, and
+`register_corpus` a mixture over a corpus that `python -m byteflax.corpus` built.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import hashlib
 import json
 import os
 
+from absl import logging
 import seqio
 import tensorflow as tf
 
@@ -313,6 +315,57 @@ def register_text_files_task(patterns: Sequence[str], text_format: str = "lines"
     return _texts_dataset(splits[split], split, shuffle_files, seed)
 
   _add_task(name, seqio.FunctionDataSource(dataset_fn, splits=_SPLITS))
+  return name
+
+
+CORPUS_MANIFEST = "manifest.json"  # byteflax.corpus.MANIFEST_FILE (that module needs absl).
+
+
+def register_corpus(corpus_dir: str) -> str:
+  """Registers a `byteflax.corpus` folder and returns its mixture's name.
+
+  One task per language (all sources of that language: its TFRecord shards, one raw
+  document per record) and a mixture of them at rates train_bytes ** 0.3, mT5's language
+  sampling. Languages with no validation document (a few dozen documents at most) are left
+  out, with a warning: their rate would repeat them hundreds of times an epoch anyway.
+
+  Returns:
+    "span_corruption_corpus_<hash of the manifest>".
+
+  Raises:
+    FileNotFoundError: `corpus_dir` holds no manifest.
+  """
+  manifest_path = os.path.join(corpus_dir, CORPUS_MANIFEST)
+  if not os.path.exists(manifest_path):
+    raise FileNotFoundError(f"No {CORPUS_MANIFEST} in {corpus_dir}; build the corpus with "
+                            f"python -m byteflax.corpus --out={corpus_dir}")
+  with open(manifest_path, "rb") as f:
+    data = f.read()
+  manifest = json.loads(data)
+  name = "span_corruption_corpus_" + hashlib.sha256(data).hexdigest()[:12]
+  if name in seqio.MixtureRegistry.names():
+    return name
+  files: dict[str, dict[str, list[str]]] = {}
+  train_bytes: dict[str, int] = {}
+  for group in manifest["groups"]:
+    paths = files.setdefault(group["language"], {"train": [], "validation": []})
+    paths[group["split"]] += [os.path.join(corpus_dir, f["path"]) for f in group["files"]]
+    if group["split"] == "train":
+      train_bytes[group["language"]] = train_bytes.get(group["language"], 0) + group["bytes"]
+  tasks = []
+  for language, paths in sorted(files.items()):
+    if not paths["train"] or not paths["validation"]:
+      logging.warning("Corpus language %r has no %s documents; left out of %s.", language,
+                      "validation" if paths["train"] else "training", name)
+      continue
+    task = f"{name}_{language}"
+    _add_task(task, seqio.FileDataSource(
+        read_file_fn=lambda path: tf.data.TFRecordDataset(path).map(lambda t: {"text": t}),
+        split_to_filepattern=paths), shuffle_buffer_size=100_000)
+    tasks.append((task, float(train_bytes[language]) ** LANGUAGE_SAMPLING_EXPONENT))
+  if not tasks:
+    raise ValueError(f"The corpus in {corpus_dir} has no language with both splits.")
+  seqio.MixtureRegistry.add(name, tasks)
   return name
 
 

@@ -152,10 +152,10 @@ class _InMemorySource(seqio.FunctionDataSource):
       return _examples_dataset(load_splits()[split], split, label_count, shuffle_files, seed)
 
     super().__init__(dataset_fn, splits=fortunes.SPLITS)
-    self._load_splits = load_splits
+    self.load_splits = load_splits
 
   def num_input_examples(self, split: str) -> int:
-    return len(self._load_splits()[split])
+    return len(self.load_splits()[split])
 
 
 def _fortunes_source(languages: Sequence[str], **roots: str) -> _InMemorySource:
@@ -415,6 +415,17 @@ def register_file_task(train_path: str, test_path: str | None = None,
 
 # ---------------------------------------------------------------------------------------
 # Built-in tasks.
+
+BUILTIN_IN_MEMORY_TASKS = (*_FORTUNES_TASKS, TOXIC_COMMENTS_TASK)
+
+
+def builtin_splits(task_name: str) -> Mapping[str, Sequence[Example]]:
+  """The (text, labels) examples of each split of a built-in in-memory task, read without
+  a TensorFlow pass (e.g. to keep its held-out texts out of a pretraining corpus)."""
+  if task_name not in BUILTIN_IN_MEMORY_TASKS:
+    raise ValueError(f"{task_name!r} is not one of {BUILTIN_IN_MEMORY_TASKS}.")
+  return seqio.get_mixture_or_task(task_name).source.load_splits()
+
 
 def _register_builtin_tasks() -> None:
   """Registers the fortunes, toxic comments and Civil Comments tasks; reads no files,

@@ -1,0 +1,32 @@
+r"""Span-corruption pretraining of ByteQRNN's encoder on the offline multilingual corpus.
+
+  python -m byteflax.corpus --out=/tmp/corpus       # ~10 min on 2 CPU cores
+  python -m byteflax.main --config=configs/pretrain_corpus.py --workdir=/tmp/pretrain_corpus \
+      --config.data.corpus_dir=/tmp/corpus
+  # Then fine-tune the classifier from its encoder:
+  python -m byteflax.main --config=configs/byteqrnn_toxicity.py:scratch --workdir=/tmp/ft \
+      --config.init_from=/tmp/pretrain_corpus
+
+The model and objective are configs/pretrain_fortunes.py's (the classifier's encoder, a
+2-layer MAtt decoder, ByT5 span corruption); the data is every source and language of the
+corpus (toxic comments' train split, fortunes, man pages, the Debian handbook, GCIDE: see
+byteflax/corpus.py), a SeqIO mixture at rates bytes ** 0.3 per language. Its documents
+never include a validation or test text of the classification tasks.
+
+Budget: `total_steps` 3,000 steps of 32 chunks of up to 1,024 bytes (~90 M bytes seen), the
+size of run two CPU cores do in about 1-2 hours; measured in docs/pretraining.md.
+Variants: `:smoke` (tiny model, a few steps), `:causal` (a causal decoder instead of MAtt).
+"""
+
+import ml_collections
+
+from configs import pretrain_fortunes
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  config = pretrain_fortunes.get_config(arg)
+  config.data.task = ""  # The corpus mixture; data.corpus_dir names the corpus.
+  if "smoke" not in (arg or ""):
+    config.total_steps = 3000
+    config.evals.validation.every_steps = 500
+  return config
