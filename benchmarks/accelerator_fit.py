@@ -38,6 +38,7 @@ from absl import app
 from absl import flags
 import flax
 from flax import serialization
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -67,6 +68,7 @@ SPLITS = ("train", "validation", "test", "test_perturbed")
 CONFIG_FILE = "config.json"
 DATA_FILE = "data.json"
 TEACHER_FILE = "teacher_logits.npz"
+INIT_FILE = "init_params.npz"
 RESULTS_FILE = "results.json"
 CURVE_FILE = "validation_curve.png"
 
@@ -126,11 +128,29 @@ def bundle(config: ml_collections.ConfigDict, out: str, name: str) -> None:
     for leftover in os.listdir(run_dir):  # A teacher fitted here: its logits are copied.
       if leftover.endswith(".npz") and leftover != TEACHER_FILE:
         os.remove(os.path.join(run_dir, leftover))
+  if config.get("init_from"):
+    np.savez_compressed(os.path.join(run_dir, INIT_FILE), **_initialised(config))
   with open(os.path.join(run_dir, CONFIG_FILE), "w") as f:
     f.write(config.to_json_best_effort(indent=2))
   size = sum(os.path.getsize(os.path.join(root, n)) for root, _, names in os.walk(out)
              for n in names)
   print(f"Bundle in {out} (run {name!r}): {size / 2**20:.1f} MiB", flush=True)
+
+
+def _initialised(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
+  """The params that config.init_from gives a new run (`train.initial_params`: e.g. a
+  pretrained encoder), flattened to "module/.../name" keys; `fit` lays them over every
+  seed's random init, so seeds still differ in what init_from leaves random (the head)."""
+  from byteflax import train  # pylint: disable=g-import-not-at-top  (TensorFlow / SeqIO)
+  trainer = train.Trainer(config)
+  random = jax.device_get(trainer.init_state().params)
+  loaded = jax.device_get(train.initial_params(trainer, random))
+  random, loaded = (traverse_util.flatten_dict(p, sep="/") for p in (random, loaded))
+  overlay = {key: np.asarray(value) for key, value in loaded.items()
+             if not np.array_equal(value, random[key])}
+  print(f"init_from {config.init_from}: {len(overlay)} of {len(loaded)} parameter arrays",
+        flush=True)
+  return overlay
 
 
 # ---------------------------------------------------------------------------------------
@@ -244,7 +264,15 @@ def fit(bundle_dir: str, name: str, out: str, seeds: list[int], deadline_s: floa
                                       tx=tx, rng=dropout_rng,
                                       quant_stats=variables.get(quant.COLLECTION, {}))
 
-  state = _stack([init(seed) for seed in seeds])
+  states = [init(seed) for seed in seeds]
+  if config.get("init_from"):
+    with np.load(os.path.join(run_dir, INIT_FILE)) as overlay:
+      overlay = dict(overlay)
+    log(f"init_from {config.init_from}: {len(overlay)} parameter arrays from the bundle")
+    states = [s.replace(params=traverse_util.unflatten_dict(
+        {**traverse_util.flatten_dict(s.params, sep="/"), **overlay}, sep="/"))
+              for s in states]
+  state = _stack(states)
   objective = _Classification()
   train_step = jax.jit(jax.vmap(functools.partial(step_lib.train_step, objective=objective,
                                                   **distillation)), donate_argnums=(0,))

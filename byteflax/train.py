@@ -258,6 +258,18 @@ def load_variables(workdir: str, trainer: Trainer,
   return restored, step
 
 
+def initial_params(trainer: Trainer, params: Any) -> Any:
+  """A new run's params: `params` (random), or config.init_from's where it is set: the
+  encoder of a pretrained encoder-decoder for a classifier, else that run's params."""
+  init_from = trainer.config.get("init_from")
+  if not init_from:
+    return params
+  if (isinstance(trainer.objective, objectives.Classification)
+      and is_encoder_decoder_run(init_from)):
+    return load_pretrained_encoder(init_from, trainer, params)
+  return load_variables(init_from, trainer, collections=("params",))[0]["params"]
+
+
 class MetricsLogger:
   """Scalars to clu's writers (TensorBoard + log) and to <workdir>/metrics.jsonl."""
 
@@ -418,13 +430,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   state = restore_latest(manager, trainer)
   if state is None:
     state = trainer.init_state()
-    if config.get("init_from"):
-      if (isinstance(trainer.objective, objectives.Classification)
-          and is_encoder_decoder_run(config.init_from)):
-        params = load_pretrained_encoder(config.init_from, trainer, state.params)
-      else:
-        params = load_variables(config.init_from, trainer, collections=("params",))[0]["params"]
-      state = state.replace(params=params)
+    state = state.replace(params=initial_params(trainer, state.params))
   start_step = int(jax.device_get(state.step))
   logging.info("Model %s: %d parameters; task %s; mesh %s.", config.model_name,
                count_params(state.params), trainer.task_name, dict(trainer.mesh.shape))

@@ -3,6 +3,8 @@ what it trains evaluates the same through byteflax.main."""
 
 import json
 
+from flax import serialization
+from flax import traverse_util
 import numpy as np
 import pytest
 
@@ -74,3 +76,21 @@ def test_bundle_fit_report_and_the_workdir_evaluates_the_same(tmp_path):
   assert evaluated["validation"]["auc"] == pytest.approx(seeds[1]["best"]["validation_auc"],
                                                          abs=1e-5)
   assert evaluated["test"]["auc"] == pytest.approx(seeds[1]["best"]["test_auc"], abs=1e-5)
+
+  # A run that starts from seed 1's parameters (config.init_from): the bundle carries
+  # them and fit lays them over each seed's init.
+  tuned = config.copy_and_resolve_references()
+  tuned.init_from = str(tmp_path / "workdirs" / "seed_1")
+  tuned.total_steps = 2
+  accelerator_fit.bundle(tuned, bundle_dir, "tuned")
+  with np.load(tmp_path / "bundle" / "tuned" / accelerator_fit.INIT_FILE) as overlay:
+    overlay = dict(overlay)
+  kept = serialization.msgpack_restore(
+      (tmp_path / "fit" / "seed_1.msgpack").read_bytes())["params"]
+  kept = traverse_util.flatten_dict(kept, sep="/")
+  assert set(overlay) == set(kept)
+  for key, value in kept.items():
+    np.testing.assert_array_equal(overlay[key], value)
+  accelerator_fit.fit(bundle_dir, "tuned", str(tmp_path / "tuned"), [3], deadline_s=None)
+  tuned_results = json.loads((tmp_path / "tuned" / "results.json").read_text())
+  assert any("init_from" in line for line in tuned_results["log"])
