@@ -291,11 +291,14 @@ def seq2seq_batches(task_name: str, split: str, data: ml_collections.ConfigDict,
                      f"{sorted(seqio.TaskRegistry.names() | seqio.MixtureRegistry.names())}.")
   batch_size = data.batch_size if train else data.eval_batch_size
   boundaries = bucket_boundaries(data)
-  ds = seqio.get_mixture_or_task(task_name).get_dataset(
+  provider = seqio.get_mixture_or_task(task_name)
+  # A mixture shuffles in its tasks, each with its own buffer (tasks/pretraining.py).
+  shuffling = ({"shuffle_buffer_size": data.shuffle_buffer_size}
+               if isinstance(provider, seqio.Task) else {})
+  ds = provider.get_dataset(
       sequence_length={"inputs": data.max_length,
                        "targets": pretraining.targets_length(data.max_length)},
-      split=split, shuffle=train, shuffle_buffer_size=data.shuffle_buffer_size, seed=seed,
-      num_epochs=None if train else 1)
+      split=split, shuffle=train, seed=seed, num_epochs=None if train else 1, **shuffling)
   ds = ds.map(lambda ex: {"inputs": ex["inputs"], "targets": ex["targets"]},
               num_parallel_calls=tf.data.AUTOTUNE)
   ds = _bucketed(ds, boundaries, batch_size, drop_remainder=train)

@@ -161,3 +161,16 @@ def test_man_pages_render_to_plain_text(tmp_path):
   assert language == "en"
   assert "hello - say hello" in text and "Greets." in text
   assert "\b" not in text and "\x1b" not in text  # No overstrike, no SGR escapes.
+
+
+def test_pretraining_batches_read_the_corpus_mixture(built):
+  from byteflax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from configs import pretrain_corpus  # pylint: disable=g-import-not-at-top
+  out, _ = built
+  config = pretrain_corpus.get_config("smoke")
+  config.data.corpus_dir = out
+  name = pretraining.register_corpus(out)
+  for split, train in (("train", True), ("validation", False)):
+    batch = next(input_pipeline.seq2seq_batches(name, split, config.data, train=train))
+    assert batch["inputs"].shape[0] == batch["targets"].shape[0]
+    assert batch["weights"].sum() > 0
