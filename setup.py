@@ -32,6 +32,8 @@ setuptools.setup(
     description="Token-free byte-level models (GBST + QRNN/Transformer) in JAX/Flax.",
     python_requires=">=3.11,<3.12",
     packages=setuptools.find_packages(include=["byteflax", "byteflax.*", "tasks", "tasks.*"]),
+    # Shipped pretrained encoders (byteflax/pretrained.py): config.init_from=<name>.
+    package_data={"byteflax": ["pretrained/*.npz", "pretrained/*.json"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17",
                              # tests/test_notebook.py runs the Colab notebook in a kernel.

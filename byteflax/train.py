@@ -34,6 +34,7 @@ import seqio
 from byteflax import distill
 from byteflax import objectives
 from byteflax import partitioning
+from byteflax import pretrained
 from byteflax import quant
 from byteflax import step as step_lib
 
@@ -199,6 +200,25 @@ def load_pretrained_encoder(workdir: str, trainer: Trainer, params: Any) -> Any:
   manager, step, directory = _latest_checkpoint(workdir)
   saved = flax.traverse_util.flatten_dict(
       manager.item_metadata(step).tree["params"]["encoder"], sep="/")
+  target = _pretrained_target(saved, trainer, f"{directory} (step {step})")
+  restored = manager.restore(step, args=ocp.args.PyTreeRestore(
+      item={"params": {"encoder": target}},
+      restore_args=ocp.checkpoint_utils.construct_restore_args(
+          {"params": {"encoder": target}}),
+      partial_restore=True))
+  logging.info("Initialised %s from the encoder of step %d of %s.", sorted(target), step,
+               directory)
+  return {**params, **restored["params"]["encoder"]}
+
+
+def _pretrained_target(saved: dict[str, Any], trainer: Trainer, source: str) -> dict[str, Any]:
+  """The classifier's abstract params of the subtrees a pretrained encoder holds (`saved`:
+  flat "module/.../name" -> array or its metadata), after checking every shape.
+
+  Raises:
+    ValueError: a pretrained parameter is missing from this classifier or has another
+      shape; the message names its path.
+  """
   abstract = trainer.abstract_state().params
   target = {name: abstract[name] for name in {path.split("/")[0] for path in saved}
             if name in abstract}
@@ -208,18 +228,22 @@ def load_pretrained_encoder(workdir: str, trainer: Trainer, params: Any) -> Any:
     wanted_shape = tuple(wanted[path].shape) if path in wanted else None
     if saved_shape != wanted_shape:
       raise ValueError(
-          f"Pretrained encoder parameter params/encoder/{path} in {directory} (step {step}) "
-          f"has shape {saved_shape}, this classifier's params/{path} has {wanted_shape} "
-          "(None: absent). The classifier's config.model must match the pretraining "
-          "config's model.encoder.")
-  restored = manager.restore(step, args=ocp.args.PyTreeRestore(
-      item={"params": {"encoder": target}},
-      restore_args=ocp.checkpoint_utils.construct_restore_args(
-          {"params": {"encoder": target}}),
-      partial_restore=True))
-  logging.info("Initialised %s from the encoder of step %d of %s.", sorted(target), step,
-               directory)
-  return {**params, **restored["params"]["encoder"]}
+          f"Pretrained encoder parameter {path} in {source} has shape {saved_shape}, this "
+          f"classifier's params/{path} has {wanted_shape} (None: absent). The "
+          "classifier's config.model must match the pretraining config's model.encoder.")
+  return target
+
+
+def load_shipped_encoder(path: str, trainer: Trainer, params: Any) -> Any:
+  """`params` with the encoder replaced by a shipped encoder file's (byteflax.pretrained)."""
+  saved = pretrained.load(path)
+  target = _pretrained_target(saved, trainer, path)
+  shardings = flax.traverse_util.flatten_dict(
+      {name: trainer.state_sharding.params[name] for name in target}, sep="/")
+  encoder = flax.traverse_util.unflatten_dict(
+      {key: jax.device_put(value, shardings[key]) for key, value in saved.items()}, sep="/")
+  logging.info("Initialised %s from %s.", sorted(target), path)
+  return {**params, **encoder}
 
 
 def is_encoder_decoder_run(workdir: str) -> bool:
@@ -259,11 +283,15 @@ def load_variables(workdir: str, trainer: Trainer,
 
 
 def initial_params(trainer: Trainer, params: Any) -> Any:
-  """A new run's params: `params` (random), or config.init_from's where it is set: the
-  encoder of a pretrained encoder-decoder for a classifier, else that run's params."""
+  """A new run's params: `params` (random), or config.init_from's where it is set: a
+  shipped encoder (a name in byteflax/pretrained/ or an .npz path), the encoder of a
+  pretrained encoder-decoder run for a classifier, else that run's params."""
   init_from = trainer.config.get("init_from")
   if not init_from:
     return params
+  shipped = pretrained.path_of(init_from)
+  if shipped:
+    return load_shipped_encoder(shipped, trainer, params)
   if (isinstance(trainer.objective, objectives.Classification)
       and is_encoder_decoder_run(init_from)):
     return load_pretrained_encoder(init_from, trainer, params)

@@ -10,6 +10,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from byteflax import objectives
+from byteflax import pretrained
 from byteflax import train
 from configs import byteqrnn_toxicity
 from configs import pretrain_fortunes
@@ -52,8 +53,36 @@ def test_finetune_init_names_the_mismatched_param(tmp_path):
   config = byteqrnn_toxicity.get_config("smoke")
   config.model.qrnn_features = 16  # The pretraining encoder has 32.
   classifier = train.Trainer(config)
-  with pytest.raises(ValueError, match=r"params/encoder/encoder/layer_0.*has shape"):
+  with pytest.raises(ValueError, match=r"parameter encoder/layer_0.*has shape"):
     train.load_pretrained_encoder(str(tmp_path), classifier, classifier.init_state().params)
+
+
+def test_shipped_encoder_file_loads_exactly_and_checks_its_hash(tmp_path, monkeypatch):
+  config = pretrain_fortunes.get_config("smoke")
+  source = _save_initial_state(config, tmp_path / "pre")
+  (tmp_path / "pre" / "config.json").write_text(config.to_json_best_effort())
+  manifest = pretrained.write(str(tmp_path / "pre"), "tiny", out_dir=str(tmp_path / "ship"))
+  path = str(tmp_path / "ship" / "tiny.npz")
+  assert manifest["sha256"] == pretrained.sha256(path) and manifest["dtype"] == "float16"
+  assert manifest["num_params"] == sum(v.size for v in _flat(source["encoder"]).values())
+  monkeypatch.setattr(pretrained, "PRETRAINED_DIR", str(tmp_path / "ship"))
+  assert pretrained.names() == ["tiny"] and pretrained.path_of("tiny") == path
+  assert pretrained.path_of(str(tmp_path / "pre")) is None  # A workdir.
+
+  finetune = byteqrnn_toxicity.get_config("smoke")
+  finetune.init_from = "tiny"
+  classifier = train.Trainer(finetune)
+  fresh = classifier.init_state().params
+  loaded, fresh = _flat(train.initial_params(classifier, fresh)), _flat(fresh)
+  for path_key, value in _flat(source["encoder"]).items():  # float16, exactly as stored.
+    np.testing.assert_array_equal(loaded[path_key], value.astype(np.float16).astype(np.float32))
+  for path_key in set(loaded) - set(_flat(source["encoder"])):  # Pooling and head: fresh.
+    np.testing.assert_array_equal(loaded[path_key], fresh[path_key])
+
+  with open(path, "ab") as f:
+    f.write(b"\0")
+  with pytest.raises(ValueError, match="does not match the sha256"):
+    train.initial_params(classifier, classifier.init_state().params)
 
 
 @pytest.mark.slow

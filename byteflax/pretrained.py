@@ -1,0 +1,123 @@
+r"""Pretrained encoders shipped with the repository: written from a pretraining run, loaded
+by name through config.init_from.
+
+  python -m byteflax.pretrained --workdir=/tmp/pretrain_corpus --name=byteqrnn_corpus \
+      --corpus_dir=/tmp/corpus
+
+writes byteflax/pretrained/<name>.npz (the encoder's embed / GBST / encoder parameters in
+float16, "module/.../name" keys: ~3 MB for ByteQRNN) and <name>.json (the manifest: the
+run's step, config and final validation metrics, the corpus manifest's totals, the command,
+and the .npz file's sha256). A classifier starts from it with
+`--config.init_from=<name>` (or a path to such an .npz); `train.initial_params` checks the
+hash and every shape.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+import flax
+import numpy as np
+
+PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+
+
+def path_of(init_from: str) -> str | None:
+  """The .npz a config.init_from names (a shipped name or a path), or None for a workdir."""
+  if init_from.endswith(".npz"):
+    return init_from
+  shipped = os.path.join(PRETRAINED_DIR, f"{init_from}.npz")
+  return shipped if os.path.exists(shipped) else None
+
+
+def names() -> list[str]:
+  """The shipped encoders' names."""
+  if not os.path.isdir(PRETRAINED_DIR):
+    return []
+  return sorted(n[:-4] for n in os.listdir(PRETRAINED_DIR) if n.endswith(".npz"))
+
+
+def sha256(path: str) -> str:
+  with open(path, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def load(path: str) -> dict[str, np.ndarray]:
+  """Flat {"module/.../name": float32 array} of an encoder file, after checking it against
+  the sha256 in the manifest beside it."""
+  manifest_path = path[:-4] + ".json"
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"No pretrained encoder {path}; shipped: {names()}.")
+  if not os.path.exists(manifest_path):
+    raise FileNotFoundError(f"{path} has no manifest {manifest_path}; write both with "
+                            "python -m byteflax.pretrained.")
+  with open(manifest_path) as f:
+    expected = json.load(f)["sha256"]
+  if sha256(path) != expected:
+    raise ValueError(f"{path} does not match the sha256 in {manifest_path} (corrupt or "
+                     "replaced); write it again with python -m byteflax.pretrained.")
+  with np.load(path) as arrays:
+    return {key: arrays[key].astype(np.float32) for key in arrays.files}
+
+
+def write(workdir: str, name: str, out_dir: str = PRETRAINED_DIR,
+          corpus_dir: str | None = None) -> dict[str, object]:
+  """Writes <out_dir>/<name>.npz and .json from the newest checkpoint of an encoder-decoder
+  pretraining run; returns the manifest."""
+  # pylint: disable=g-import-not-at-top  (TensorFlow / SeqIO, not needed to load)
+  import ml_collections
+  from byteflax import train
+  with open(os.path.join(workdir, "config.json")) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  if not train.is_encoder_decoder_run(workdir):
+    raise ValueError(f"{workdir} is not an encoder-decoder (pretraining) run.")
+  variables, step = train.load_variables(workdir, train.Trainer(config), ("params",))
+  encoder = flax.traverse_util.flatten_dict(variables["params"]["encoder"], sep="/")
+  os.makedirs(out_dir, exist_ok=True)
+  path = os.path.join(out_dir, f"{name}.npz")
+  with open(path, "wb") as f:
+    np.savez_compressed(f, **{k: np.asarray(v, np.float16) for k, v in encoder.items()})
+  evaluation = {}
+  if os.path.exists(os.path.join(workdir, "eval.json")):
+    with open(os.path.join(workdir, "eval.json")) as f:
+      evaluation = json.load(f)
+  corpus = {}
+  corpus_dir = corpus_dir or config.data.get("corpus_dir")
+  if corpus_dir and os.path.exists(os.path.join(corpus_dir, "manifest.json")):
+    with open(os.path.join(corpus_dir, "manifest.json")) as f:
+      full = json.load(f)
+    corpus = {key: full[key] for key in ("command", "created", "removed", "train_by_source",
+                                         "train_by_language")}
+  manifest = {"name": name, "sha256": sha256(path), "bytes": os.path.getsize(path),
+              "dtype": "float16", "num_params": int(sum(v.size for v in encoder.values())),
+              "step": int(step), "workdir": workdir, "command": " ".join(sys.argv),
+              "model_name": config.model_name,
+              "encoder_config": json.loads(config.model.encoder.to_json()),
+              "evaluation": evaluation, "corpus": corpus}
+  with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
+    json.dump(manifest, f, indent=2)
+  return manifest
+
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "The pretraining run's workdir.")
+_NAME = flags.DEFINE_string("name", None, "The encoder's name (file stem).")
+_OUT_DIR = flags.DEFINE_string("out_dir", PRETRAINED_DIR, "Where to write it.")
+_CORPUS_DIR = flags.DEFINE_string("corpus_dir", None,
+                                  "The corpus it saw (default: the run's data.corpus_dir).")
+
+
+def main(argv):
+  del argv  # Unused.
+  manifest = write(_WORKDIR.value, _NAME.value, _OUT_DIR.value, _CORPUS_DIR.value)
+  print(f"Wrote {_OUT_DIR.value}/{_NAME.value}.npz ({manifest['bytes'] / 2**20:.1f} MiB, "
+        f"{manifest['num_params']:,} parameters, step {manifest['step']}).")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["workdir", "name"])
+  app.run(main)
