@@ -128,12 +128,18 @@ def toxic_comments_documents() -> Documents:
     yield "en", text
 
 
+# Top-level Debian fortune files that are not English (fortunes-br's `brasil`).
+_TOP_LEVEL_LANGUAGES = {"brasil": "pt"}
+
+
 def _fortune_language(relative: str) -> str:
   """Language of a fortune file from its path under the Debian root: `es/off/x` -> es,
-  `off/it/x` -> it, top-level files and `off/x` -> en (`cz` is Debian's name for cs)."""
+  `off/it/x` -> it, `cz/x` -> cs (Debian's folder name), `brasil` -> pt, other top-level
+  files and `off/x` -> en."""
   parts = [p for p in relative.split(os.sep)[:-1] if p != "off"]
-  language = parts[0] if parts else "en"
-  return {"cz": "cs"}.get(language, language)
+  if not parts:
+    return _TOP_LEVEL_LANGUAGES.get(os.path.basename(relative), "en")
+  return {"cz": "cs"}.get(parts[0], parts[0])
 
 
 def _is_rot13(relative: str) -> bool:

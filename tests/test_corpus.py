@@ -111,6 +111,7 @@ def test_fortune_languages_and_rot13_from_debian_paths():
   assert corpus._fortune_language(os.path.join("off", "it", "x-o")) == "it"
   assert corpus._fortune_language(os.path.join("es", "off", "sexo")) == "es"
   assert corpus._fortune_language(os.path.join("cz", "x")) == "cs"
+  assert corpus._fortune_language("brasil") == "pt"
   assert corpus._is_rot13(os.path.join("es", "off", "sexo"))
   assert corpus._is_rot13(os.path.join("off", "racism"))
   assert not corpus._is_rot13(os.path.join("off", "it", "x-o"))
