@@ -104,20 +104,20 @@ def write(workdir: str, name: str, out_dir: str = PRETRAINED_DIR,
   return manifest
 
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The pretraining run's workdir.")
-_NAME = flags.DEFINE_string("name", None, "The encoder's name (file stem).")
-_OUT_DIR = flags.DEFINE_string("out_dir", PRETRAINED_DIR, "Where to write it.")
-_CORPUS_DIR = flags.DEFINE_string("corpus_dir", None,
-                                  "The corpus it saw (default: the run's data.corpus_dir).")
-
-
 def main(argv):
   del argv  # Unused.
-  manifest = write(_WORKDIR.value, _NAME.value, _OUT_DIR.value, _CORPUS_DIR.value)
-  print(f"Wrote {_OUT_DIR.value}/{_NAME.value}.npz ({manifest['bytes'] / 2**20:.1f} MiB, "
+  args = flags.FLAGS
+  manifest = write(args.workdir, args.name, args.out_dir, args.corpus_dir)
+  print(f"Wrote {args.out_dir}/{args.name}.npz ({manifest['bytes'] / 2**20:.1f} MiB, "
         f"{manifest['num_params']:,} parameters, step {manifest['step']}).")
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["workdir", "name"])
+  # Defined here, not at import: byteflax.train imports this module, and byteflax.main
+  # has its own --workdir.
+  flags.DEFINE_string("workdir", None, "The pretraining run's workdir.", required=True)
+  flags.DEFINE_string("name", None, "The encoder's name (file stem).", required=True)
+  flags.DEFINE_string("out_dir", PRETRAINED_DIR, "Where to write it.")
+  flags.DEFINE_string("corpus_dir", None,
+                      "The corpus it saw (default: the run's data.corpus_dir).")
   app.run(main)
