@@ -319,6 +319,10 @@ def register_text_files_task(patterns: Sequence[str], text_format: str = "lines"
 
 
 CORPUS_MANIFEST = "manifest.json"  # byteflax.corpus.MANIFEST_FILE (that module needs absl).
+# Chunks per language task. A mixture yields its first batch only once every task's buffer
+# is full, so with ~25 languages a large buffer costs minutes before the first step; the
+# shards' files are shuffled and interleaved as well.
+CORPUS_SHUFFLE_BUFFER_SIZE = 2_000
 
 
 def register_corpus(corpus_dir: str) -> str:
@@ -361,7 +365,7 @@ def register_corpus(corpus_dir: str) -> str:
     task = f"{name}_{language}"
     _add_task(task, seqio.FileDataSource(
         read_file_fn=lambda path: tf.data.TFRecordDataset(path).map(lambda t: {"text": t}),
-        split_to_filepattern=paths), shuffle_buffer_size=100_000)
+        split_to_filepattern=paths), shuffle_buffer_size=CORPUS_SHUFFLE_BUFFER_SIZE)
     tasks.append((task, float(train_bytes[language]) ** LANGUAGE_SAMPLING_EXPONENT))
   if not tasks:
     raise ValueError(f"The corpus in {corpus_dir} has no language with both splits.")
