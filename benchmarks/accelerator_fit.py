@@ -20,6 +20,10 @@ benchmarks/minilm_teacher.py:
   python -m benchmarks.accelerator_fit report --fit=/tmp/toxic_fit \
       --out=benchmarks/results/toxic_full --workdirs=/tmp/toxic_full
 
+Runs over one task share its splits in the bundle (`--name` per run). With config.init_from
+(e.g. a shipped pretrained encoder, `--config.init_from=byteqrnn_corpus`) the bundle also
+carries the parameters it gives, and every seed starts from them (its head still seeded).
+
 Batches follow the CPU trainer's: examples grouped by length bucket
 (config.data.length_buckets), shuffled per epoch and seed, padded to the bucket boundary;
 at one step the seeds' batches are padded to the longest of them. The perturbed test copy
