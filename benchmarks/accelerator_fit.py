@@ -55,19 +55,6 @@ from byteflax import quant
 from byteflax import splitter
 from byteflax import step as step_lib
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "bundle: the run's config.",
-                                          lock_config=False)
-_OUT = flags.DEFINE_string("out", None, "Output folder.")
-_BUNDLE = flags.DEFINE_string("bundle", None, "fit: the folder `bundle` wrote.")
-_NAME = flags.DEFINE_string("name", "run", "bundle, fit: the run's name in the bundle.")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "fit: seeds trained together.")
-_DEADLINE_S = flags.DEFINE_float(
-    "deadline_s", None, "fit: stop training after this many seconds and evaluate what "
-    "there is (the results say at which step).")
-_FIT = flags.DEFINE_string("fit", None, "report: the folder `fit` wrote.")
-_WORKDIRS = flags.DEFINE_string(
-    "workdirs", None, "report: also write one byteflax workdir per seed under this folder.")
-
 SPLITS = ("train", "validation", "test", "test_perturbed")
 CONFIG_FILE = "config.json"
 DATA_FILE = "data.json"
@@ -469,13 +456,26 @@ def report(fit_dir: str, out: str, workdirs: str | None) -> None:
 def main(argv):
   if len(argv) != 2 or argv[1] not in ("bundle", "fit", "report"):
     raise app.UsageError("Usage: python -m benchmarks.accelerator_fit bundle|fit|report ...")
+  args = flags.FLAGS
   if argv[1] == "bundle":
-    bundle(_CONFIG.value, _OUT.value, _NAME.value)
+    bundle(args.config, args.out, args.name)
   elif argv[1] == "fit":
-    fit(_BUNDLE.value, _NAME.value, _OUT.value, [int(s) for s in _SEEDS.value], _DEADLINE_S.value)
+    fit(args.bundle, args.name, args.out, [int(s) for s in args.seeds], args.deadline_s)
   else:
-    report(_FIT.value, _OUT.value, _WORKDIRS.value)
+    report(args.fit, args.out, args.workdirs)
 
 
 if __name__ == "__main__":
+  # Defined here, not at import: tests import this module beside other programs' flags.
+  config_flags.DEFINE_config_file("config", None, "bundle: the run's config.",
+                                  lock_config=False)
+  flags.DEFINE_string("out", None, "Output folder.")
+  flags.DEFINE_string("bundle", None, "fit: the folder `bundle` wrote.")
+  flags.DEFINE_string("name", "run", "bundle, fit: the run's name in the bundle.")
+  flags.DEFINE_list("seeds", ["0", "1", "2"], "fit: seeds trained together.")
+  flags.DEFINE_float("deadline_s", None, "fit: stop training after this many seconds and "
+                     "evaluate what there is (the results say at which step).")
+  flags.DEFINE_string("fit", None, "report: the folder `fit` wrote.")
+  flags.DEFINE_string("workdirs", None,
+                      "report: also write one byteflax workdir per seed under this folder.")
   app.run(main)

@@ -65,13 +65,6 @@ INSTALL_HINTS = {
     "gcide": "apt-get install dict-gcide",
 }
 
-_OUT = flags.DEFINE_string("out", None, "Output folder (created).", required=True)
-_SOURCES = flags.DEFINE_list("sources", list(SOURCES), f"Sources, from {SOURCES}.")
-_MIN_BYTES = flags.DEFINE_integer("min_bytes", 32, "Shorter documents are dropped.")
-_SHARD_BYTES = flags.DEFINE_integer("shard_bytes", 32 * 2**20, "Bytes per shard file.")
-_WORKERS = flags.DEFINE_integer("workers", os.cpu_count() or 1,
-                                "Parallel groff processes for the manpages.")
-
 Documents = Iterator[tuple[str, str]]  # (language, text)
 
 
@@ -370,15 +363,23 @@ def build(out: str, sources: list[str], min_bytes: int = 32, shard_bytes: int = 
 
 def main(argv):
   del argv  # Unused.
-  manifest = build(_OUT.value, _SOURCES.value, _MIN_BYTES.value, _SHARD_BYTES.value,
-                   _WORKERS.value)
+  args = flags.FLAGS
+  manifest = build(args.out, args.sources, args.min_bytes, args.shard_bytes, args.workers)
   print(f"{'source':16} {'documents':>10} {'MB':>8}")
   for source, total in manifest["train_by_source"].items():
     print(f"{source:16} {total['documents']:>10,} {total['bytes'] / 1e6:>8.1f}")
   print(f"languages: {', '.join(manifest['train_by_language'])}")
   print(f"removed: {manifest['removed']}; skipped: {list(manifest['skipped_sources'])}")
-  print(f"Wrote {_OUT.value}/{MANIFEST_FILE} in {manifest['build_seconds']:.0f} s.")
+  print(f"Wrote {args.out}/{MANIFEST_FILE} in {manifest['build_seconds']:.0f} s.")
 
 
 if __name__ == "__main__":
+  # Defined here, not at import: the library functions above are imported by other
+  # programs with flags of the same names (--out).
+  flags.DEFINE_string("out", None, "Output folder (created).", required=True)
+  flags.DEFINE_list("sources", list(SOURCES), f"Sources, from {SOURCES}.")
+  flags.DEFINE_integer("min_bytes", 32, "Shorter documents are dropped.")
+  flags.DEFINE_integer("shard_bytes", 32 * 2**20, "Bytes per shard file.")
+  flags.DEFINE_integer("workers", os.cpu_count() or 1,
+                       "Parallel groff processes for the man pages.")
   app.run(main)
