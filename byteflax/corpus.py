@@ -335,7 +335,7 @@ def build(out: str, sources: list[str], min_bytes: int = 32, shard_bytes: int = 
     except (FileNotFoundError, ImportError) as error:
       skipped[source] = f"{error}; install: {INSTALL_HINTS[source]}"
       logging.warning("Skipping source %s: %s", source, skipped[source])
-  manifest = {"command": " ".join(sys.argv), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+  manifest = {"command": " ".join(["python -m byteflax.corpus", *sys.argv[1:]]), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
               "build_seconds": None, "min_bytes": min_bytes,
               "validation_percent": VALIDATION_PERCENT, "removed": removed,
               "skipped_sources": skipped, "groups": []}
