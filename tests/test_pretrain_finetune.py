@@ -111,3 +111,20 @@ def test_pretraining_on_local_text_files(tmp_path):
   assert objective.task_name.startswith("span_corruption_files_")
   batch = next(objective.eval_batches("validation"))
   assert batch["inputs"].shape[1] == 64 and batch["weights"].sum() == 1
+
+
+def test_the_shipped_corpus_encoder_loads_into_the_default_classifier_exactly():
+  path = pretrained.path_of("byteqrnn_corpus")
+  assert path and "byteqrnn_corpus" in pretrained.names()
+  with open(path[:-4] + ".json") as f:
+    manifest = json.load(f)
+  assert pretrained.sha256(path) == manifest["sha256"]
+  assert os.path.getsize(path) <= 8 * 2**20
+  config = byteqrnn_toxicity.get_config("scratch")
+  config.init_from = "byteqrnn_corpus"
+  classifier = train.Trainer(config)
+  loaded = _flat(train.initial_params(classifier, classifier.init_state().params))
+  shipped = pretrained.load(path)
+  assert sum(v.size for v in shipped.values()) == manifest["num_params"]
+  for key, value in shipped.items():
+    np.testing.assert_array_equal(loaded[key], value, err_msg=key)
