@@ -13,7 +13,7 @@ corpus (toxic comments' train split, fortunes, man pages, the Debian handbook, G
 byteflax/corpus.py), a SeqIO mixture at rates bytes ** 0.3 per language. Its documents
 never include a validation or test text of the classification tasks.
 
-Budget: 2,000 steps of 64 chunks of up to 256 bytes (~33 M bytes seen), the size of run two
+Budget: 2,000 steps of 64 chunks of up to 256 bytes (~28 M input bytes), the size of run two
 CPU cores do in about 1-2 hours; measured in docs/pretraining.md.
 Variants: `:smoke` (tiny model, a few steps), `:causal` (a causal decoder instead of MAtt).
 """
