@@ -88,7 +88,9 @@ def bundle(config: ml_collections.ConfigDict, out: str, name: str) -> None:
   task = input_pipeline.resolve_task(config.data)
   data_file = os.path.join(out, DATA_FILE)
   data = {"task": task, "label_names": list(toxicity.label_names(task)),
-          "config": json.loads(config.data.to_json_best_effort())}
+          "config": json.loads(config.data.to_json_best_effort()),
+          "boundaries": input_pipeline.bucket_boundaries(config.data)}
+  train_ids = None  # Kept from writing the splits, for the teacher's keys below.
   if os.path.exists(data_file):
     with open(data_file) as f:
       if json.load(f) != data:
@@ -98,6 +100,8 @@ def bundle(config: ml_collections.ConfigDict, out: str, name: str) -> None:
     os.makedirs(out, exist_ok=True)
     for split in SPLITS[:3]:
       ids, texts, labels = distill.split_texts(config, split)
+      if split == "train":
+        train_ids = ids
       np.savez_compressed(os.path.join(out, f"{split}.npz"), **_ragged(ids),
                           labels=labels.astype(np.float32))
       print(f"{task} {split}: {len(ids):,} examples", flush=True)
@@ -110,7 +114,7 @@ def bundle(config: ml_collections.ConfigDict, out: str, name: str) -> None:
   run_dir = os.path.join(out, name)
   os.makedirs(run_dir, exist_ok=True)
   if step_lib.distillation_settings(config):
-    ids = distill.split_texts(config, "train")[0]
+    ids = train_ids if train_ids is not None else distill.split_texts(config, "train")[0]
     with np.load(distill.prepare_teacher(config, run_dir)) as teacher:
       rows = dict(zip(teacher["keys"].tolist(), range(len(teacher["keys"]))))
       logits = teacher["logits"].astype(np.float32)
@@ -219,8 +223,7 @@ def fit(bundle_dir: str, name: str, out: str, seeds: list[int], deadline_s: floa
   with open(os.path.join(bundle_dir, DATA_FILE)) as f:
     labelling = json.load(f)
   label_names, data = tuple(labelling["label_names"]), config.data
-  boundaries = sorted({b for b in data.length_buckets if b < data.max_length}) + [
-      data.max_length]
+  boundaries = labelling["boundaries"]  # input_pipeline.bucket_boundaries, at bundle time.
   splits = {split: Split(os.path.join(bundle_dir, f"{split}.npz"), data.max_length)
             for split in SPLITS}
   train, num_labels = splits["train"], splits["train"].labels.shape[1]

@@ -48,6 +48,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from byteflax import pretrained
 from tasks import fortunes
 
 SOURCES = ("toxic_comments", "fortunes", "manpages", "handbook", "gcide")
@@ -281,14 +282,6 @@ class _ShardWriter:
       self._writer = None
 
 
-def _sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
-
-
 def build(out: str, sources: list[str], min_bytes: int = 32, shard_bytes: int = 32 * 2**20,
           workers: int = 1, readers: dict[str, Callable[[], Documents]] | None = None,
           held_out: set[bytes] | None = None) -> dict[str, object]:
@@ -345,7 +338,7 @@ def build(out: str, sources: list[str], min_bytes: int = 32, shard_bytes: int = 
         "source": source, "language": language, "split": split,
         "documents": writer.documents, "bytes": writer.bytes,
         "files": [{"path": os.path.relpath(p, out), "bytes": os.path.getsize(p),
-                   "sha256": _sha256(p)} for p in writer.files]})
+                   "sha256": pretrained.sha256(p)} for p in writer.files]})
   for key in ("source", "language"):
     totals: dict[str, dict[str, int]] = {}
     for group in manifest["groups"]:

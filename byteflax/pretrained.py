@@ -43,8 +43,12 @@ def names() -> list[str]:
 
 
 def sha256(path: str) -> str:
+  """A file's sha256 (hex), read in 1 MiB blocks."""
+  digest = hashlib.sha256()
   with open(path, "rb") as f:
-    return hashlib.sha256(f.read()).hexdigest()
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
 
 
 def load(path: str) -> dict[str, np.ndarray]:
