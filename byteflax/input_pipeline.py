@@ -16,7 +16,8 @@ padding, while a handful of boundaries costs only a handful of compilations.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+import functools
 import itertools
 
 import jax
@@ -180,16 +181,25 @@ def _bucketed(ds: tf.data.Dataset, boundaries: Sequence[int], batch_size: int,
       pad_to_bucket_boundary=False, drop_remainder=drop_remainder)
 
 
+def _inputs_width(length: int) -> dict[str, int]:
+  return {"inputs": length}
+
+
 def _pad_to_boundary(batch: dict[str, np.ndarray], boundaries: Sequence[int],
-                     batch_size: int) -> dict[str, np.ndarray]:
-  """Pads length up to its bucket boundary and rows up to batch_size (weight 0)."""
-  inputs = batch["inputs"]
-  rows, length = inputs.shape
-  target = next(b for b in boundaries if b >= length)
-  padded = {"inputs": np.zeros((batch_size, target), np.int32)}
-  padded["inputs"][:rows, :length] = inputs
-  for name, values in batch.items():  # labels, teacher_logits: per-example float32.
-    if name != "inputs":
+                     batch_size: int,
+                     widths: Callable[[int], dict[str, int]] = _inputs_width
+                     ) -> dict[str, np.ndarray]:
+  """Pads rows up to batch_size (weight 0) and the sequence fields to `widths(boundary)`,
+  boundary being the inputs' bucket; other fields (labels, teacher_logits) are per-example
+  float32."""
+  rows, length = batch["inputs"].shape
+  sequence_widths = widths(next(b for b in boundaries if b >= length))
+  padded = {}
+  for name, values in batch.items():
+    if name in sequence_widths:
+      padded[name] = np.zeros((batch_size, sequence_widths[name]), np.int32)
+      padded[name][:rows, :values.shape[1]] = values
+    else:
       padded[name] = np.zeros((batch_size,) + values.shape[1:], np.float32)
       padded[name][:rows] = values
   padded["weights"] = np.zeros((batch_size,), np.float32)
@@ -197,14 +207,17 @@ def _pad_to_boundary(batch: dict[str, np.ndarray], boundaries: Sequence[int],
   return padded
 
 
-def _in_lockstep(batches: Iterator[dict[str, np.ndarray]], batch_size: int, num_labels: int
+def _in_lockstep(batches: Iterator[dict[str, np.ndarray]], batch_size: int,
+                 filler: dict[str, np.ndarray], widths: Callable[[int], dict[str, int]]
                  ) -> Iterator[dict[str, np.ndarray]]:
   """Makes every host yield batches of the same shape, and the same number of them.
 
   Hosts read different slices of the data, so their length buckets (and, in evaluation,
   their batch counts) differ, while a global array needs every host's piece in one shape.
-  Each step the hosts agree on the longest length (padding the shorter ones), and a host
-  that ran out feeds weight-0 filler until all have. One process: batches pass unchanged.
+  Each step the hosts agree on the longest inputs length, and the sequence fields are
+  padded to `widths(length)` (`{field: width}`, inputs included); a host that ran out
+  feeds `filler` (weight-0 rows, sequence fields of width 0) until all have. One process:
+  batches pass unchanged.
   """
   if jax.process_count() == 1:
     yield from batches
@@ -214,13 +227,20 @@ def _in_lockstep(batches: Iterator[dict[str, np.ndarray]], batch_size: int, num_
     length = int(np.max(multihost_utils.process_allgather(np.int32(local_length))))
     if not length:  # Every host has run out.
       return
-    if batch is None:
-      batch = {"inputs": np.zeros((batch_size, 0), np.int32),
-               "labels": np.zeros((batch_size, num_labels), np.float32),
-               "weights": np.zeros((batch_size,), np.float32)}
-    inputs = np.zeros((batch_size, length), np.int32)
-    inputs[:, :local_length] = batch["inputs"]
-    yield {**batch, "inputs": inputs}
+    batch = dict(filler if batch is None else batch)
+    for name, width in widths(length).items():
+      padded = np.zeros((batch_size, width), batch[name].dtype)
+      padded[:, :batch[name].shape[1]] = batch[name]
+      batch[name] = padded
+    yield batch
+
+
+def _classification_lockstep(batches: Iterator[dict[str, np.ndarray]], batch_size: int,
+                             num_labels: int) -> Iterator[dict[str, np.ndarray]]:
+  filler = {"inputs": np.zeros((batch_size, 0), np.int32),
+            "labels": np.zeros((batch_size, num_labels), np.float32),
+            "weights": np.zeros((batch_size,), np.float32)}
+  yield from _in_lockstep(batches, batch_size, filler, _inputs_width)
 
 
 def host_batch_size(global_batch_size: int) -> int:
@@ -257,7 +277,7 @@ def train_batches(task_name: str, data: ml_collections.ConfigDict, *, seed: int,
   options.deterministic = True
   ds = ds.with_options(options).prefetch(tf.data.AUTOTUNE)
   batches = (_pad_to_boundary(b, boundaries, batch_size) for b in ds.as_numpy_iterator())
-  yield from _in_lockstep(batches, batch_size, num_labels)
+  yield from _classification_lockstep(batches, batch_size, num_labels)
 
 
 def eval_batches(task_name: str, split: str, data: ml_collections.ConfigDict
@@ -269,7 +289,8 @@ def eval_batches(task_name: str, split: str, data: ml_collections.ConfigDict
   ds = _bucketed(ds, boundaries, batch_size, drop_remainder=False)
   batches = (_pad_to_boundary(b, boundaries, batch_size)
              for b in ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator())
-  yield from _in_lockstep(batches, batch_size, len(toxicity.label_names(task_name)))
+  yield from _classification_lockstep(batches, batch_size,
+                                     len(toxicity.label_names(task_name)))
 
 
 def seq2seq_batches(task_name: str, split: str, data: ml_collections.ConfigDict, *,
@@ -280,25 +301,32 @@ def seq2seq_batches(task_name: str, split: str, data: ml_collections.ConfigDict,
   inputs `[batch, boundary]` are bucketed like classification inputs; targets are padded
   to `pretraining.targets_length(boundary, max_length)`, the longest targets that inputs
   of that bucket can have, so each bucket compiles once. Training batches are endless and start
-  at batch `start_step`; evaluation is one pass with weight-0 filler rows. One process
-  only (the multi-host lockstep of classification batches is not wired up here).
+  at batch `start_step`; evaluation is one pass with weight-0 filler rows. With several
+  processes each reads its own slice of the data (seqio ShardInfo) and `data.batch_size`
+  is the global batch; the hosts keep in lockstep as for classification.
   """
-  if jax.process_count() > 1:
-    raise NotImplementedError("Span-corruption pretraining runs in one process so far.")
   if (task_name not in seqio.TaskRegistry.names()
       and task_name not in seqio.MixtureRegistry.names()):
     raise ValueError(f"Unknown task or mixture {task_name!r}; registered: "
                      f"{sorted(seqio.TaskRegistry.names() | seqio.MixtureRegistry.names())}.")
-  batch_size = data.batch_size if train else data.eval_batch_size
+  batch_size = host_batch_size(data.batch_size if train else data.eval_batch_size)
   boundaries = bucket_boundaries(data)
   provider = seqio.get_mixture_or_task(task_name)
+
+  @functools.cache
+  def widths(inputs_length: int) -> dict[str, int]:
+    return {"inputs": inputs_length,
+            "targets": pretraining.targets_length(inputs_length, data.max_length)}
+
   # A mixture shuffles in its tasks, each with its own buffer (tasks/pretraining.py).
   shuffling = ({"shuffle_buffer_size": data.shuffle_buffer_size}
                if isinstance(provider, seqio.Task) else {})
   ds = provider.get_dataset(
       sequence_length={"inputs": data.max_length,
                        "targets": pretraining.targets_length(data.max_length)},
-      split=split, shuffle=train, seed=seed, num_epochs=None if train else 1, **shuffling)
+      split=split, shuffle=train, seed=seed, num_epochs=None if train else 1,
+      shard_info=seqio.ShardInfo(index=jax.process_index(), num_shards=jax.process_count()),
+      **shuffling)
   ds = ds.map(lambda ex: {"inputs": ex["inputs"], "targets": ex["targets"]},
               num_parallel_calls=tf.data.AUTOTUNE)
   ds = _bucketed(ds, boundaries, batch_size, drop_remainder=train)
@@ -306,18 +334,12 @@ def seq2seq_batches(task_name: str, split: str, data: ml_collections.ConfigDict,
     options = tf.data.Options()
     options.deterministic = True
     ds = ds.skip(start_step).with_options(options)
-  for batch in ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
-    rows, length = batch["inputs"].shape
-    boundary = next(b for b in boundaries if b >= length)
-    padded = {"inputs": np.zeros((batch_size, boundary), np.int32),
-              "targets": np.zeros(
-                  (batch_size, pretraining.targets_length(boundary, data.max_length)),
-                  np.int32),
-              "weights": np.zeros((batch_size,), np.float32)}
-    padded["inputs"][:rows, :length] = batch["inputs"]
-    padded["targets"][:rows, :batch["targets"].shape[1]] = batch["targets"]
-    padded["weights"][:rows] = 1.0
-    yield padded
+  batches = (_pad_to_boundary(batch, boundaries, batch_size, widths)
+             for batch in ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator())
+  filler = {"inputs": np.zeros((batch_size, 0), np.int32),
+            "targets": np.zeros((batch_size, 0), np.int32),
+            "weights": np.zeros((batch_size,), np.float32)}
+  yield from _in_lockstep(batches, batch_size, filler, widths)
 
 
 def task_examples(data: ml_collections.ConfigDict, split: str, length: int

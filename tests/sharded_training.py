@@ -4,7 +4,7 @@ Run by tests/test_sharding.py in a fresh process, because the device count is fi
 starts:
 
   XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m tests.sharded_training \
-      byte_qrnn,byte_transformer 1,1 8,1 4,2 2,4
+      byte_qrnn,byte_transformer,encoder_decoder 1,1 8,1 4,2 2,4
 
 Arguments: the models (comma-separated keys of CONFIGS), then meshes as "data,model".
 Output: {config argument: {"data,model": {"losses": [...], "params": {path: spec},
@@ -19,15 +19,27 @@ import sys
 import jax
 import numpy as np
 
+from byteflax import seq2seq
 from byteflax import train
 from configs import byteqrnn_toxicity
+from configs import pretrain_fortunes
 from configs import transformer_toxicity
+from tasks import pretraining
 
 CONFIGS = {
     "byte_qrnn": lambda: byteqrnn_toxicity.get_config("smoke"),
     "byte_transformer": lambda: transformer_toxicity.get_config("transformer,smoke"),
+    # ByteQRNN encoder + MAtt decoder, as span-corruption pretraining trains it.
+    "encoder_decoder": lambda: pretrain_fortunes.get_config("smoke"),
 }
 STEPS = 3
+
+
+def _ragged_ids(rng, batch_size: int, length: int) -> np.ndarray:
+  lengths = rng.integers(4, length + 1, batch_size)
+  ids = rng.integers(3, 259, (batch_size, length)).astype(np.int32)
+  ids[np.arange(length)[None, :] >= lengths[:, None]] = 0
+  return ids
 
 
 def synthetic_batches(config, steps: int):
@@ -35,12 +47,14 @@ def synthetic_batches(config, steps: int):
   rng = np.random.default_rng(0)
   batch_size, length = config.data.batch_size, config.data.length_buckets[0]
   for _ in range(steps):
-    lengths = rng.integers(4, length + 1, batch_size)
-    inputs = rng.integers(3, 259, (batch_size, length)).astype(np.int32)
-    inputs[np.arange(length)[None, :] >= lengths[:, None]] = 0
-    yield {"inputs": inputs,
-           "labels": rng.integers(0, 2, (batch_size, 1)).astype(np.float32),
-           "weights": np.ones((batch_size,), np.float32)}
+    batch = {"inputs": _ragged_ids(rng, batch_size, length),
+             "weights": np.ones((batch_size,), np.float32)}
+    if config.model_name == seq2seq.MODEL_NAME:
+      batch["targets"] = _ragged_ids(
+          rng, batch_size, pretraining.targets_length(length, config.data.max_length))
+    else:
+      batch["labels"] = rng.integers(0, 2, (batch_size, 1)).astype(np.float32)
+    yield batch
 
 
 def _specs(tree) -> dict[str, list]:

@@ -53,7 +53,7 @@ def _reconstruct(inputs, targets):
   return out
 
 
-def _documents(count=120, seed=0):
+def documents(count=120, seed=0):
   rng = np.random.default_rng(seed)
   words = ["byte", "model", "fortune", "cookie", "ünïcode", "😀", "phone", "a", "the"]
   return [" ".join(rng.choice(words, rng.integers(1, 120))) for _ in range(count)]
@@ -62,19 +62,19 @@ def _documents(count=120, seed=0):
 @pytest.fixture(name="text_task")
 def _text_task(tmp_path):
   path = tmp_path / "corpus.txt"
-  path.write_text("\n".join(_documents()) + "\n\n", encoding="utf-8")
+  path.write_text("\n".join(documents()) + "\n\n", encoding="utf-8")
   return pretraining.register_text_files_task([str(tmp_path / "*.txt")], "lines",
-                                              validation_fraction=0.1), _documents()
+                                              validation_fraction=0.1), documents()
 
 
 def test_span_corruption_format(text_task):
-  name, documents = text_task
+  name, texts = text_task
   inputs_length = 256
   lengths = {"inputs": inputs_length,
              "targets": pretraining.targets_length(inputs_length)}
   ds = seqio.get_mixture_or_task(name).get_dataset(lengths, split="train", shuffle=False)
   examples = list(ds.as_numpy_iterator())
-  train_texts = set(fortunes.split_examples(documents, 0, (0.9, 0.1, 0.0))["train"])
+  train_texts = set(fortunes.split_examples(texts, 0, (0.9, 0.1, 0.0))["train"])
   chunk = inputs_length - 1
   expected_chunks = sorted(
       tuple(ids[i:i + chunk]) for text in train_texts

@@ -56,8 +56,13 @@ def test_byte_qrnn_sharded_equals_single_device():
 
 @pytest.mark.slow
 def test_every_model_and_mesh_sharded_equals_single_device():
-  results = _train_on_meshes(["byte_qrnn", "byte_transformer"], _ALL_MESHES)
+  results = _train_on_meshes(["byte_qrnn", "byte_transformer", "encoder_decoder"],
+                             _ALL_MESHES)
   _check(results, "byte_qrnn")
+  split = _check(results, "encoder_decoder")
+  # The pretrained encoder is split as the classifier's is, and so is the MAtt decoder.
+  assert "['encoder']['encoder']['layer_0_fwd']['conv']['kernel']" in split
+  assert any(path.startswith("['decoder']") for path in split)
   split = _check(results, "byte_transformer")
   for kernel in ("['attention']['query']['kernel']", "['attention']['out']['kernel']",
                  "['mlp']['wi']['kernel']", "['mlp']['wo']['kernel']"):
