@@ -121,13 +121,13 @@ def _row(name, kind, quality, params, size_bytes, latency_ms, **extra):
 
 
 def tflite_rows(export_dir: str, test: TestSet, latency_runs: int) -> list[dict]:
-  """ByteQRNN's exported int8 and float32 models through LiteRT."""
+  """ByteQRNN's exported models (export.FILES) through LiteRT."""
   with open(os.path.join(export_dir, export.MANIFEST_FILE)) as f:
     manifest = json.load(f)
   length = manifest["input"]["shape"][1]
   rows = []
   for filename in export.exported_files(export_dir):
-    precision = "int8" if filename == export.INT8_FILE else "float32"
+    precision = export.QUANTIZATION_OF_FILE[filename]
     path = os.path.join(export_dir, filename)
     classifier = export.TFLiteClassifier(path)
     rows.append(_row(

@@ -85,7 +85,7 @@ def benchmark(config, workdir: str, export_dir: str, split: str, latency_runs: i
   for filename in export.exported_files(export_dir):
     classifier = export.TFLiteClassifier(os.path.join(export_dir, filename))
     logits = classifier(ids)["logits"]
-    rows.append({"name": "tflite_" + filename.split("_")[1].split(".")[0],
+    rows.append({"name": "tflite_" + export.QUANTIZATION_OF_FILE[filename],
                  "bytes": os.path.getsize(os.path.join(export_dir, filename)),
                  "auc": macro_auc(labels, logits), "logits": logits,
                  "latency_ms": export.median_latency_ms(classifier, ids, latency_runs)})

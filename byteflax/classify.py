@@ -114,7 +114,7 @@ def load(model: str, batch_size: int = 64, num_threads: int = 1) -> Classifier:
   if model.endswith(".tflite"):
     if not os.path.isfile(model):
       raise FileNotFoundError(f"No such TFLite model: {model!r} (python -m byteflax.export "
-                              "writes model_float.tflite and model_int8.tflite).")
+                              f"writes {', '.join(export.FILES.values())}).")
     return TFLiteTextClassifier(model, num_threads)
   config = report.run_config(model)  # Raises naming the workdir if it is not a run.
   trainer = train.Trainer(config)

@@ -4,11 +4,19 @@ r"""Exports a trained classifier to TFLite: float32 and full-integer int8, with 
       --workdir=/tmp/byteqrnn_qat --out=/tmp/byteqrnn_qat/export [--length=1024] \
       [--lengths=32,64,128,256,512,1024]
 
-writes `model_float.tflite`, `model_int8.tflite` and `manifest.json` into --out. The path is
-jax2tf (graph mode, no XLA ops) -> `tf.lite.TFLiteConverter` -> the LiteRT interpreter.
-The int8 model has int8 weights (per output channel) and int8 activations everywhere; its
-activation ranges come from a representative set of the task's training examples (the
-`quant_stats` ranges of a quantization-aware run are what made the weights robust to it).
+writes `model_float.tflite`, `model_int8.tflite`, `model_int8_full.tflite` and
+`manifest.json` into --out. The path is jax2tf (graph mode, no XLA ops) ->
+`tf.lite.TFLiteConverter` -> the LiteRT interpreter. Two int8 forms, for two kinds of
+hardware (docs/export.md measures both):
+- `model_int8.tflite`, for CPUs (phones): int8 weights (per output channel); each conv /
+  matmul quantizes its input on the fly and runs in int8 (XNNPack's dynamically quantized
+  kernels), the elementwise recurrence stays float32. No calibration. The fastest file on a
+  CPU, and the closest to the float model.
+- `model_int8_full.tflite`, for integer-only accelerators (NPUs, DSPs, Edge TPU): int8
+  weights and int8 activations everywhere, ranges calibrated on a representative set of
+  the task's training examples (the `quant_stats` ranges of a quantization-aware run are
+  what made the weights robust to it). On a CPU its int8 elementwise ops, each rescaling,
+  make it slower than float.
 
 On-device contract (both models):
 - signatures `length_<n>`, one per input length n (--lengths; by default powers of two from
@@ -20,7 +28,7 @@ On-device contract (both models):
   right-pad with 0 to n. (0 = pad, 1 = EOS, 2 = unknown, unused; vocabulary 259, identical
   to seqio.ByteVocabulary / ByT5; the same truncation as training's config.data.max_length.)
 - outputs: `probabilities` float32 `[1, num_labels]` (sigmoid, one per label) and `logits`
-  float32 `[1, num_labels]`. In the int8 model both are dequantized from int8; the logits
+  float32 `[1, num_labels]`. In the full-int8 model both are dequantized from int8; the logits
   have the finer resolution near 0 and 1, so rank with them (ROC AUC) where it matters.
 """
 
@@ -60,12 +68,17 @@ EXPORT_OVERRIDES = {
     "byte_funnel_transformer": {},
     "raw_byte_transformer": {},
 }
-# Models whose int8 file tracks the JAX model (tests/test_export.py). The transformers'
-# int8 conversion runs but does not (logit correlation 0.25-0.79 with JAX on random smoke
-# models, to be found op by op), so they export float32 only, saying so.
-INT8_EXPORTABLE = ("byte_qrnn",)
+# Models whose full-integer file tracks the JAX model (tests/test_export.py). The
+# transformers' full-integer conversion runs but does not (logit correlation 0.25-0.79 with
+# JAX on random smoke models, to be found op by op), so they export float32 and int8 only.
+INT8_FULL_EXPORTABLE = ("byte_qrnn",)
+# The numeric forms a model is converted to (`convert`), each with its file.
+FLOAT32, INT8, INT8_FULL = "float32", "int8", "int8_full"
 FLOAT_FILE = "model_float.tflite"
 INT8_FILE = "model_int8.tflite"
+INT8_FULL_FILE = "model_int8_full.tflite"
+FILES = {FLOAT32: FLOAT_FILE, INT8: INT8_FILE, INT8_FULL: INT8_FULL_FILE}
+QUANTIZATION_OF_FILE = {filename: quantization for quantization, filename in FILES.items()}
 MANIFEST_FILE = "manifest.json"
 OUTPUTS = ("logits", "probabilities")
 
@@ -142,8 +155,9 @@ def cut_ids(ids: np.ndarray, length: int) -> np.ndarray:
 
 
 def convert(model: nn.Module, params, lengths: int | Sequence[int],
+            quantization: str = FLOAT32,
             representative_ids: np.ndarray | dict[int, np.ndarray] | None = None) -> bytes:
-  """TFLite flatbuffer: float32, or full-integer int8 when representative_ids is given.
+  """A TFLite flatbuffer of the model.
 
   Args:
     model: the inference model (see `inference_model`).
@@ -151,10 +165,17 @@ def convert(model: nn.Module, params, lengths: int | Sequence[int],
     lengths: input lengths; each gets a signature `length_<L>` taking ids `[1, L]`, so a
       text runs at the shortest length that holds it (`TFLiteClassifier`), not at the
       longest. The signatures share one copy of the weights.
-    representative_ids: int32 inputs that calibrate every activation range of the int8
-      model: `{length: [examples, length]}` per signature (`calibration_examples`), or one
-      `[examples, width]` array cut or padded to each length.
+    quantization: FLOAT32; INT8 (int8 weights, dynamically quantized int8 convs and
+      matmuls, float elementwise ops); or INT8_FULL (int8 everywhere, calibrated on
+      representative_ids). The module docstring says which hardware each is for.
+    representative_ids: INT8_FULL only: int32 inputs that calibrate every activation
+      range: `{length: [examples, length]}` per signature (`calibration_examples`), or
+      one `[examples, width]` array cut or padded to each length.
   """
+  if quantization not in FILES:
+    raise ValueError(f"quantization must be one of {list(FILES)}, got {quantization!r}.")
+  if (quantization == INT8_FULL) != (representative_ids is not None):
+    raise ValueError("representative_ids calibrate int8_full, and only int8_full.")
   lengths = sorted({lengths} if isinstance(lengths, int) else set(lengths))
   if representative_ids is not None and not isinstance(representative_ids, dict):
     representative_ids = {n: cut_ids(representative_ids, n) for n in lengths}
@@ -177,8 +198,10 @@ def convert(model: nn.Module, params, lengths: int | Sequence[int],
     tf.saved_model.save(module, saved_model_dir, signatures=signatures)
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir,
                                                          signature_keys=list(signatures))
-    if representative_ids is not None:
+    if quantization != FLOAT32:
+      # Without a representative dataset this is dynamic-range quantization (INT8).
       converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == INT8_FULL:
       converter.representative_dataset = lambda: (
           (signature_key(length), {"ids": row[None]})
           for length in lengths for row in representative_ids[length])
@@ -207,7 +230,7 @@ def exported_files(export_dir: str) -> list[str]:
   """The .tflite files an export wrote (its manifest's; float first)."""
   with open(os.path.join(export_dir, MANIFEST_FILE)) as f:
     written = json.load(f)["files"]
-  return [name for name in (FLOAT_FILE, INT8_FILE) if name in written]
+  return [name for name in FILES.values() if name in written]
 
 
 class TFLiteClassifier:
@@ -245,10 +268,12 @@ class TFLiteClassifier:
 def export(config: ml_collections.ConfigDict, workdir: str, out_dir: str,
            length: int | None = None, num_calibration_examples: int = 200,
            lengths: Sequence[int] | None = None) -> dict:
-  """Writes both TFLite models and the manifest for the newest checkpoint in workdir.
+  """Writes the TFLite models (`FILES`) and the manifest for the newest checkpoint in workdir.
 
   Args:
     length: the longest input (default config.data.max_length).
+    num_calibration_examples: per signature, training examples that calibrate the full-int8
+      model's activation ranges.
     lengths: the signature lengths, each at most `length` (default `default_lengths`).
 
   Returns:
@@ -263,20 +288,23 @@ def export(config: ml_collections.ConfigDict, workdir: str, out_dir: str,
   variables, step = train.load_variables(workdir, trainer, collections=("params",))
   params = jax.device_get(variables["params"])
   model = inference_model(trainer)
-  representative_ids = calibration_examples(config, lengths, num_calibration_examples)
+  quantizations = [FLOAT32, INT8, INT8_FULL]
+  if config.model_name not in INT8_FULL_EXPORTABLE:
+    logging.warning("Not writing %s: the full-integer conversion of %s does not track the "
+                    "JAX model yet (export.INT8_FULL_EXPORTABLE).", INT8_FULL_FILE,
+                    config.model_name)
+    quantizations.remove(INT8_FULL)
+  representative_ids = (calibration_examples(config, lengths, num_calibration_examples)
+                        if INT8_FULL in quantizations else None)
   os.makedirs(out_dir, exist_ok=True)
-  files = [(FLOAT_FILE, None), (INT8_FILE, representative_ids)]
-  if config.model_name not in INT8_EXPORTABLE:
-    logging.warning("Writing %s only: the int8 conversion of %s does not track the JAX model "
-                    "yet (export.INT8_EXPORTABLE).", FLOAT_FILE, config.model_name)
-    files = files[:1]
   sizes = {}
-  for filename, calibration in files:
-    flatbuffer = convert(model, params, lengths, calibration)
-    with open(os.path.join(out_dir, filename), "wb") as f:
+  for quantization in quantizations:
+    flatbuffer = convert(model, params, lengths, quantization,
+                         representative_ids if quantization == INT8_FULL else None)
+    with open(os.path.join(out_dir, FILES[quantization]), "wb") as f:
       f.write(flatbuffer)
-    sizes[filename] = len(flatbuffer)
-    logging.info("Wrote %s (%d bytes).", filename, len(flatbuffer))
+    sizes[FILES[quantization]] = len(flatbuffer)
+    logging.info("Wrote %s (%d bytes).", FILES[quantization], len(flatbuffer))
   quant_config = quant.QuantConfig.from_config(config.get("quant"))
   manifest = {
       "byteflax_version": byteflax.__version__,
@@ -296,13 +324,20 @@ def export(config: ml_collections.ConfigDict, workdir: str, out_dir: str,
       "files": {name: description for name, description in (
           (FLOAT_FILE, {"bytes": sizes[FLOAT_FILE], "weights": "float32",
                         "activations": "float32"}),
-          (INT8_FILE, {"bytes": sizes.get(INT8_FILE),
+          (INT8_FILE, {"bytes": sizes[INT8_FILE],
                        "weights": "int8, symmetric, per output channel",
-                       "activations": "int8, asymmetric, calibrated",
-                       "calibration": {
-                           signature_key(n): f"{len(ids)} training examples of at most {n} "
-                           "ids (and longer than the previous signature's), drawn at random "
-                           "(seed 0)" for n, ids in representative_ids.items()}}))
+                       "activations": "float32; each conv / matmul quantizes its input to "
+                                      "int8 at run time (dynamic range)",
+                       "for": "CPUs (XNNPack)"}),
+          (INT8_FULL_FILE, {"bytes": sizes.get(INT8_FULL_FILE),
+                            "weights": "int8, symmetric, per output channel",
+                            "activations": "int8, asymmetric, calibrated",
+                            "for": "integer-only accelerators",
+                            "calibration": {
+                                signature_key(n): f"{len(ids)} training examples of at most "
+                                f"{n} ids (and longer than the previous signature's), drawn "
+                                "at random (seed 0)"
+                                for n, ids in (representative_ids or {}).items()}}))
                 if name in sizes},
       "quantization_aware_training": dataclasses.asdict(quant_config),
       "config": json.loads(config.to_json_best_effort()),

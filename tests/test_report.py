@@ -84,8 +84,8 @@ def test_cli_train_export_then_model_card_and_comparison(tmp_path):
   with open(results / "compare.json") as f:
     comparison = json.load(f)
   rows = {row["name"]: row for row in comparison["rows"]}
-  assert set(rows) == {"byte_qrnn TFLite int8", "byte_qrnn TFLite float32",
-                       "byte_qrnn (JAX)", "TF-IDF char n-grams + LR",
+  assert set(rows) == {"byte_qrnn TFLite int8", "byte_qrnn TFLite int8_full",
+                       "byte_qrnn TFLite float32", "byte_qrnn (JAX)", "TF-IDF char n-grams + LR",
                        "all-MiniLM-L6-v2 frozen + LR"}
   assert comparison["examples"] == {"train": 360, "validation": 40, "test": 120}
   # The float TFLite file and the JAX run are one model on the same test texts.
