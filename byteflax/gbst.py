@@ -118,7 +118,6 @@ class GBST(nn.Module):
       # Upsample back to one candidate per byte; trailing internal padding is cut off.
       candidates.append(jnp.repeat(blocks, block_size, axis=1)[:, :length])
       scores.append(jnp.repeat(block_scores, block_size, axis=1)[:, :length])
-    candidates = jnp.stack(candidates, axis=2)  # [batch, length, blocks, dim]
     probs = nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1)  # [batch, length, blocks]
 
     if self.score_calibration:
@@ -127,5 +126,8 @@ class GBST(nn.Module):
       affinity = jnp.where(mask[:, None, :], affinity, jnp.finfo(affinity.dtype).min)
       probs = jnp.einsum("bij,bjm->bim", nn.softmax(affinity, axis=-1), probs)
 
-    latent = jnp.einsum("blm,blmd->bld", probs, candidates)
+    # The probability-weighted candidates ([batch, length, dim] each), summed over the few
+    # block sizes: as one einsum over stacked candidates, TFLite runs `length` tiny batched
+    # matmuls (the exported default model was 5-10% slower, measured side by side).
+    latent = sum(probs[..., m, None] * candidate for m, candidate in enumerate(candidates))
     return pooling.pool_windows(latent, mask, self.downsample_rate)

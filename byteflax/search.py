@@ -22,8 +22,9 @@ r"""Latency-budget architecture search: measure first, train only what fits the 
    `python -m byteflax.main --config=<workdir>/chosen_config.py --workdir=...` trains
    the searched config (its teacher included) with the chosen model.
 
-A restarted search reuses the latencies it measured (latency.json) and the proxy runs'
-checkpoints (one workdir per candidate). Measured: docs/benchmarks.md.
+A restarted search reuses the latencies it measured (latency.json: delete it after changing
+the model's code) and the proxy runs' checkpoints (one workdir per candidate). Measured:
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
