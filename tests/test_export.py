@@ -339,3 +339,14 @@ def test_each_signature_is_calibrated_on_the_texts_it_will_run():
     assert ids.shape == (50, length)
     assert np.all((used > shorter) & (used <= length)), (length, used)
   assert np.all(sets[128][:, -1] <= 1)  # Texts longer than 128 bytes are cut, ending in EOS.
+
+
+def test_latency_is_timed_on_examples_drawn_from_the_whole_split():
+  # Evaluation splits come sorted by length: timing their first rows would time the
+  # shortest texts only.
+  seen = []
+  latency = export.median_latency_ms(lambda row: seen.append(int(row[0, 0])),
+                                     np.arange(1000)[:, None], runs=100)
+  assert latency >= 0
+  timed = seen[10:]  # After the warm-up calls.
+  assert len(set(timed)) == 100 and max(timed) > 500 and min(timed) < 500
