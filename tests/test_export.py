@@ -161,7 +161,6 @@ def test_float_and_int8_tflite_of_the_transformers_match_jax(name, tmp_path):
   path = tmp_path / export.INT8_FILE
   path.write_bytes(export.convert(model, params, (32, _LENGTH), export.INT8))
   logits = export.TFLiteClassifier(str(path))(ids)["logits"]
-  print("T", name, np.max(np.abs(logits - expected)), np.ptp(expected), np.corrcoef(logits.ravel(), np.ravel(expected))[0, 1])
   assert np.corrcoef(logits.ravel(), np.ravel(expected))[0, 1] > 0.99
   # Their full-integer file does not track JAX yet, so export leaves it out.
   assert config.model_name not in export.INT8_FULL_EXPORTABLE
