@@ -27,6 +27,14 @@ random parameters (no timing depends on their values). Encoder outputs come from
 4. With --workdir (a trained pretraining run of the same config): how often the uint8
    search's top sequence equals the float search's on --agreement_examples validation
    inputs of the run's task, and the float log-prob the uint8 choice gives up.
+5. The exported decoder (`byteflax.export_seq2seq`, float32 and int8) in the LiteRT
+   interpreter, one thread: per-step latency vs position, as in 1 (`measure_tflite_steps`).
+6. With --export (an export of the --workdir run): how often beam search over each exported
+   file returns the JAX search's top sequence, float and uint8 scorers, one input at a time.
+
+--parts picks jax (1-4) and / or tflite (5-6); e.g. the TFLite sections alone:
+  python -m benchmarks.decode --parts tflite --out=benchmarks/results/decode_tflite \
+      --workdir=/tmp/pretrain_corpus --export=/tmp/pretrain_corpus/export
 
 Writes <out>/decode.json and <out>/decode.png and prints tables.
 """
@@ -38,18 +46,22 @@ import functools
 import json
 import os
 import statistics
+import tempfile
 import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 import tasks  # pylint: disable=unused-import  (registers the SeqIO tasks)
 from byteflax import beam_search
+from byteflax import export_seq2seq
 from byteflax import generate
 from byteflax import input_pipeline
 from byteflax import seq2seq
 from byteflax import splitter
+from byteflax import train
 from configs import pretrain_fortunes
 
 KINDS = ("matt", "causal")
@@ -182,14 +194,7 @@ def measure_agreement(workdir: str, beam_size: int, max_length: int, examples: i
   """uint8 vs float top sequences of a trained run on its task's validation inputs."""
   config = pretrain_fortunes.get_config()
   model, variables, step = generate.load_model(config, workdir)
-  batches = input_pipeline.seq2seq_batches(config.data.task, "validation", config.data,
-                                           train=False)
-  inputs = []
-  for batch in batches:
-    inputs.extend(batch["inputs"][batch["weights"] > 0])
-    if len(inputs) >= examples:
-      break
-  inputs = np.stack(inputs[:examples])
+  inputs = validation_inputs(config.data.task, config, examples)
   results = {}
   for name, scorer in SCORERS.items():
     search = jax.jit(functools.partial(generate.generate, model, max_length=max_length,
@@ -214,6 +219,106 @@ def measure_agreement(workdir: str, beam_size: int, max_length: int, examples: i
           "mismatches": int((~same).sum()),
           # Float score of the float search's top sequence minus that of the uint8 one.
           "score_regret_of_mismatches": sorted(float(r) for r in regret[~same])}
+
+
+def measure_tflite_steps(positions, input_bytes, beam_size, rounds, calls) -> dict:
+  """Per-step latency of the exported `decode_step` in the LiteRT interpreter, one thread.
+
+  Each kind is exported (`export_seq2seq.convert`, float32 and int8) with one encode length
+  (input_bytes) and rows 1 and beam_size; the causal decoder once per position p with a KV
+  cache of exactly p + 1 positions (as in `measure_steps`), MAtt once. A timing is the mean
+  of `calls` signature calls on a random state at position p, Python's call overhead
+  included, as an app calling the interpreter pays it; rounds alternate the order of all
+  cases and the median is kept.
+  """
+  rows_list = [1, beam_size]
+  cases = {}
+  with tempfile.TemporaryDirectory() as directory:
+    for kind in KINDS:
+      model, variables, inputs = build(kind, input_bytes)
+      config = pretrain_fortunes.get_config("causal" if kind == "causal" else None)
+      inference = export_seq2seq.inference_model(model, config.model)
+      for quantization in export_seq2seq.FILES:
+        for position in positions:
+          if kind == "causal" or position == positions[0]:
+            print(f"exporting {kind} {quantization}, cache of {position + 1}", flush=True)
+            path = os.path.join(directory, f"{kind}_{quantization}_{position}.tflite")
+            with open(path, "wb") as f:
+              f.write(export_seq2seq.convert(inference, variables["params"], [input_bytes],
+                                             rows_list, position + 1, quantization))
+            exported = export_seq2seq.TFLiteEncoderDecoder(path)
+            length, encoded, mask = exported.encode(np.asarray(inputs))
+          for rows in rows_list:
+            rng = np.random.default_rng(position)
+            cache = [rng.normal(size=leaf.shape).astype(np.float32)
+                     for leaf in exported.init_cache(length, rows)]
+            tokens = np.full((rows,), splitter.NUM_SPECIAL_IDS, np.int32)
+            cases[kind, quantization, rows, position] = functools.partial(
+                exported.decode_step, length, tokens, position, cache, encoded, mask)
+    for case in cases.values():
+      case()  # Warm-up: allocates the signature's tensors.
+    times = {key: [] for key in cases}
+    for round_index in range(rounds):
+      order = list(cases)
+      for key in order if round_index % 2 == 0 else reversed(order):
+        start = time.perf_counter()
+        for _ in range(calls):
+          cases[key]()
+        times[key].append((time.perf_counter() - start) / calls)
+  steps = {quantization: {kind: [
+      {"rows": rows, "position": p,
+       "step_ms": 1000 * statistics.median(times[kind, quantization, rows, p]),
+       "step_ms_all": [1000 * t for t in times[kind, quantization, rows, p]]}
+      for rows in rows_list for p in positions] for kind in KINDS}
+      for quantization in export_seq2seq.FILES}
+  return {"steps": steps, "rows": rows_list,
+          "goals": {quantization: {f"rows_{r}": goals(kinds, r) for r in rows_list}
+                    for quantization, kinds in steps.items()}}
+
+
+def validation_inputs(task_name: str, config, examples: int) -> np.ndarray:
+  """The first `examples` validation inputs of a pretraining task: [examples, n]."""
+  batches = input_pipeline.seq2seq_batches(task_name, "validation", config.data, train=False)
+  inputs = []
+  for batch in batches:
+    inputs.extend(batch["inputs"][batch["weights"] > 0])
+    if len(inputs) >= examples:
+      break
+  return np.stack(inputs[:examples])
+
+
+def measure_tflite_agreement(export_dir: str, workdir: str, beam_size: int, max_length: int,
+                             examples: int) -> dict:
+  """How often beam search over the exported files returns the JAX search's top sequence.
+
+  One input at a time, as on a device: JAX `generate.generate` on the checkpoint the export
+  came from, each input padded to its smallest training length (`generate.pad_inputs`, as
+  the CLI does) vs `generate.generate_tflite` on each file, same scorer.
+  """
+  with open(os.path.join(export_dir, export_seq2seq.MANIFEST_FILE)) as f:
+    config = ml_collections.ConfigDict(json.load(f)["config"])
+  trainer = train.Trainer(config)
+  model = trainer.model
+  variables, step = train.load_variables(workdir, trainer)
+  inputs = validation_inputs(trainer.task_name, config, examples)
+  files = {name: export_seq2seq.TFLiteEncoderDecoder(os.path.join(export_dir, name))
+           for name in export_seq2seq.FILES.values()}
+  same = {(name, scorer): [] for name in files for scorer in SCORERS}
+  for scorer_name, scorer in SCORERS.items():
+    search = jax.jit(functools.partial(generate.generate, model, max_length=max_length,
+                                       beam_size=beam_size, scorer=scorer))
+    for row in inputs:
+      ids = row[row != splitter.PAD_ID]
+      reference = jax.device_get(search(variables, generate.pad_inputs([ids], config.data)))
+      for name, exported in files.items():
+        result = generate.generate_tflite(exported, ids[None], max_length=max_length,
+                                          beam_size=beam_size, scorer=scorer)
+        same[name, scorer_name].append(bool(np.array_equal(
+            reference.sequences[0, 0], np.asarray(result.sequences[0, 0]))))
+  return {"export": export_dir, "workdir": workdir, "checkpoint_step": step,
+          "examples": len(inputs), "beam_size": beam_size, "max_length": max_length,
+          "same_top_sequence": {f"{name} ({scorer})": float(np.mean(matches))
+                                for (name, scorer), matches in same.items()}}
 
 
 def plot(report: dict, path: str) -> None:
@@ -277,44 +382,82 @@ def goals(steps: dict, rows: int) -> dict:
   return result
 
 
+def format_tflite_table(tflite: dict) -> str:
+  positions = sorted({r["position"] for r in tflite["steps"]["float32"]["matt"]})
+  lines = ["| TFLite decode_step (one thread) | rows | "
+           + " | ".join(f"p={p}" for p in positions) + " |",
+           "|---" * (len(positions) + 2) + "|"]
+  for quantization, kinds in tflite["steps"].items():
+    for kind, rows in kinds.items():
+      for row_count in tflite["rows"]:
+        ms = [f"{r['step_ms']:.3f} ms" for r in rows if r["rows"] == row_count]
+        lines.append(f"| {kind} {quantization} | {row_count} | " + " | ".join(ms) + " |")
+  return "\n".join(lines + ["", "TFLite goals: " + json.dumps(tflite["goals"])])
+
+
+PARTS = ("jax", "tflite")
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--out", default="benchmarks/results")
+  parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                      help="jax: sections 1-4; tflite: sections 5-6.")
   parser.add_argument("--positions", type=int, nargs="+", default=[16, 64, 256, 1024, 2048])
   parser.add_argument("--input_bytes", type=int, default=256)
   parser.add_argument("--beam_size", type=int, default=4)
   parser.add_argument("--steps", type=int, default=64, help="Decode steps per timing.")
   parser.add_argument("--rounds", type=int, default=40)
+  parser.add_argument("--tflite_calls", type=int, default=20,
+                      help="TFLite decode_step calls per timing.")
   parser.add_argument("--max_length", type=int, default=64, help="Beam search steps.")
   parser.add_argument("--workdir", default=None,
-                      help="A trained configs/pretrain_fortunes.py run: uint8 agreement.")
+                      help="A trained configs/pretrain_fortunes.py run: uint8 agreement; "
+                           "with --export, the run that export came from.")
+  parser.add_argument("--export", default=None,
+                      help="An export of --workdir by byteflax.export_seq2seq: TFLite vs "
+                           "JAX beam search agreement.")
   parser.add_argument("--agreement_examples", type=int, default=200)
   args = parser.parse_args()
   if 1024 not in args.positions or 16 not in args.positions:
     parser.error("--positions must include 16 and 1024 (the goals compare them).")
+  if args.export and not args.workdir:
+    parser.error("--export needs the --workdir of the run it was exported from.")
 
-  models = {kind: build(kind, args.input_bytes) for kind in KINDS}
-  rows = [1, args.beam_size]
-  steps = measure_steps(models, args.positions, rows, args.steps, args.rounds)
-  report = {
-      "device": str(jax.devices()[0].device_kind), "cpu_count": os.cpu_count(),
-      "config": "configs/pretrain_fortunes.py (matt) / :causal", "args": vars(args),
-      "positions": args.positions, "rows": rows, "steps": steps,
-      "cache_bytes_per_sequence": cache_bytes(models, args.positions),
-      "beam_search_ms": measure_beam_search(models, args.beam_size, args.max_length,
-                                            args.rounds),
-      "goals": {f"rows_{r}": goals(steps, r) for r in rows},
-  }
-  if args.workdir:
-    report["uint8_agreement"] = measure_agreement(args.workdir, args.beam_size,
-                                                  args.max_length, args.agreement_examples)
+  report = {"device": str(jax.devices()[0].device_kind), "cpu_count": os.cpu_count(),
+            "config": "configs/pretrain_fortunes.py (matt) / :causal", "args": vars(args),
+            "positions": args.positions}
+  if "jax" in args.parts:
+    models = {kind: build(kind, args.input_bytes) for kind in KINDS}
+    rows = [1, args.beam_size]
+    steps = measure_steps(models, args.positions, rows, args.steps, args.rounds)
+    report.update(
+        rows=rows, steps=steps, cache_bytes_per_sequence=cache_bytes(models, args.positions),
+        beam_search_ms=measure_beam_search(models, args.beam_size, args.max_length,
+                                           args.rounds),
+        goals={f"rows_{r}": goals(steps, r) for r in rows})
+    if args.workdir and not args.export:
+      report["uint8_agreement"] = measure_agreement(
+          args.workdir, args.beam_size, args.max_length, args.agreement_examples)
+  if "tflite" in args.parts:
+    report["tflite"] = measure_tflite_steps(args.positions, args.input_bytes,
+                                            args.beam_size, args.rounds, args.tflite_calls)
+    if args.export:
+      report["tflite_agreement"] = measure_tflite_agreement(
+          args.export, args.workdir, args.beam_size, args.max_length,
+          args.agreement_examples)
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, "decode.json"), "w") as f:
     json.dump(report, f, indent=2)
-  plot(report, os.path.join(args.out, "decode.png"))
-  print(format_tables(report))
+  if "jax" in args.parts:
+    plot(report, os.path.join(args.out, "decode.png"))
+    print(format_tables(report))
   if "uint8_agreement" in report:
     print("uint8 agreement:", json.dumps(report["uint8_agreement"]))
+  if "tflite" in report:
+    print(format_tflite_table(report["tflite"]))
+  if "tflite_agreement" in report:
+    print("TFLite agreement:", json.dumps(report["tflite_agreement"]))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@ r"""Generates text with a trained encoder-decoder: beam search, greedy decoding 
       --input="Whenever you find yourself on the side of the <extra_id_0>, pause." \
       [--beam_size=4] [--max_length=64] [--alpha=0.6] [--num_return=1] \
       [--temperature=0] [--seed=0] [--scorer=float|uint8]
+  # The same search over an export of byteflax.export_seq2seq, in the LiteRT interpreter:
+  python -m byteflax.generate --tflite=/tmp/pretrain/export[/seq2seq_int8.tflite] \
+      --input="..." [the same options]
 
 --config is the config the run in --workdir was trained with (same overrides); the newest
 checkpoint is restored through `train.load_variables`. --input may be repeated (one batch).
@@ -21,6 +24,7 @@ which never occur in UTF-8; tasks/pretraining.py).
 from __future__ import annotations
 
 import functools
+import os
 import re
 
 from absl import app
@@ -34,6 +38,8 @@ import numpy as np
 
 import tasks  # pylint: disable=unused-import  (registers the SeqIO tasks)
 from byteflax import beam_search
+from byteflax import export
+from byteflax import export_seq2seq
 from byteflax import input_pipeline
 from byteflax import seq2seq
 from byteflax import splitter
@@ -81,6 +87,11 @@ def format_output(ids: np.ndarray) -> str:
   return "".join(pieces)
 
 
+def ban(logits: jax.Array, banned_ids: tuple[int, ...]) -> jax.Array:
+  """logits [rows, vocab] with the banned ids at -inf (never generated)."""
+  return logits.at[:, banned_ids].set(-jnp.inf)
+
+
 def make_step_fn(model: seq2seq.EncoderDecoder, variables, encoded: jax.Array,
                  encoded_mask: jax.Array, banned_ids: tuple[int, ...] = NEVER_GENERATED
                  ) -> beam_search.StepFn:
@@ -89,8 +100,34 @@ def make_step_fn(model: seq2seq.EncoderDecoder, variables, encoded: jax.Array,
   def step_fn(tokens, position, cache):
     logits, cache = model.apply(variables, tokens, position, cache, encoded, encoded_mask,
                                 method=model.decode_step)
-    return logits.at[:, banned_ids].set(-jnp.inf), cache
+    return ban(logits, banned_ids), cache
   return step_fn
+
+
+def search(step_fn: beam_search.StepFn, cache, *, batch_size: int, max_length: int,
+           beam_size: int = 4, num_return: int = 1, alpha: float = 0.6,
+           temperature: float = 0.0,
+           scorer: beam_search.FloatScorer | beam_search.Uint8Scorer = (
+               beam_search.FloatScorer()),
+           rng: jax.Array | None = None) -> beam_search.Hypotheses:
+  """Any decoder step -> Hypotheses [batch, num_return, max_length].
+
+  beam_size > 1: beam search (temperature must be 0: the model's own scores), the cache's
+  leaves [batch * beam_size, ...]; beam_size = 1: greedy (temperature 0) or sampling
+  (temperature > 0, with rng).
+  """
+  if beam_size > 1 and temperature > 0:
+    raise ValueError("Sampling (temperature > 0) draws one sequence: use beam_size=1.")
+  if beam_size > 1:
+    return beam_search.beam_search(step_fn, cache, batch_size=batch_size,
+                                   beam_size=beam_size, max_length=max_length, alpha=alpha,
+                                   num_return=num_return, scorer=scorer)
+  if num_return != 1:
+    raise ValueError(f"Greedy decoding and sampling return one sequence, not {num_return}.")
+  sequences, log_probs = beam_search.sample(step_fn, cache, batch_size=batch_size,
+                                            max_length=max_length, rng=rng,
+                                            temperature=temperature, scorer=scorer)
+  return beam_search.Hypotheses(sequences[:, None], log_probs[:, None], log_probs[:, None])
 
 
 def generate(model: seq2seq.EncoderDecoder, variables, inputs: jax.Array, *,
@@ -102,28 +139,52 @@ def generate(model: seq2seq.EncoderDecoder, variables, inputs: jax.Array, *,
              banned_ids: tuple[int, ...] = NEVER_GENERATED) -> beam_search.Hypotheses:
   """Decodes inputs [batch, n] int32 -> Hypotheses [batch, num_return, max_length].
 
-  beam_size > 1: beam search (temperature must be 0: the model's own scores);
-  beam_size = 1: greedy (temperature 0) or sampling (temperature > 0, with rng).
-  banned_ids are never generated. Jit it with everything but variables, inputs and rng
-  static.
+  See `search` for beam_size, temperature and rng; banned_ids are never generated. Jit it
+  with everything but variables, inputs and rng static.
   """
-  if beam_size > 1 and temperature > 0:
-    raise ValueError("Sampling (temperature > 0) draws one sequence: use beam_size=1.")
   encoded, encoded_mask = model.apply(variables, inputs, method=model.encode)
   encoded, encoded_mask = beam_search.repeat_beams((encoded, encoded_mask), beam_size)
   batch_size = inputs.shape[0]
   cache = model.apply(variables, batch_size * beam_size, max_length, method=model.init_cache)
-  step_fn = make_step_fn(model, variables, encoded, encoded_mask, banned_ids)
-  if beam_size > 1:
-    return beam_search.beam_search(step_fn, cache, batch_size=batch_size,
-                                   beam_size=beam_size, max_length=max_length, alpha=alpha,
-                                   num_return=num_return, scorer=scorer)
-  if num_return != 1:
-    raise ValueError(f"Greedy decoding and sampling return one sequence, not {num_return}.")
-  sequences, log_probs = beam_search.sample(step_fn, cache, batch_size=batch_size,
-                                            max_length=max_length, rng=rng,
-                                            temperature=temperature, scorer=scorer)
-  return beam_search.Hypotheses(sequences[:, None], log_probs[:, None], log_probs[:, None])
+  return search(make_step_fn(model, variables, encoded, encoded_mask, banned_ids), cache,
+                batch_size=batch_size, max_length=max_length, beam_size=beam_size,
+                num_return=num_return, alpha=alpha, temperature=temperature, scorer=scorer,
+                rng=rng)
+
+
+def generate_tflite(model: export_seq2seq.TFLiteEncoderDecoder, ids: np.ndarray, *,
+                    max_length: int, beam_size: int = 4, num_return: int = 1,
+                    alpha: float = 0.6, temperature: float = 0.0,
+                    scorer: beam_search.FloatScorer | beam_search.Uint8Scorer = (
+                        beam_search.FloatScorer()),
+                    rng: jax.Array | None = None,
+                    banned_ids: tuple[int, ...] = NEVER_GENERATED
+                    ) -> beam_search.Hypotheses:
+  """`generate` over an exported model: ids [1, n] (one input) -> Hypotheses
+  [1, num_return, max_length].
+
+  The same search (`search`) drives the exported `decode_step` signature of beam_size rows,
+  called from the search loop through `jax.pure_callback` once per step.
+  """
+  if model.max_positions is not None and max_length > model.max_positions:
+    raise ValueError(f"max_length {max_length} exceeds the {model.max_positions} positions "
+                     "of the exported KV cache; export again with a larger --cache_length.")
+  length, encoded, encoded_mask = model.encode(ids)
+  cache = model.init_cache(length, beam_size)
+  logits_shape = jax.ShapeDtypeStruct((beam_size, splitter.VOCAB_SIZE), jnp.float32)
+  cache_shapes = [jax.ShapeDtypeStruct(leaf.shape, leaf.dtype) for leaf in cache]
+
+  def host_step(tokens, position, *leaves):
+    return model.decode_step(length, tokens, position, list(leaves), encoded, encoded_mask)
+
+  def step_fn(tokens, position, cache):
+    logits, cache = jax.pure_callback(host_step, (logits_shape, cache_shapes), tokens,
+                                      position, *cache)
+    return ban(logits, banned_ids), cache
+
+  return search(step_fn, [jnp.asarray(leaf) for leaf in cache], batch_size=1,
+                max_length=max_length, beam_size=beam_size, num_return=num_return,
+                alpha=alpha, temperature=temperature, scorer=scorer, rng=rng)
 
 
 def load_model(config: ml_collections.ConfigDict, workdir: str
@@ -149,11 +210,25 @@ def pad_inputs(ids: list[np.ndarray], data: ml_collections.ConfigDict) -> np.nda
   return padded
 
 
+def tflite_path(path: str) -> str:
+  """--tflite: an export directory (its float file) or one .tflite file of it."""
+  if os.path.isdir(path):
+    path = os.path.join(path, export_seq2seq.FILES[export.FLOAT32])
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"--tflite: no file {path}; write it with python -m "
+                            "byteflax.export_seq2seq.")
+  return path
+
+
 def main():
   """The CLI; its flags are defined here so that importing this module defines none."""
   config = config_flags.DEFINE_config_file(
       "config", None, "The config the run in --workdir was trained with.", lock_config=True)
   workdir = flags.DEFINE_string("workdir", None, "Run whose newest checkpoint generates.")
+  tflite = flags.DEFINE_string(
+      "tflite", None, "Instead of --config and --workdir: an export of "
+      "byteflax.export_seq2seq (a directory: its float file; or one of its .tflite files), "
+      "run in the LiteRT interpreter.")
   inputs = flags.DEFINE_multi_string(
       "input", None, "Input text; <extra_id_N> marks the N-th missing span. Repeatable.")
   beam_size = flags.DEFINE_integer("beam_size", 4, "Beams; 1 = greedy or sampling.")
@@ -165,26 +240,43 @@ def main():
   seed = flags.DEFINE_integer("seed", 0, "Sampling seed.")
   scorer = flags.DEFINE_enum("scorer", "float", sorted(beam_search.SCORERS),
                              "float32 log-probs, or uint8 codes with int32 sums.")
-  flags.mark_flags_as_required(["config", "workdir", "input"])
+  flags.mark_flags_as_required(["input"])
 
   def run(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if (tflite.value is None) == (workdir.value is None or config.value is None):
+      raise app.UsageError("Pass --config and --workdir (a checkpoint), or --tflite (an "
+                           "export), not both.")
     if not flags.FLAGS["verbosity"].present:
       # Only the generated text on a terminal: orbax logs dozens of lines per restore.
       logging.set_verbosity(logging.WARNING)
-    model, variables, step = load_model(config.value, workdir.value)
-    ids = [encode_input(text, config.value.data.max_length) for text in inputs.value]
-    decode = jax.jit(functools.partial(
-        generate, model, max_length=max_length.value, beam_size=beam_size.value,
-        num_return=num_return.value, alpha=alpha.value, temperature=temperature.value,
-        scorer=beam_search.make_scorer(scorer.value)))
-    result = jax.device_get(decode(variables, pad_inputs(ids, config.value.data),
-                                   rng=jax.random.PRNGKey(seed.value)))
-    print(f"checkpoint step {step}, {config.value.model.decoder.attention_kind} decoder")
-    for text, sequences, scores in zip(inputs.value, result.sequences, result.scores):
+    options = dict(max_length=max_length.value, beam_size=beam_size.value,
+                   num_return=num_return.value, alpha=alpha.value,
+                   temperature=temperature.value,
+                   scorer=beam_search.make_scorer(scorer.value),
+                   rng=jax.random.PRNGKey(seed.value))
+    if tflite.value:
+      path = tflite_path(tflite.value)
+      model = export_seq2seq.TFLiteEncoderDecoder(path)
+      results = [jax.device_get(generate_tflite(
+          model, encode_input(text, model.lengths[-1])[None], **options))
+                 for text in inputs.value]
+      print(f"{path}: {'MAtt' if model.max_positions is None else 'causal'} decoder, "
+            "LiteRT interpreter")
+    else:
+      trained, variables, step = load_model(config.value, workdir.value)
+      ids = [encode_input(text, config.value.data.max_length) for text in inputs.value]
+      rng = options.pop("rng")
+      decode = jax.jit(functools.partial(generate, trained, **options))
+      result = jax.device_get(decode(variables, pad_inputs(ids, config.value.data), rng=rng))
+      results = [beam_search.Hypotheses(*(field[i:i + 1] for field in result))
+                 for i in range(len(ids))]
+      print(f"checkpoint step {step}, {config.value.model.decoder.attention_kind} decoder")
+    for text, result in zip(inputs.value, results):
       print(f"input: {text}")
-      for rank, (sequence, score) in enumerate(zip(sequences, scores), 1):
+      for rank, (sequence, score) in enumerate(zip(result.sequences[0], result.scores[0]),
+                                               1):
         print(f"  {rank}. [{score:.3f}] {format_output(sequence)}")
 
   app.run(run)

@@ -95,6 +95,19 @@ def test_generate_cli_on_a_trained_smoke_run(tmp_path):
   assert lines[1] == "input: Some <extra_id_0> text."
   assert lines[4] == "input: Another one"
   assert all(line.startswith(("  1. [", "  2. [")) for line in lines[2:4] + lines[5:7])
+  # Exported, the same search over LiteRT returns the same hypotheses.
+  export_dir = tmp_path / "export"
+  subprocess.run([sys.executable, "-m", "byteflax.export_seq2seq", *config,
+                  f"--out={export_dir}", "--rows=1,3"], cwd=REPO, check=True,
+                 capture_output=True)
+  exported = subprocess.run(
+      [sys.executable, "-m", "byteflax.generate", f"--tflite={export_dir}", "--max_length=16",
+       "--input=Some <extra_id_0> text.", "--input=Another one", "--beam_size=3",
+       "--num_return=2", "--scorer=uint8"], cwd=REPO, check=True, capture_output=True,
+      text=True).stdout.splitlines()
+  assert exported[0].endswith("seq2seq_float.tflite: MAtt decoder, LiteRT interpreter")
+  hypotheses = lambda lines: [line.split("] ", 1)[-1] for line in lines[1:]]
+  assert hypotheses(exported) == hypotheses(lines), (exported, lines)
   missing = subprocess.run(
       [sys.executable, "-m", "byteflax.generate", "--config=configs/pretrain_fortunes.py:smoke",
        f"--workdir={tmp_path / 'none'}", "--input=x"], cwd=REPO, capture_output=True,
@@ -105,7 +118,8 @@ def test_generate_cli_on_a_trained_smoke_run(tmp_path):
 @pytest.mark.slow
 def test_decode_benchmark_runs(tmp_path):
   subprocess.run([sys.executable, "-m", "benchmarks.decode", f"--out={tmp_path}",
-                  "--positions", "16", "1024", "--rounds=2", "--steps=2", "--max_length=4"],
+                  "--positions", "16", "1024", "--rounds=2", "--steps=2", "--max_length=4",
+                  "--tflite_calls=2"],
                  cwd=REPO, check=True, capture_output=True)
   with open(tmp_path / "decode.json") as f:
     report = json.load(f)
@@ -113,3 +127,7 @@ def test_decode_benchmark_runs(tmp_path):
   assert report["cache_bytes_per_sequence"]["causal"][1] == 64 * (
       report["cache_bytes_per_sequence"]["causal"][0])
   assert set(report["beam_search_ms"]["matt decoder"]) == {"float", "uint8"}
+  for quantization in ("float32", "int8"):
+    assert {r["position"] for r in report["tflite"]["steps"][quantization]["matt"]} == {
+        16, 1024}
+    assert report["tflite"]["goals"][quantization]["rows_1"]["matt_1024_over_16"] > 0
