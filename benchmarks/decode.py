@@ -190,30 +190,34 @@ def measure_beam_search(models, beam_size, max_length, rounds) -> dict:
                     for name in SCORERS} for decoder, _ in runs}
 
 
+def float_scores(model, variables, inputs: np.ndarray, sequences: np.ndarray,
+                 alpha: float = 0.6) -> np.ndarray:
+  """Length-penalized float32 scores [b] of sequences [b, length] (up to their EOS) given
+  inputs [b, n], by teacher forcing: the float search's own measure."""
+  logits = jax.jit(model.apply)(variables, inputs, sequences)
+  log_probs = jax.nn.log_softmax(
+      logits.at[..., generate.NEVER_GENERATED].set(-jnp.inf), axis=-1)
+  is_eos = sequences == splitter.EOS_ID
+  up_to_eos = np.cumsum(is_eos, axis=1) - is_eos == 0
+  per_id = np.take_along_axis(np.asarray(log_probs), sequences[..., None], axis=-1)[..., 0]
+  return np.where(up_to_eos, per_id, 0.0).sum(axis=1) / np.asarray(
+      beam_search.length_penalty(jnp.asarray(up_to_eos.sum(1)), alpha))
+
+
 def measure_agreement(workdir: str, beam_size: int, max_length: int, examples: int) -> dict:
   """uint8 vs float top sequences of a trained run on its task's validation inputs."""
   config = pretrain_fortunes.get_config()
   model, variables, step = generate.load_model(config, workdir)
-  inputs = validation_inputs(config.data.task, config, examples)
+  inputs = generate.pad_inputs(validation_inputs(config.data.task, config, examples),
+                               config.data)
   results = {}
   for name, scorer in SCORERS.items():
     search = jax.jit(functools.partial(generate.generate, model, max_length=max_length,
                                        beam_size=beam_size, scorer=scorer))
     results[name] = jax.device_get(search(variables, inputs))
   same = np.all(results["float"].sequences[:, 0] == results["uint8"].sequences[:, 0], axis=1)
-  # The uint8 choice scored by the float search's own measure (teacher forcing).
-  logits = jax.jit(model.apply)(variables, inputs, results["uint8"].sequences[:, 0])
-  log_probs = jax.nn.log_softmax(
-      logits.at[..., generate.NEVER_GENERATED].set(-jnp.inf), axis=-1)
-  chosen = results["uint8"].sequences[:, 0]
-  is_eos = chosen == splitter.EOS_ID
-  up_to_eos = np.cumsum(is_eos, axis=1) - is_eos == 0
-  per_id = np.take_along_axis(np.asarray(log_probs), chosen[..., None], axis=-1)[..., 0]
-  uint8_log_probs = np.where(up_to_eos, per_id, 0.0).sum(axis=1)
-  lengths = up_to_eos.sum(1)
-  uint8_scores = uint8_log_probs / np.asarray(beam_search.length_penalty(
-      jnp.asarray(lengths), 0.6))
-  regret = results["float"].scores[:, 0] - uint8_scores
+  regret = results["float"].scores[:, 0] - float_scores(
+      model, variables, inputs, results["uint8"].sequences[:, 0])
   return {"workdir": workdir, "checkpoint_step": step, "examples": len(inputs),
           "same_top_sequence": float(same.mean()),
           "mismatches": int((~same).sum()),
@@ -276,15 +280,15 @@ def measure_tflite_steps(positions, input_bytes, beam_size, rounds, calls) -> di
                     for quantization, kinds in steps.items()}}
 
 
-def validation_inputs(task_name: str, config, examples: int) -> np.ndarray:
-  """The first `examples` validation inputs of a pretraining task: [examples, n]."""
+def validation_inputs(task_name: str, config, examples: int) -> list[np.ndarray]:
+  """The first `examples` validation inputs of a pretraining task, without padding."""
   batches = input_pipeline.seq2seq_batches(task_name, "validation", config.data, train=False)
   inputs = []
   for batch in batches:
-    inputs.extend(batch["inputs"][batch["weights"] > 0])
+    inputs.extend(row[row != splitter.PAD_ID] for row in batch["inputs"][batch["weights"] > 0])
     if len(inputs) >= examples:
       break
-  return np.stack(inputs[:examples])
+  return inputs[:examples]
 
 
 def measure_tflite_agreement(export_dir: str, workdir: str, beam_size: int, max_length: int,
@@ -304,21 +308,31 @@ def measure_tflite_agreement(export_dir: str, workdir: str, beam_size: int, max_
   files = {name: export_seq2seq.TFLiteEncoderDecoder(os.path.join(export_dir, name))
            for name in export_seq2seq.FILES.values()}
   same = {(name, scorer): [] for name in files for scorer in SCORERS}
+  regrets = {key: [] for key in same}
   for scorer_name, scorer in SCORERS.items():
     search = jax.jit(functools.partial(generate.generate, model, max_length=max_length,
                                        beam_size=beam_size, scorer=scorer))
-    for row in inputs:
-      ids = row[row != splitter.PAD_ID]
-      reference = jax.device_get(search(variables, generate.pad_inputs([ids], config.data)))
+    for ids in inputs:
+      padded = generate.pad_inputs([ids], config.data)
+      reference = jax.device_get(search(variables, padded)).sequences[0, :1]
       for name, exported in files.items():
-        result = generate.generate_tflite(exported, ids[None], max_length=max_length,
-                                          beam_size=beam_size, scorer=scorer)
-        same[name, scorer_name].append(bool(np.array_equal(
-            reference.sequences[0, 0], np.asarray(result.sequences[0, 0]))))
+        chosen = np.asarray(generate.generate_tflite(
+            exported, ids[None], max_length=max_length, beam_size=beam_size,
+            scorer=scorer).sequences[0, :1])
+        same[name, scorer_name].append(bool(np.array_equal(reference, chosen)))
+        if not same[name, scorer_name][-1]:
+          scores = float_scores(model, variables, np.repeat(padded, 2, axis=0),
+                                np.concatenate([reference, chosen]))
+          regrets[name, scorer_name].append(float(scores[0] - scores[1]))
   return {"export": export_dir, "workdir": workdir, "checkpoint_step": step,
           "examples": len(inputs), "beam_size": beam_size, "max_length": max_length,
           "same_top_sequence": {f"{name} ({scorer})": float(np.mean(matches))
-                                for (name, scorer), matches in same.items()}}
+                                for (name, scorer), matches in same.items()},
+          # Float score (teacher forcing, length-penalized) of the JAX search's choice
+          # minus that of the exported file's, where they differ: > 0, the file did worse.
+          "float_score_regret_of_mismatches": {
+              f"{name} ({scorer})": sorted(regret)
+              for (name, scorer), regret in regrets.items()}}
 
 
 def plot(report: dict, path: str) -> None:

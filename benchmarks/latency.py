@@ -1,11 +1,13 @@
-r"""Per-comment latency on one CPU thread: exported ByteQRNN (int8, float) against TF-IDF + LR
-and MiniLM, on the same texts in one run.
+r"""Per-comment latency on one CPU thread: exported byte models (int8, float) against TF-IDF +
+LR and MiniLM, on the same texts in one run.
 
   python -m byteflax.export --config=configs/byteqrnn_toxicity.py --workdir=/tmp/byteqrnn \
       --out=/tmp/byteqrnn/export
   python -m benchmarks.latency --config=configs/byteqrnn_toxicity.py \
       --export_dir=/tmp/byteqrnn/export --baselines=tfidf_word,minilm \
       --out=benchmarks/results/latency
+  # Several exports side by side (e.g. ByteQRNN and ByteTransformer runs of the same task):
+  python -m benchmarks.latency ... --export_dir=/tmp/byteqrnn/export,/tmp/transformer/export
 
 Two tables, printed and written to <out>/latency.{json,png}:
   per comment  --texts test texts drawn at random (seed 0), each scored once at batch 1
@@ -14,7 +16,7 @@ Two tables, printed and written to <out>/latency.{json,png}:
   by length    a synthetic text of n - 1 bytes (n ids with EOS; letters and spaces) for n
                in --lengths, --runs calls each: median ms. Past the model's longest
                signature a text is cut to it, as on device.
-Rows: every .tflite in --export_dir; `tfidf_word` / `tfidf_char`: the vectorizer and
+Rows: every model file of each --export_dir, named by its manifest's model_name; `tfidf_word` / `tfidf_char`: the vectorizer and
 logistic regression (C=1, fitted on --fit_texts training texts: latency hardly depends on
 the fit); `minilm`: all-MiniLM-L6-v2's forward pass on one text (torch, one thread), what
 both the frozen and the fine-tuned MiniLM rows cost per comment.
@@ -42,7 +44,8 @@ from byteflax import splitter
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "The exported run's config (its task gives the texts).", lock_config=True)
-_EXPORT_DIR = flags.DEFINE_string("export_dir", None, "--out of byteflax.export.")
+_EXPORT_DIRS = flags.DEFINE_list("export_dir", None,
+                                 "--out of byteflax.export; several, comma-separated.")
 _BASELINES = flags.DEFINE_list("baselines", ["tfidf_word", "minilm"],
                                "Non-byte rows: tfidf_word, tfidf_char, minilm.")
 _OUT = flags.DEFINE_string("out", None, "Directory for latency.json and latency.png.")
@@ -74,15 +77,23 @@ def synthetic_text(num_ids: int, seed: int = 0) -> str:
   return "".join(rng.choice(letters, size=num_ids - 1))
 
 
-def predictors(export_dir: str, baseline_kinds: Sequence[str], train_texts, train_labels
+def predictors(export_dirs: Sequence[str], baseline_kinds: Sequence[str], train_texts, train_labels
                ) -> dict[str, Callable[[str], object]]:
   """Row name -> a function scoring one text."""
   rows = {}
-  for filename in sorted(f for f in os.listdir(export_dir) if f.endswith(".tflite")):
-    classifier = export.TFLiteClassifier(os.path.join(export_dir, filename), num_threads=1)
-    encode = splitter.ByteSplitter(classifier.length).encode
-    rows[f"byteqrnn {filename}"] = (
-        lambda text, c=classifier, e=encode: c(e(text)[None]))
+  for export_dir in export_dirs:
+    manifest = os.path.join(export_dir, export.MANIFEST_FILE)
+    if os.path.exists(manifest):
+      with open(manifest) as f:
+        model_name = json.load(f)["model_name"]
+    else:  # Files converted without byteflax.export's manifest.
+      model_name = os.path.basename(os.path.normpath(export_dir))
+    for filename in [name for name in export.FILES.values()
+                     if os.path.exists(os.path.join(export_dir, name))]:
+      classifier = export.TFLiteClassifier(os.path.join(export_dir, filename), num_threads=1)
+      encode = splitter.ByteSplitter(classifier.length).encode
+      rows[f"{model_name} {filename}"] = (
+          lambda text, c=classifier, e=encode: c(e(text)[None]))
   for kind in baseline_kinds:
     if kind.startswith("tfidf_"):
       model = baselines.TfidfLogisticRegression(kind.removeprefix("tfidf_")).fit(
@@ -103,7 +114,7 @@ def predictors(export_dir: str, baseline_kinds: Sequence[str], train_texts, trai
   return rows
 
 
-def benchmark(config, export_dir: str, baseline_kinds: Sequence[str], num_texts: int,
+def benchmark(config, export_dirs: Sequence[str], baseline_kinds: Sequence[str], num_texts: int,
               fit_texts: int, lengths: Sequence[int], runs: int, warmup: int) -> dict:
   _, test_texts, _ = distill.split_texts(config, "test")
   rng = np.random.default_rng(0)
@@ -113,7 +124,7 @@ def benchmark(config, export_dir: str, baseline_kinds: Sequence[str], num_texts:
   _, train_texts, train_labels = distill.split_texts(config, "train")
   keep = rng.choice(len(train_texts), min(fit_texts, len(train_texts)), replace=False)
   rows = []
-  for name, predict in predictors(export_dir, baseline_kinds, [train_texts[i] for i in keep],
+  for name, predict in predictors(export_dirs, baseline_kinds, [train_texts[i] for i in keep],
                                   train_labels[keep]).items():
     per_text = time_each(predict, test_texts, warmup)
     by_length = {}
@@ -127,7 +138,7 @@ def benchmark(config, export_dir: str, baseline_kinds: Sequence[str], num_texts:
   text_bytes = [len(t.encode("utf-8")) for t in test_texts]
   return {"task": config.data.task if not config.data.train_path else config.data.train_path,
           "texts": len(test_texts), "median_text_bytes": float(np.median(text_bytes)),
-          "export_dir": export_dir, "threads": 1, "rows": rows}
+          "export_dirs": list(export_dirs), "threads": 1, "rows": rows}
 
 
 def format_table(results: dict) -> str:
@@ -163,7 +174,7 @@ def plot(results: dict, path: str) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  results = benchmark(_CONFIG.value, _EXPORT_DIR.value, _BASELINES.value, _TEXTS.value,
+  results = benchmark(_CONFIG.value, _EXPORT_DIRS.value, _BASELINES.value, _TEXTS.value,
                       _FIT_TEXTS.value, [int(n) for n in _LENGTHS.value], _RUNS.value,
                       _WARMUP.value)
   print(format_table(results))

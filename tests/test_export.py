@@ -316,12 +316,14 @@ def test_cli_float_then_qat_then_export_then_benchmark(tmp_path):
 def test_latency_benchmark_times_every_model_on_the_same_texts(quantized_model):
   from benchmarks import latency  # pylint: disable=g-import-not-at-top
   export_dir = os.path.dirname(quantized_model[3][export.FLOAT_FILE])
-  results = latency.benchmark(byteqrnn_toxicity.get_config("smoke"), export_dir,
+  with open(os.path.join(export_dir, export.MANIFEST_FILE), "w") as f:
+    json.dump({"model_name": "byte_qrnn"}, f)
+  results = latency.benchmark(byteqrnn_toxicity.get_config("smoke"), [export_dir],
                               ["tfidf_word"], num_texts=30, fit_texts=300,
                               lengths=[16, 64, 256], runs=3, warmup=2)
   names = [row["name"] for row in results["rows"]]
-  assert names == [f"byteqrnn {export.FLOAT_FILE}", f"byteqrnn {export.INT8_FILE}",
-                   f"byteqrnn {export.INT8_FULL_FILE}", "tfidf_word"]
+  assert names == [f"byte_qrnn {export.FLOAT_FILE}", f"byte_qrnn {export.INT8_FILE}",
+                   f"byte_qrnn {export.INT8_FULL_FILE}", "tfidf_word"]
   for row in results["rows"]:
     assert 0 < row["median_ms"] <= row["p90_ms"] <= row["p99_ms"]
     assert list(row["ms_by_length"]) == ["16", "64", "256"]
