@@ -184,17 +184,44 @@ def convert(model: nn.Module, params, lengths: int | Sequence[int],
     logits = model.apply({"params": params}, ids, train=False)
     return {"logits": logits, "probabilities": jax.nn.sigmoid(logits)}
 
-  # Graph-mode jax2tf with XLA ops disabled emits plain TF ops that TFLite knows.
-  tf_serve = tf.function(
-      jax2tf.convert(serve, native_serialization=False, enable_xla=False,
-                     with_gradient=False, polymorphic_shapes=None),
-      autograph=False)
+  tf_serve = to_tf(serve)
   signatures = {signature_key(length): tf_serve.get_concrete_function(
       tf.TensorSpec((1, length), tf.int32, name="ids")) for length in lengths}
+  representative_dataset = None
+  if quantization == INT8_FULL:
+    representative_dataset = lambda: (
+        (signature_key(length), {"ids": row[None]})
+        for length in lengths for row in representative_ids[length])
+  return to_tflite({"classify": tf_serve}, signatures, quantization, representative_dataset)
+
+
+def to_tf(function: Callable) -> tf.types.experimental.GenericFunction:
+  """A JAX function of arrays as a tf.function of plain TF ops that TFLite knows
+  (graph-mode jax2tf with XLA ops disabled)."""
+  return tf.function(jax2tf.convert(function, native_serialization=False, enable_xla=False,
+                                    with_gradient=False), autograph=False)
+
+
+def to_tflite(functions: dict[str, tf.types.experimental.GenericFunction],
+              signatures: dict[str, tf.types.experimental.ConcreteFunction],
+              quantization: str = FLOAT32, representative_dataset: Callable | None = None
+              ) -> bytes:
+  """A TFLite flatbuffer whose signatures (named inputs and outputs) are concrete
+  functions of `functions` (`to_tf`), sharing one copy of the weights.
+
+  quantization: FLOAT32, INT8 (dynamic range) or INT8_FULL (representative_dataset, a
+  callable yielding (signature key, {input name: array}), calibrates every activation).
+  """
+  if quantization not in FILES:
+    raise ValueError(f"quantization must be one of {list(FILES)}, got {quantization!r}.")
+  if (quantization == INT8_FULL) != (representative_dataset is not None):
+    raise ValueError("A representative dataset calibrates int8_full, and only int8_full.")
   # Through a SavedModel so that the flatbuffer gets signatures with named inputs/outputs.
   with tempfile.TemporaryDirectory() as saved_model_dir:
     module = tf.Module()
-    module.classify = tf_serve  # Not `serve`: the converter takes that for a Keras export.
+    for name, function in functions.items():
+      # Not `serve`: the converter takes that for a Keras export.
+      setattr(module, name, function)
     tf.saved_model.save(module, saved_model_dir, signatures=signatures)
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir,
                                                          signature_keys=list(signatures))
@@ -202,9 +229,7 @@ def convert(model: nn.Module, params, lengths: int | Sequence[int],
       # Without a representative dataset this is dynamic-range quantization (INT8).
       converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == INT8_FULL:
-      converter.representative_dataset = lambda: (
-          (signature_key(length), {"ids": row[None]})
-          for length in lengths for row in representative_ids[length])
+      converter.representative_dataset = representative_dataset
       # int8 builtins only: an op that cannot be quantized fails the conversion instead of
       # silently falling back to a float kernel.
       converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

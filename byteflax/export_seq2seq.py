@@ -32,14 +32,12 @@ from collections.abc import Sequence
 import functools
 import json
 import os
-import tempfile
 
 from absl import app
 from absl import flags
 from absl import logging
 import flax.linen as nn
 import jax
-from jax.experimental import jax2tf
 import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_flags
@@ -114,9 +112,7 @@ def convert(model: seq2seq.EncoderDecoder, params, lengths: Sequence[int],
     return {"logits": logits,
             **{cache_key(i): leaf for i, leaf in enumerate(jax.tree.leaves(cache))}}
 
-  to_tf = lambda f: tf.function(jax2tf.convert(
-      f, native_serialization=False, enable_xla=False, with_gradient=False), autograph=False)
-  tf_encode, tf_decode_step = to_tf(encode), to_tf(decode_step)
+  tf_encode, tf_decode_step = export.to_tf(encode), export.to_tf(decode_step)
   signatures = {}
   for length in lengths:
     ids = jax.ShapeDtypeStruct((1, length), jnp.int32)
@@ -133,15 +129,8 @@ def convert(model: seq2seq.EncoderDecoder, params, lengths: Sequence[int],
           tf.TensorSpec(mask.shape, tf.bool, name="encoded_mask"),
           *(tf.TensorSpec(leaf.shape, tf.float32, name=cache_key(i))
             for i, leaf in enumerate(leaves)))
-  with tempfile.TemporaryDirectory() as saved_model_dir:
-    module = tf.Module()
-    module.encode, module.decode_step = tf_encode, tf_decode_step
-    tf.saved_model.save(module, saved_model_dir, signatures=signatures)
-    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir,
-                                                         signature_keys=list(signatures))
-    if quantization == export.INT8:
-      converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    return converter.convert()
+  return export.to_tflite({"encode": tf_encode, "decode_step": tf_decode_step}, signatures,
+                          quantization)
 
 
 def cache_shapes(model: seq2seq.EncoderDecoder, params, rows: int, cache_length: int):

@@ -60,42 +60,90 @@ class ByteClassifier(nn.Module):
     """
     raise NotImplementedError
 
+  @property
+  def num_exits(self) -> int:
+    """Classification heads along the encoder (`encode_exits`); 1: the last layer's only."""
+    return 1
+
+  def encode_exits(self, x: jnp.ndarray, mask: jnp.ndarray, *, deterministic: bool,
+                   depth: int | None, start: int = 0
+                   ) -> list[tuple[jnp.ndarray, jnp.ndarray]]:
+    """The encodings (and masks) that exits start + 1 .. depth classify (1-based; depth
+    None: the last exit), given x, the encodings of exit `start` (0: the encoder's input).
+    Layers past `depth` are not run. Default: one exit, `encode`."""
+    if depth not in (None, 1) or start:
+      raise ValueError(f"{type(self).__name__} has one exit; exits {start + 1}..{depth} "
+                       "asked for.")
+    return [self.encode(x, mask, deterministic=deterministic)]
+
   @nn.compact
-  def __call__(self, ids, *, train: bool = False, encodings_only: bool = False):
+  def __call__(self, ids, *, train: bool = False, encodings_only: bool = False,
+               depth: int | None = None, all_exits: bool = False,
+               resume: tuple[jnp.ndarray, jnp.ndarray, int] | None = None,
+               with_encodings: bool = False):
     """ids: `[batch, length]` int32 byte ids (0 = pad) -> logits `[batch, num_labels]`.
 
     With `encodings_only`, returns the encoder's output instead: `[batch, out_length,
     features]` encodings and their `[batch, out_length]` mask (what a seq2seq decoder
     attends to); pooling and head are then not built, so the variables are exactly
     embed, GBST and encoder, under the same names as in the classifier.
+
+    Models with early exits (`num_exits` > 1; byteflax/early_exit.py):
+    - `depth=k` runs the encoder up to exit k (1-based) and returns that exit's logits;
+      `all_exits` returns every exit's run, `[exits, batch, num_labels]`, which joint
+      training needs. The last exit's pooling and head are the model's "pool" and "head",
+      so it is the full model.
+    - Staged inference, the deeper layers run only for the texts that need them:
+      `with_encodings` also returns the encodings and mask of the last exit run, and
+      `resume=(encodings, mask, k)` continues from exit k's (ids unused, may be None).
     """
-    mask = ids != splitter.PAD_ID
-    x = quant_lib.QuantEmbed(
-        splitter.VOCAB_SIZE, self.embed_dim,
-        embedding_init=nn.with_logical_partitioning(
-            nn.initializers.normal(stddev=1.0), ("vocab", "embed")),
-        quant=self.quant, name="embed")(ids)
-    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
-    if self.use_gbst:
-      x, mask = gbst_lib.GBST(
-          max_block_size=self.gbst_max_block_size,
-          downsample_rate=self.gbst_downsample_rate,
-          conv_kernel_size=self.gbst_conv_kernel_size,
-          score_calibration=self.gbst_score_calibration,
-          quant=self.quant,
-          name="gbst")(x, mask)
-    x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
-    x, mask = self.encode(x, mask, deterministic=not train)
-    x = nn.with_logical_constraint(x, ("batch", "length", self.encoder_axis))
+    if resume is None:
+      mask = ids != splitter.PAD_ID
+      x = quant_lib.QuantEmbed(
+          splitter.VOCAB_SIZE, self.embed_dim,
+          embedding_init=nn.with_logical_partitioning(
+              nn.initializers.normal(stddev=1.0), ("vocab", "embed")),
+          quant=self.quant, name="embed")(ids)
+      x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+      if self.use_gbst:
+        x, mask = gbst_lib.GBST(
+            max_block_size=self.gbst_max_block_size,
+            downsample_rate=self.gbst_downsample_rate,
+            conv_kernel_size=self.gbst_conv_kernel_size,
+            score_calibration=self.gbst_score_calibration,
+            quant=self.quant,
+            name="gbst")(x, mask)
+      x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+      start = 0
+    else:
+      x, mask, start = resume
+    exits = self.encode_exits(x, mask, deterministic=not train, depth=depth, start=start)
     if encodings_only:
-      return x, mask
-    x = pooling.MaskedPooling(self.pooling, quant=self.quant, name="pool")(x, mask)
-    return nn.Dense(
-        self.num_labels,
-        kernel_init=nn.with_logical_partitioning(
-            nn.initializers.lecun_normal(), (self.encoder_axis, "labels")),
-        dot_general_cls=quant_lib.dot_general_cls(self.quant),
-        name="head")(x).astype(jnp.float32)
+      return exits[-1]
+    heads, logits = {}, []  # Exits that share a head call the same modules.
+    for index, (encoded, encoded_mask) in enumerate(exits, start):
+      suffix = self.exit_head_suffix(index)
+      if suffix not in heads:
+        heads[suffix] = self.pool_and_head(suffix)
+      pool, head = heads[suffix]
+      encoded = nn.with_logical_constraint(encoded, ("batch", "length", self.encoder_axis))
+      logits.append(head(pool(encoded, encoded_mask)).astype(jnp.float32))
+    logits = jnp.stack(logits) if all_exits else logits[-1]
+    return (logits, exits[-1]) if with_encodings else logits
+
+  def exit_head_suffix(self, exit_index: int) -> str:
+    """Pooling and head names of an exit: the last exit's are "pool" and "head"."""
+    return "" if exit_index == self.num_exits - 1 else f"_exit_{exit_index}"
+
+  def pool_and_head(self, suffix: str) -> tuple[nn.Module, nn.Module]:
+    """An exit's masked pooling ([batch, length, features], mask -> [batch, features]) and
+    head (-> [batch, num_labels]), named "pool<suffix>" and "head<suffix>"."""
+    return (pooling.MaskedPooling(self.pooling, quant=self.quant, name="pool" + suffix),
+            nn.Dense(self.num_labels,
+                     kernel_init=nn.with_logical_partitioning(
+                         nn.initializers.lecun_normal(), (self.encoder_axis, "labels")),
+                     dot_general_cls=quant_lib.dot_general_cls(self.quant),
+                     name="head" + suffix))
 
 
 class ByteQRNN(ByteClassifier):
@@ -107,6 +155,10 @@ class ByteQRNN(ByteClassifier):
   Attributes (besides `ByteClassifier`'s):
     qrnn_layers, qrnn_features, qrnn_kernel_size, qrnn_pooling, bidirectional, zoneout,
       qrnn_scan: see `qrnn.QRNNEncoder` (qrnn_scan is its `scan`).
+    early_exit: a pooling and head after every QRNN layer (exits, byteflax/early_exit.py),
+      not only the last; exit k classifies after k layers.
+    shared_exit_head: the exits share the last layer's pooling and head instead of each
+      having its own.
   """
   encoder_axis: ClassVar[str] = "hidden"
 
@@ -117,9 +169,18 @@ class ByteQRNN(ByteClassifier):
   bidirectional: bool = True
   zoneout: float = 0.01
   qrnn_scan: str = "associative"
+  early_exit: bool = False
+  shared_exit_head: bool = False
 
-  def encode(self, x, mask, *, deterministic):
-    x = qrnn.QRNNEncoder(
+  @property
+  def num_exits(self) -> int:
+    return self.qrnn_layers if self.early_exit else 1
+
+  def exit_head_suffix(self, exit_index: int) -> str:
+    return "" if self.shared_exit_head else super().exit_head_suffix(exit_index)
+
+  def encoder(self) -> qrnn.QRNNEncoder:
+    return qrnn.QRNNEncoder(
         num_layers=self.qrnn_layers,
         features=self.qrnn_features,
         kernel_size=self.qrnn_kernel_size,
@@ -129,8 +190,18 @@ class ByteQRNN(ByteClassifier):
         zoneout=self.zoneout,
         scan=self.qrnn_scan,
         quant=self.quant,
-        name="encoder")(x, mask, deterministic=deterministic)
-    return x, mask
+        name="encoder")
+
+  def encode(self, x, mask, *, deterministic):
+    return self.encoder()(x, mask, deterministic=deterministic), mask
+
+  def encode_exits(self, x, mask, *, deterministic, depth, start=0):
+    if not self.early_exit:
+      return super().encode_exits(x, mask, deterministic=deterministic, depth=depth,
+                                  start=start)
+    layers = self.encoder()(x, mask, deterministic=deterministic, depth=depth,
+                            first_layer=start, all_layers=True)
+    return [(layer, mask) for layer in layers]
 
 
 class TransformerClassifier(ByteClassifier):

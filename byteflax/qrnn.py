@@ -189,18 +189,28 @@ class QRNNEncoder(nn.Module):
 
   @nn.compact
   def __call__(
-      self, x: jnp.ndarray, mask: jnp.ndarray, *, deterministic: bool
-  ) -> jnp.ndarray:
+      self, x: jnp.ndarray, mask: jnp.ndarray, *, deterministic: bool,
+      depth: int | None = None, first_layer: int = 0, all_layers: bool = False
+  ) -> jnp.ndarray | list[jnp.ndarray]:
     """Encodes a sequence.
 
     Args:
       x: [batch, length, dim] inputs; values at pad positions are ignored.
       mask: [batch, length] bool, True for real positions (padding on the right).
       deterministic: disables dropout and zoneout sampling.
+      depth: run the layers up to `depth` (1-based; None: all); the others are not built.
+      first_layer: the 0-based layer x is the input of (x is then the output of the layer
+        before it): staged inference runs the layers in several calls.
+      all_layers: return every layer's output (early exits), not only the last one's.
 
     Returns:
-      [batch, length, output_features], 0 at pad positions.
+      [batch, length, output_features], 0 at pad positions (a list of them, one per layer,
+      with all_layers).
     """
+    depth = self.num_layers if depth is None else depth
+    if not 0 <= first_layer < depth <= self.num_layers:
+      raise ValueError(f"Need 0 <= first_layer < depth <= {self.num_layers}, got "
+                       f"{first_layer} and {depth}.")
     layer = functools.partial(
         QRNNLayer,
         features=self.features,
@@ -210,7 +220,8 @@ class QRNNEncoder(nn.Module):
         scan=self.scan,
         quant=self.quant,
     )
-    for i in range(self.num_layers):
+    outputs_by_layer = []
+    for i in range(first_layer, depth):
       if i:
         # Pads stay exactly 0: dropout only scales values.
         x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
@@ -220,4 +231,5 @@ class QRNNEncoder(nn.Module):
             layer(reverse=True, name=f"layer_{i}_bwd")(x, mask, deterministic=deterministic)
         )
       x = jnp.concatenate(outputs, axis=-1)
-    return x
+      outputs_by_layer.append(x)
+    return outputs_by_layer if all_layers else x

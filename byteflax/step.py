@@ -89,7 +89,9 @@ def distillation_loss(logits, labels, teacher_logits, weights, alpha: float,
 
 def train_step(state: TrainState, batch: dict[str, jax.Array],
                objective: Objective, distill_alpha: float = 0.0,
-               distill_temperature: float = 1.0) -> tuple[TrainState, dict[str, jax.Array]]:
+               distill_temperature: float = 1.0,
+               exit_loss_weights: tuple[float, ...] = ()
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer step.
 
   Args:
@@ -102,24 +104,36 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
     distill_alpha: weight of the teacher term (`distillation_loss`); 0 trains on the
       labels alone.
     distill_temperature: the distillation temperature.
+    exit_loss_weights: for a model with early exits, one weight per exit: the loss is
+      the weighted mean of every exit's loss (all exits trained jointly). Empty: the
+      model's output alone.
 
   Returns:
     The updated state and {"loss", "grad_norm"} of this step.
   """
   dropout_rng = jax.random.fold_in(state.rng, state.step)
 
-  def loss_fn(params):
-    # Quantization ranges follow this batch (an EMA); they are not trained by gradients.
-    logits, updates = state.apply_fn(
-        {"params": params, quant.COLLECTION: state.quant_stats}, *objective.model_args(batch),
-        train=True, rngs={"dropout": dropout_rng}, mutable=[quant.COLLECTION])
+  def mean_loss(logits):
     if distill_alpha:
       loss_sum, weight = distillation_loss(logits, batch["labels"], batch["teacher_logits"],
                                            batch["weights"], distill_alpha,
                                            distill_temperature, batch.get("label_weights"))
     else:
       loss_sum, weight = objective.loss(logits, batch)
-    return loss_sum / weight, updates.get(quant.COLLECTION, state.quant_stats)
+    return loss_sum / weight
+
+  def loss_fn(params):
+    # Quantization ranges follow this batch (an EMA); they are not trained by gradients.
+    logits, updates = state.apply_fn(
+        {"params": params, quant.COLLECTION: state.quant_stats}, *objective.model_args(batch),
+        train=True, rngs={"dropout": dropout_rng}, mutable=[quant.COLLECTION],
+        **({"all_exits": True} if exit_loss_weights else {}))
+    if exit_loss_weights:  # logits: [exits, batch, labels].
+      loss = sum(w * mean_loss(exit_logits) for w, exit_logits in
+                 zip(exit_loss_weights, logits)) / sum(exit_loss_weights)
+    else:
+      loss = mean_loss(logits)
+    return loss, updates.get(quant.COLLECTION, state.quant_stats)
 
   (loss, quant_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   new_state = state.apply_gradients(grads=grads, quant_stats=quant_stats)
@@ -160,6 +174,23 @@ def step_budget(config: ml_collections.ConfigDict, examples: int | None) -> tupl
     explanation += (f", capped at config.max_steps = {steps:,} "
                     f"({steps / epoch_steps:.2f} epochs)")
   return steps, explanation
+
+
+def exit_settings(config: ml_collections.ConfigDict, model) -> dict[str, tuple[float, ...]]:
+  """train_step's exit_loss_weights for a model with early exits (`model.num_exits` > 1):
+  config.exit_loss_weights, one per exit, or by default the exit's depth (1, 2, ...: deeper
+  exits weigh more, as the weighted average of BERxiT, Xin et al. 2021). Empty otherwise."""
+  exits = getattr(model, "num_exits", 1)
+  weights = tuple(config.get("exit_loss_weights") or range(1, exits + 1))
+  if exits == 1:
+    if config.get("exit_loss_weights"):
+      raise ValueError("config.exit_loss_weights is set but the model has one exit; set "
+                       "config.model.early_exit=True (ByteQRNN) or remove it.")
+    return {}
+  if len(weights) != exits or min(weights) < 0 or not sum(weights):
+    raise ValueError(f"config.exit_loss_weights needs {exits} non-negative weights (one per "
+                     f"exit, not all 0), got {weights}.")
+  return {"exit_loss_weights": tuple(float(w) for w in weights)}
 
 
 def distillation_settings(config: ml_collections.ConfigDict) -> dict[str, float]:

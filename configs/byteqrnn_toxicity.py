@@ -25,6 +25,9 @@ Variants (`--config=configs/byteqrnn_toxicity.py:<arg>`, comma-separated):
   smoke         a ~1 minute run on the fortunes for tests and debugging (tiny model, few
                 steps, no teacher).
   scratch       labels only, no teacher.
+  early_exit    a classification exit after every QRNN layer, trained jointly; choose the
+                exit thresholds on validation with python -m byteflax.early_exit
+                (docs/early_exit.md).
 Any field can be overridden, e.g. `--config.optim.learning_rate=1e-3`, or your own data:
 `--config.data.train_path=train.csv --config.data.test_path=test.csv` (CSV or JSONL with a
 `text` column and a `label` column; see `data.text_key` / `data.label_keys`); the teacher is
@@ -36,7 +39,7 @@ from ml_collections import config_dict
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants = ("fortunes", "multilingual", "full", "qat", "smoke", "scratch")
+  variants = ("fortunes", "multilingual", "full", "qat", "smoke", "scratch", "early_exit")
   args = set(arg.split(",")) if arg else set()
   if args - set(variants):
     raise ValueError(f"Unknown config variant {arg!r}; choose from {variants}.")
@@ -79,7 +82,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       zoneout=0.1,
       dropout_rate=0.2,
       pooling="attention",
+      # Early exits (byteflax/early_exit.py): a pooling + head after every QRNN layer,
+      # trained jointly; at inference a text stops at the first confident exit.
+      early_exit="early_exit" in args,
+      shared_exit_head=False,  # True: every exit uses the last layer's pooling and head.
   ))
+  # With early exits, the loss is the mean of the exits' losses weighted by these (one
+  # per exit); None: by depth, (1, 2, 3).
+  config.exit_loss_weights = config_dict.placeholder(tuple)
 
   # The budget follows the data: num_epochs passes over the training split, capped at
   # max_steps (None: no cap), unless total_steps is set (train.training_steps logs which).
