@@ -351,3 +351,23 @@ def test_latency_is_timed_on_examples_drawn_from_the_whole_split():
   assert latency >= 0
   timed = seen[10:]  # After the warm-up calls.
   assert len(set(timed)) == 100 and max(timed) > 500 and min(timed) < 500
+
+
+@pytest.mark.parametrize("config_arg", [
+    "byteqrnn_toxicity.py", "byteqrnn_toxicity.py:early_exit", "byteqrnn_toxicity.py:qat",
+    "transformer_toxicity.py:transformer", "transformer_toxicity.py:funnel",
+    "transformer_toxicity.py:raw", "pretrain_fortunes.py", "pretrain_fortunes.py:causal",
+    "pretrain_corpus.py"])
+def test_every_config_has_an_export_recipe(config_arg):
+  """Classifiers through byteflax.export (early-exit ones also chained, early_exit.py),
+  encoder-decoders through byteflax.export_seq2seq; the conversions and their parity with
+  JAX are tested per model kind (this file, test_early_exit.py, test_export_seq2seq.py)."""
+  from byteflax import export_seq2seq  # pylint: disable=g-import-not-at-top
+  from byteflax import seq2seq  # pylint: disable=g-import-not-at-top
+  name, _, arg = config_arg.partition(":")
+  module = __import__(f"configs.{name.removesuffix('.py')}", fromlist=["get_config"])
+  config = module.get_config(arg or None)
+  if config.model_name == seq2seq.MODEL_NAME:
+    export_seq2seq.inference_model(seq2seq.build_encoder_decoder(config.model), config.model)
+  else:
+    export.check_exportable(config)
