@@ -189,3 +189,11 @@ def test_cli_trains_chooses_and_exports(tmp_path):
   assert chosen["test"]["threshold"] == chosen["threshold"]
   assert sorted(os.listdir(tmp_path / early_exit.EXPORT_DIR)) == sorted(
       early_exit.FILES.values())
+  subprocess.run([sys.executable, "-m", "benchmarks.early_exit", *config,
+                  f"--out={tmp_path / 'bench'}", "--texts=10", "--warmup=2",
+                  "--layer_targets=1.0,2.0"], cwd=REPO, check=True, capture_output=True)
+  with open(tmp_path / "bench" / "early_exit.json") as f:
+    rows = json.load(f)["rows"]
+  assert any(row["chosen"] for row in rows) and all(row["mean_ms"] > 0 for row in rows)
+  assert [row["validation_mean_layers"] for row in rows] == sorted(
+      row["validation_mean_layers"] for row in rows)
