@@ -30,6 +30,11 @@ class ByteClassifier(nn.Module):
       gbst_score_calibration: see `gbst.GBST`. Rate 1 keeps every byte position.
     dropout_rate: dropout on the encoder input and inside the encoder.
     pooling: "attention", "mean" or "max" over positions.
+    matryoshka_dims: Matryoshka representations (Kusupati et al., 2022, weight-tied as their
+      MRL-E): the first d features of the pooled vector, for each d here, also classify,
+      through the head's first d input rows (training: `all_dims`, nested losses).
+    representation_dims: classify from the first d pooled features only (None: all); any
+      d works, the trained `matryoshka_dims` work well.
     quant: fake quantization of every matmul / conv (config.quant; off by default).
   """
   # Logical axis of the encoder's output features (the pooled vector, the head's input).
@@ -44,6 +49,8 @@ class ByteClassifier(nn.Module):
   gbst_score_calibration: bool = False
   dropout_rate: float = 0.1
   pooling: str = "attention"
+  matryoshka_dims: tuple[int, ...] = ()
+  representation_dims: int | None = None
   quant: quant_lib.QuantConfig = quant_lib.QuantConfig()
 
   def encode(self, x: jnp.ndarray, mask: jnp.ndarray, *, deterministic: bool
@@ -80,7 +87,7 @@ class ByteClassifier(nn.Module):
   def __call__(self, ids, *, train: bool = False, encodings_only: bool = False,
                depth: int | None = None, all_exits: bool = False,
                resume: tuple[jnp.ndarray, jnp.ndarray, int] | None = None,
-               with_encodings: bool = False):
+               with_encodings: bool = False, all_dims: bool = False):
     """ids: `[batch, length]` int32 byte ids (0 = pad) -> logits `[batch, num_labels]`.
 
     With `encodings_only`, returns the encoder's output instead: `[batch, out_length,
@@ -96,6 +103,10 @@ class ByteClassifier(nn.Module):
     - Staged inference, the deeper layers run only for the texts that need them:
       `with_encodings` also returns the encodings and mask of the last exit run, and
       `resume=(encodings, mask, k)` continues from exit k's (ids unused, may be None).
+
+    Matryoshka models (`matryoshka_dims`): `all_dims` returns the logits from each
+    prefix of the pooled vector, `[len(matryoshka_dims) + 1, batch, num_labels]` (the
+    whole vector last), which the nested losses need.
     """
     if resume is None:
       mask = ids != splitter.PAD_ID
@@ -127,9 +138,31 @@ class ByteClassifier(nn.Module):
         heads[suffix] = self.pool_and_head(suffix)
       pool, head = heads[suffix]
       encoded = nn.with_logical_constraint(encoded, ("batch", "length", self.encoder_axis))
-      logits.append(head(pool(encoded, encoded_mask)).astype(jnp.float32))
+      pooled = pool(encoded, encoded_mask)
+      if all_dims:
+        logits.append(jnp.stack([head(self.prefix(pooled, d)) for d in self.nested_dims(
+            pooled.shape[-1])]).astype(jnp.float32))
+      else:
+        logits.append(head(self.prefix(pooled, self.representation_dims)).astype(jnp.float32))
     logits = jnp.stack(logits) if all_exits else logits[-1]
     return (logits, exits[-1]) if with_encodings else logits
+
+  def nested_dims(self, features: int) -> tuple[int, ...]:
+    """The Matryoshka prefix sizes trained, the whole width last."""
+    if any(not 0 < d < features for d in self.matryoshka_dims):
+      raise ValueError(f"matryoshka_dims must be in [1, {features}) (the pooled width), got "
+                       f"{self.matryoshka_dims}.")
+    return (*sorted(set(self.matryoshka_dims)), features)
+
+  @staticmethod
+  def prefix(pooled: jnp.ndarray, dims: int | None) -> jnp.ndarray:
+    """[batch, features] with the features past the first `dims` zeroed (None: all kept):
+    the head then reads only its first `dims` input rows."""
+    if dims is None or dims >= pooled.shape[-1]:
+      return pooled
+    if dims < 1:
+      raise ValueError(f"representation_dims must be at least 1, got {dims}.")
+    return pooled * (jnp.arange(pooled.shape[-1]) < dims).astype(pooled.dtype)
 
   def exit_head_suffix(self, exit_index: int) -> str:
     """Pooling and head names of an exit: the last exit's are "pool" and "head"."""

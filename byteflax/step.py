@@ -90,7 +90,7 @@ def distillation_loss(logits, labels, teacher_logits, weights, alpha: float,
 def train_step(state: TrainState, batch: dict[str, jax.Array],
                objective: Objective, distill_alpha: float = 0.0,
                distill_temperature: float = 1.0,
-               exit_loss_weights: tuple[float, ...] = ()
+               output_loss_weights: tuple[float, ...] = (), outputs: str = ""
                ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer step.
 
@@ -104,9 +104,10 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
     distill_alpha: weight of the teacher term (`distillation_loss`); 0 trains on the
       labels alone.
     distill_temperature: the distillation temperature.
-    exit_loss_weights: for a model with early exits, one weight per exit: the loss is
-      the weighted mean of every exit's loss (all exits trained jointly). Empty: the
-      model's output alone.
+    output_loss_weights: for a model with several outputs (early exits, Matryoshka
+      dims; `output_settings`), one weight per output: the loss is the weighted mean of
+      every output's loss, all trained jointly. Empty: the model's output alone.
+    outputs: the model's keyword that returns them stacked ("all_exits", "all_dims").
 
   Returns:
     The updated state and {"loss", "grad_norm"} of this step.
@@ -127,10 +128,10 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
     logits, updates = state.apply_fn(
         {"params": params, quant.COLLECTION: state.quant_stats}, *objective.model_args(batch),
         train=True, rngs={"dropout": dropout_rng}, mutable=[quant.COLLECTION],
-        **({"all_exits": True} if exit_loss_weights else {}))
-    if exit_loss_weights:  # logits: [exits, batch, labels].
-      loss = sum(w * mean_loss(exit_logits) for w, exit_logits in
-                 zip(exit_loss_weights, logits)) / sum(exit_loss_weights)
+        **({outputs: True} if output_loss_weights else {}))
+    if output_loss_weights:  # logits: [outputs, batch, labels].
+      loss = sum(w * mean_loss(output_logits) for w, output_logits in
+                 zip(output_loss_weights, logits)) / sum(output_loss_weights)
     else:
       loss = mean_loss(logits)
     return loss, updates.get(quant.COLLECTION, state.quant_stats)
@@ -176,21 +177,31 @@ def step_budget(config: ml_collections.ConfigDict, examples: int | None) -> tupl
   return steps, explanation
 
 
-def exit_settings(config: ml_collections.ConfigDict, model) -> dict[str, tuple[float, ...]]:
-  """train_step's exit_loss_weights for a model with early exits (`model.num_exits` > 1):
-  config.exit_loss_weights, one per exit, or by default the exit's depth (1, 2, ...: deeper
-  exits weigh more, as the weighted average of BERxiT, Xin et al. 2021). Empty otherwise."""
+def output_settings(config: ml_collections.ConfigDict, model) -> dict[str, Any]:
+  """train_step's output_loss_weights and outputs for a model with several outputs.
+
+  Early exits (`model.num_exits` > 1): config.exit_loss_weights, one per exit, or by default
+  the exit's depth (1, 2, ...: deeper exits weigh more, as the weighted average of BERxiT,
+  Xin et al. 2021). Matryoshka dims (`model.matryoshka_dims`): equal weights, as MRL's.
+  Empty for a model with one output.
+  """
   exits = getattr(model, "num_exits", 1)
-  weights = tuple(config.get("exit_loss_weights") or range(1, exits + 1))
+  nested = len(getattr(model, "matryoshka_dims", ()))
+  if exits > 1 and nested:
+    raise ValueError("Early exits and Matryoshka dims are trained one at a time: set "
+                     "config.model.early_exit=False or config.model.matryoshka_dims=().")
+  if config.get("exit_loss_weights") and exits == 1:
+    raise ValueError("config.exit_loss_weights is set but the model has one exit; set "
+                     "config.model.early_exit=True (ByteQRNN) or remove it.")
+  if nested:
+    return {"output_loss_weights": (1.0,) * (nested + 1), "outputs": "all_dims"}
   if exits == 1:
-    if config.get("exit_loss_weights"):
-      raise ValueError("config.exit_loss_weights is set but the model has one exit; set "
-                       "config.model.early_exit=True (ByteQRNN) or remove it.")
     return {}
+  weights = tuple(config.get("exit_loss_weights") or range(1, exits + 1))
   if len(weights) != exits or min(weights) < 0 or not sum(weights):
     raise ValueError(f"config.exit_loss_weights needs {exits} non-negative weights (one per "
                      f"exit, not all 0), got {weights}.")
-  return {"exit_loss_weights": tuple(float(w) for w in weights)}
+  return {"output_loss_weights": tuple(float(w) for w in weights), "outputs": "all_exits"}
 
 
 def distillation_settings(config: ml_collections.ConfigDict) -> dict[str, float]:

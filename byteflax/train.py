@@ -94,7 +94,7 @@ class Trainer:
     self.batch_sharding = partitioning.batch_sharding(self.mesh)
     self.train_step = jax.jit(
         functools.partial(step_lib.train_step, objective=self.objective,
-                          **distillation, **step_lib.exit_settings(config, self.model)),
+                          **distillation, **step_lib.output_settings(config, self.model)),
         in_shardings=(self.state_sharding, self.batch_sharding),
         out_shardings=(self.state_sharding, None), donate_argnums=(0,))
     # Eval outputs are small ([batch, labels]): replicated, so every host can read them.

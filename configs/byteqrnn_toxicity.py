@@ -86,6 +86,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # trained jointly; at inference a text stops at the first confident exit.
       early_exit="early_exit" in args,
       shared_exit_head=False,  # True: every exit uses the last layer's pooling and head.
+      # Matryoshka: these prefixes of the pooled vector also classify, trained with nested
+      # losses (e.g. (16, 32, 64, 128)); representation_dims picks one at inference.
+      matryoshka_dims=(),
+      representation_dims=config_dict.placeholder(int),
   ))
   # With early exits, the loss is the mean of the exits' losses weighted by these (one
   # per exit); None: by depth, (1, 2, 3).

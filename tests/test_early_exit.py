@@ -120,26 +120,35 @@ def test_joint_loss_is_the_weighted_mean_of_the_exits_losses():
   state = step.TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
                                  rng=jax.random.PRNGKey(0), quant_stats={})
   weights = (1.0, 2.0, 3.0)
-  _, metrics = step.train_step(state, batch, Labels(), exit_loss_weights=weights)
+  _, metrics = step.train_step(state, batch, Labels(), output_loss_weights=weights,
+                               outputs="all_exits")
   every = model.apply(variables, ids, all_exits=True)
   per_exit = [float(optax.sigmoid_binary_cross_entropy(l, labels).mean()) for l in every]
   np.testing.assert_allclose(metrics["loss"], np.dot(weights, per_exit) / 6, rtol=1e-5)
 
 
-def test_exit_settings():
+def test_output_settings():
   config = byteqrnn_toxicity.get_config("early_exit")
   model = models.build_model("byte_qrnn", 1, config.model)
-  assert step.exit_settings(config, model) == {"exit_loss_weights": (1.0, 2.0, 3.0)}
+  assert step.output_settings(config, model) == {"output_loss_weights": (1.0, 2.0, 3.0),
+                                                 "outputs": "all_exits"}
   config.exit_loss_weights = (1, 1, 1)
-  assert step.exit_settings(config, model) == {"exit_loss_weights": (1.0, 1.0, 1.0)}
+  assert step.output_settings(config, model)["output_loss_weights"] == (1.0, 1.0, 1.0)
   config.exit_loss_weights = (1, 1)
   with pytest.raises(ValueError, match="needs 3 non-negative weights"):
-    step.exit_settings(config, model)
+    step.output_settings(config, model)
   plain = byteqrnn_toxicity.get_config()
-  assert step.exit_settings(plain, models.build_model("byte_qrnn", 1, plain.model)) == {}
+  assert step.output_settings(plain, models.build_model("byte_qrnn", 1, plain.model)) == {}
   plain.exit_loss_weights = (1, 2, 3)
   with pytest.raises(ValueError, match="model has one exit"):
-    step.exit_settings(plain, models.build_model("byte_qrnn", 1, plain.model))
+    step.output_settings(plain, models.build_model("byte_qrnn", 1, plain.model))
+  nested = byteqrnn_toxicity.get_config()
+  nested.model.matryoshka_dims = (16, 64)
+  assert step.output_settings(nested, models.build_model("byte_qrnn", 1, nested.model)) == {
+      "output_loss_weights": (1.0, 1.0, 1.0), "outputs": "all_dims"}
+  nested.model.early_exit = True
+  with pytest.raises(ValueError, match="one at a time"):
+    step.output_settings(nested, models.build_model("byte_qrnn", 1, nested.model))
 
 
 def test_exported_chain_matches_jax(tmp_path):
