@@ -24,7 +24,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import json
-import time
 
 from absl import app
 from absl import flags
@@ -60,17 +59,6 @@ def timed_thresholds(report: dict, targets: list[float]) -> list[dict]:
   return sorted(unique.values(), key=lambda r: r["mean_layers"])
 
 
-def time_texts(predict, ids: list[np.ndarray], warmup: int) -> np.ndarray:
-  for row in ids[:warmup]:
-    predict(row)
-  times = []
-  for row in ids:
-    start = time.perf_counter()
-    predict(row)
-    times.append(time.perf_counter() - start)
-  return 1000 * np.asarray(times)
-
-
 def benchmark(config, workdir: str, plain_export: str | None, num_texts: int, rounds: int,
               warmup: int, targets: list[float]) -> dict:
   with open(os.path.join(workdir, early_exit.REPORT_FILE)) as f:
@@ -95,7 +83,7 @@ def benchmark(config, workdir: str, plain_export: str | None, num_texts: int, ro
   for round_index in range(rounds):
     order = list(cases) if round_index % 2 == 0 else list(reversed(cases))
     for key in order:
-      times[key].append(time_texts(cases[key], ids, warmup))
+      times[key].append(export.time_each(cases[key], ids, warmup))
   rows = []
   for key, measured in times.items():
     measured = np.concatenate(measured)

@@ -30,7 +30,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from collections.abc import Callable, Sequence
 import json
-import time
 
 from absl import app
 from absl import flags
@@ -55,19 +54,6 @@ _LENGTHS = flags.DEFINE_list("lengths", ["16", "32", "64", "128", "256", "512", 
                                          "2048"], "Text lengths (ids) of the by-length table.")
 _RUNS = flags.DEFINE_integer("runs", 50, "Timed calls per length.")
 _WARMUP = flags.DEFINE_integer("warmup", 20, "Untimed calls before timing.")
-
-
-def time_each(predict: Callable[[str], object], texts: Sequence[str], warmup: int
-              ) -> np.ndarray:
-  """Milliseconds of one call per text (after `warmup` calls on the first texts)."""
-  for text in texts[:warmup]:
-    predict(text)
-  times = []
-  for text in texts:
-    start = time.perf_counter()
-    predict(text)
-    times.append(time.perf_counter() - start)
-  return 1000 * np.asarray(times)
 
 
 def synthetic_text(num_ids: int, seed: int = 0) -> str:
@@ -126,11 +112,11 @@ def benchmark(config, export_dirs: Sequence[str], baseline_kinds: Sequence[str],
   rows = []
   for name, predict in predictors(export_dirs, baseline_kinds, [train_texts[i] for i in keep],
                                   train_labels[keep]).items():
-    per_text = time_each(predict, test_texts, warmup)
+    per_text = export.time_each(predict, test_texts, warmup)
     by_length = {}
     for length in lengths:
       text = synthetic_text(length)
-      by_length[str(length)] = float(np.median(time_each(predict, [text] * runs, warmup)))
+      by_length[str(length)] = float(np.median(export.time_each(predict, [text] * runs, warmup)))
     rows.append({"name": name, "median_ms": float(np.median(per_text)),
                  "p90_ms": float(np.percentile(per_text, 90)),
                  "p99_ms": float(np.percentile(per_text, 99)), "ms_by_length": by_length})

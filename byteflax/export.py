@@ -40,6 +40,7 @@ import json
 import os
 import tempfile
 import time
+from typing import Any
 
 from absl import app
 from absl import flags
@@ -243,14 +244,21 @@ def median_latency_ms(predict: Callable[[np.ndarray], object], examples: np.ndar
   splits come sorted by length bucket, and their first rows are the shortest texts."""
   order = np.random.default_rng(0).permutation(len(examples))
   rows = [examples[order[i % len(examples)]][None] for i in range(runs)]
-  for row in rows[:10]:
-    predict(row)
+  return float(np.median(time_each(predict, rows, warmup=10)))
+
+
+def time_each(predict: Callable[[Any], object], inputs: Sequence[Any], warmup: int
+              ) -> np.ndarray:
+  """Milliseconds of one `predict` call per input, after `warmup` untimed calls on the
+  first inputs."""
+  for item in inputs[:warmup]:
+    predict(item)
   times = []
-  for row in rows:
+  for item in inputs:
     start = time.perf_counter()
-    predict(row)
+    predict(item)
     times.append(time.perf_counter() - start)
-  return 1000 * float(np.median(times))
+  return 1000 * np.asarray(times)
 
 
 def exported_files(export_dir: str) -> list[str]:

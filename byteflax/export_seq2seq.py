@@ -36,7 +36,6 @@ import os
 from absl import app
 from absl import flags
 from absl import logging
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
