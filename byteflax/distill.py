@@ -44,7 +44,6 @@ import numpy as np
 
 from byteflax import baselines
 from byteflax import input_pipeline
-from byteflax import splitter
 
 def split_texts(config: ml_collections.ConfigDict, split: str
                 ) -> tuple[np.ndarray, list[str], np.ndarray]:

@@ -25,7 +25,6 @@ import flax
 import flax.linen as nn
 import jax
 from jax.experimental import multihost_utils
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp

@@ -3,7 +3,6 @@ the source readers, and the SeqIO mixture over the result."""
 
 import gzip
 import hashlib
-import json
 import os
 import shutil
 

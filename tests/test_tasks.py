@@ -360,7 +360,7 @@ def test_invalid_utf8_reads_as_replacement_or_names_the_line(tmp_path, extension
   path = _write(tmp_path / f"mixed.{extension}", data)
   examples = toxicity.read_labelled_file(path)
   assert examples[-1] == ("caf\ufffd bad", (1,))
-  where = (f"mixed.csv, line 4, column 4" if extension == "csv"
+  where = ("mixed.csv, line 4, column 4" if extension == "csv"
            else "mixed.jsonl, line 3, column 14")
   assert f"{where}: invalid UTF-8 byte 0xe9" in caplog.text
   with pytest.raises(ValueError, match=f"{where}: invalid UTF-8 byte 0xe9"):
