@@ -40,7 +40,8 @@ def trained_like(shared_exit_head: bool = False):
   return model, {"params": params}, ids
 
 
-@pytest.mark.parametrize("shared", [False, True], ids=["per-exit-heads", "shared-head"])
+@pytest.mark.parametrize("shared", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["per-exit-heads", "shared-head"])
 def test_exits_depths_and_stages_agree_with_the_full_model(shared):
   model, variables, ids = trained_like(shared)
   names = set(variables["params"])

@@ -71,6 +71,7 @@ def test_encode_and_decode_steps_match_jax(kind):
           np.testing.assert_allclose(leaf, jax_leaf, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_int8_decode_step_tracks_jax():
   model, params, path = exported("matt", export.INT8)
   tflite = export_seq2seq.TFLiteEncoderDecoder(path)
@@ -89,9 +90,9 @@ def test_int8_decode_step_tracks_jax():
 
 @pytest.mark.parametrize("kind,beam_size,scorer", [
     ("matt", 3, beam_search.FloatScorer()),
-    ("matt", 3, beam_search.Uint8Scorer()),
+    pytest.param("matt", 3, beam_search.Uint8Scorer(), marks=pytest.mark.slow),
     ("matt", 1, beam_search.FloatScorer()),
-    ("causal", 3, beam_search.FloatScorer()),
+    pytest.param("causal", 3, beam_search.FloatScorer(), marks=pytest.mark.slow),
 ], ids=["matt-beam-float", "matt-beam-uint8", "matt-greedy", "causal-beam-float"])
 def test_search_over_litert_equals_jax_search(kind, beam_size, scorer):
   model, params, path = exported(kind)
