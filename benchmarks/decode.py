@@ -453,23 +453,28 @@ def main():
     if args.workdir and not args.export:
       report["uint8_agreement"] = measure_agreement(
           args.workdir, args.beam_size, args.max_length, args.agreement_examples)
+  os.makedirs(args.out, exist_ok=True)
+
+  def save():  # After each long part, so that a later failure loses nothing measured.
+    with open(os.path.join(args.out, "decode.json"), "w") as f:
+      json.dump(report, f, indent=2)
+
+  save()
   if "tflite" in args.parts:
     report["tflite"] = measure_tflite_steps(args.positions, args.input_bytes,
                                             args.beam_size, args.rounds, args.tflite_calls)
+    save()
+    print(format_tflite_table(report["tflite"]), flush=True)
     if args.export:
       report["tflite_agreement"] = measure_tflite_agreement(
           args.export, args.workdir, args.beam_size, args.max_length,
           args.agreement_examples)
-  os.makedirs(args.out, exist_ok=True)
-  with open(os.path.join(args.out, "decode.json"), "w") as f:
-    json.dump(report, f, indent=2)
+      save()
   if "jax" in args.parts:
     plot(report, os.path.join(args.out, "decode.png"))
     print(format_tables(report))
   if "uint8_agreement" in report:
     print("uint8 agreement:", json.dumps(report["uint8_agreement"]))
-  if "tflite" in report:
-    print(format_tflite_table(report["tflite"]))
   if "tflite_agreement" in report:
     print("TFLite agreement:", json.dumps(report["tflite_agreement"]))
 

@@ -164,27 +164,44 @@ def generate_tflite(model: export_seq2seq.TFLiteEncoderDecoder, ids: np.ndarray,
   [1, num_return, max_length].
 
   The same search (`search`) drives the exported `decode_step` signature of beam_size rows,
-  called from the search loop through `jax.pure_callback` once per step.
+  called from the search loop through `jax.pure_callback` once per step. The search is
+  compiled once per model, input length and options, not once per input.
   """
   if model.max_positions is not None and max_length > model.max_positions:
     raise ValueError(f"max_length {max_length} exceeds the {model.max_positions} positions "
                      "of the exported KV cache; export again with a larger --cache_length.")
   length, encoded, encoded_mask = model.encode(ids)
   cache = model.init_cache(length, beam_size)
-  logits_shape = jax.ShapeDtypeStruct((beam_size, splitter.VOCAB_SIZE), jnp.float32)
-  cache_shapes = [jax.ShapeDtypeStruct(leaf.shape, leaf.dtype) for leaf in cache]
+  run = _tflite_search(model, length, tuple(leaf.shape for leaf in cache), max_length,
+                       beam_size, num_return, alpha, temperature, scorer, banned_ids)
+  return run(cache, encoded, encoded_mask,
+             jax.random.PRNGKey(0) if rng is None else rng)
 
-  def host_step(tokens, position, *leaves):
+
+@functools.lru_cache(maxsize=64)
+def _tflite_search(model: export_seq2seq.TFLiteEncoderDecoder, length: int,
+                   cache_shapes: tuple[tuple[int, ...], ...], max_length: int,
+                   beam_size: int, num_return: int, alpha: float, temperature: float,
+                   scorer, banned_ids: tuple[int, ...]):
+  """The jitted search of `generate_tflite` (cache, encoded, encoded_mask, rng) -> Hypotheses;
+  the encoder outputs reach the interpreter as callback operands."""
+  shapes = (jax.ShapeDtypeStruct((beam_size, splitter.VOCAB_SIZE), jnp.float32),
+            [jax.ShapeDtypeStruct(shape, jnp.float32) for shape in cache_shapes])
+
+  def host_step(tokens, position, encoded, encoded_mask, *leaves):
     return model.decode_step(length, tokens, position, list(leaves), encoded, encoded_mask)
 
-  def step_fn(tokens, position, cache):
-    logits, cache = jax.pure_callback(host_step, (logits_shape, cache_shapes), tokens,
-                                      position, *cache)
-    return ban(logits, banned_ids), cache
+  def run(cache, encoded, encoded_mask, rng):
+    def step_fn(tokens, position, cache):
+      logits, cache = jax.pure_callback(host_step, shapes, tokens, position, encoded,
+                                        encoded_mask, *cache)
+      return ban(logits, banned_ids), cache
 
-  return search(step_fn, [jnp.asarray(leaf) for leaf in cache], batch_size=1,
-                max_length=max_length, beam_size=beam_size, num_return=num_return,
-                alpha=alpha, temperature=temperature, scorer=scorer, rng=rng)
+    return search(step_fn, cache, batch_size=1, max_length=max_length, beam_size=beam_size,
+                  num_return=num_return, alpha=alpha, temperature=temperature, scorer=scorer,
+                  rng=rng if temperature > 0 else None)
+
+  return jax.jit(run)
 
 
 def load_model(config: ml_collections.ConfigDict, workdir: str
