@@ -51,9 +51,10 @@ _LAYER_TARGETS = flags.DEFINE_list(
 
 
 def timed_thresholds(report: dict, targets: list[float]) -> list[dict]:
-  """Validation sweep rows: the chosen threshold's and those nearest each target."""
+  """Validation sweep rows: the chosen threshold's, the full model's (t = 1) and those
+  nearest each target."""
   rows = report["sweep"]["validation"]
-  chosen = [r for r in rows if r["threshold"] == report["chosen"]["threshold"]]
+  chosen = [r for r in rows if r["threshold"] in (report["chosen"]["threshold"], 1.0)]
   nearest = [min(rows, key=lambda r, t=t: abs(r["mean_layers"] - t)) for t in targets]
   unique = {r["threshold"]: r for r in chosen + nearest}
   return sorted(unique.values(), key=lambda r: r["mean_layers"])
@@ -98,10 +99,10 @@ def benchmark(config, workdir: str, plain_export: str | None, num_texts: int, ro
                  test_roc_auc=test_rows[key]["roc_auc"],
                  chosen=key == report["chosen"]["threshold"])
     rows.append(row)
-  full = next(r for r in rows if r["threshold"] == 1.0) if 1.0 in times else None
+  full = next(r for r in rows if r["threshold"] == 1.0)
   return {"workdir": workdir, "texts": len(ids), "rounds": rounds, "threads": 1,
           "tolerance": report["tolerance"], "per_exit_roc_auc": report["per_exit_roc_auc"],
-          "full_model_chain_mean_ms": full and full["mean_ms"], "rows": rows}
+          "full_model_chain_mean_ms": full["mean_ms"], "rows": rows}
 
 
 def format_table(results: dict) -> str:
