@@ -111,11 +111,11 @@ def choose_threshold(validation_sweep: list[dict[str, float]], full_auc: float,
   return min(eligible, key=lambda row: (row["mean_layers"], -row["threshold"]))
 
 
-def split_exit_logits(trainer: train.Trainer, variables, split: str
-                      ) -> tuple[np.ndarray, np.ndarray]:
-  """Every exit's logits on a split: ([exits, n, labels], labels [n, labels])."""
-  model = trainer.model
-  apply = jax.jit(functools.partial(model.apply, all_exits=True))
+def split_logits(trainer: train.Trainer, variables, split: str, outputs: str = "all_exits"
+                 ) -> tuple[np.ndarray, np.ndarray]:
+  """Every output's logits on a split: ([outputs, n, labels], labels [n, labels]); outputs
+  is the model's keyword that stacks them ("all_exits"; "all_dims" for Matryoshka)."""
+  apply = jax.jit(functools.partial(trainer.model.apply, **{outputs: True}))
   logits, labels = [], []
   for batch in trainer.objective.eval_batches(split):
     real = batch["weights"] > 0
@@ -243,8 +243,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, tolerance: float,
     raise ValueError("This config's model has one exit; train with "
                      "config.model.early_exit=True (configs/byteqrnn_toxicity.py:early_exit).")
   variables, step = train.load_variables(workdir, trainer)
-  validation_logits, validation_labels = split_exit_logits(trainer, variables, "validation")
-  test_logits, test_labels = split_exit_logits(trainer, variables, "test")
+  validation_logits, validation_labels = split_logits(trainer, variables, "validation")
+  test_logits, test_labels = split_logits(trainer, variables, "test")
   thresholds = default_thresholds(validation_logits)
   validation_sweep = sweep(validation_logits, validation_labels, thresholds)
   full_auc = mean_auc(validation_labels, validation_logits[-1])

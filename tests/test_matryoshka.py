@@ -1,6 +1,11 @@
 """Matryoshka representations: prefixes of the pooled vector classify through the head's
 first rows; nested losses train them together."""
 
+import json
+import os
+import subprocess
+import sys
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -69,3 +74,20 @@ def test_nested_loss_is_the_mean_of_the_prefixes_losses():
   every = model.apply(variables, ids, all_dims=True)
   expected = np.mean([optax.sigmoid_binary_cross_entropy(l, labels).mean() for l in every])
   np.testing.assert_allclose(metrics["loss"], expected, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_cli_trains_nested_dims_and_the_benchmark_reads_every_prefix(tmp_path):
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  config = ["--config=configs/byteqrnn_toxicity.py:smoke", f"--workdir={tmp_path}",
+            "--config.model.matryoshka_dims=(8, 16)"]
+  subprocess.run([sys.executable, "-m", "byteflax.main", *config], cwd=repo, check=True,
+                 capture_output=True)
+  subprocess.run([sys.executable, "-m", "benchmarks.matryoshka", *config,
+                  f"--out={tmp_path / 'bench'}"], cwd=repo, check=True, capture_output=True)
+  with open(tmp_path / "bench" / "matryoshka.json") as f:
+    rows = json.load(f)["rows"]
+  with open(tmp_path / "eval.json") as f:
+    test_auc = json.load(f)["test"]["auc"]
+  assert [row["dims"] for row in rows] == [8, 16, "all"]
+  assert rows[-1]["test_roc_auc"] == pytest.approx(test_auc, abs=1e-6)
