@@ -17,6 +17,7 @@ from byteflax import early_exit
 from byteflax import export
 from byteflax import models
 from byteflax import step
+from tests import utils
 from configs import byteqrnn_toxicity
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -112,17 +113,13 @@ def test_joint_loss_is_the_weighted_mean_of_the_exits_losses():
   batch = {"inputs": jnp.asarray(ids), "labels": jnp.asarray(labels),
            "weights": jnp.ones(24)}
 
-  class Labels:  # The classification objective's loss and arguments.
-    model_args = staticmethod(lambda batch: (batch["inputs"],))
-    loss = staticmethod(lambda logits, batch: step.weighted_sigmoid_loss(
-        logits, batch["labels"], batch["weights"]))
 
   tx = optax.sgd(0.0)
   state = step.TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
                                  rng=jax.random.PRNGKey(0), quant_stats={})
   weights = (1.0, 2.0, 3.0)
-  _, metrics = step.train_step(state, batch, Labels(), output_loss_weights=weights,
-                               outputs="all_exits")
+  _, metrics = step.train_step(state, batch, utils.LabelsObjective(),
+                               output_loss_weights=weights, outputs="all_exits")
   every = model.apply(variables, ids, all_exits=True)
   per_exit = [float(optax.sigmoid_binary_cross_entropy(l, labels).mean()) for l in every]
   np.testing.assert_allclose(metrics["loss"], np.dot(weights, per_exit) / 6, rtol=1e-5)

@@ -15,6 +15,7 @@ import pytest
 
 from byteflax import models
 from byteflax import step
+from tests import utils
 
 _MODEL = dict(embed_dim=32, qrnn_features=16, qrnn_layers=1, matryoshka_dims=(4, 8, 16),
               dropout_rate=0.0, zoneout=0.0)  # Pooled width 32 (bidirectional).
@@ -60,17 +61,13 @@ def test_nested_loss_is_the_mean_of_the_prefixes_losses():
   batch = {"inputs": jnp.asarray(ids), "labels": jnp.asarray(labels),
            "weights": jnp.ones(6)}
 
-  class Labels:  # The classification objective's loss and arguments.
-    model_args = staticmethod(lambda batch: (batch["inputs"],))
-    loss = staticmethod(lambda logits, batch: step.weighted_sigmoid_loss(
-        logits, batch["labels"], batch["weights"]))
 
   state = step.TrainState.create(apply_fn=model.apply, params=variables["params"],
                                  tx=optax.sgd(0.0), rng=jax.random.PRNGKey(0),
                                  quant_stats={})
   settings = step.output_settings(type("Config", (dict,), {})(), model)
   assert settings == {"output_loss_weights": (1.0,) * 4, "outputs": "all_dims"}
-  _, metrics = step.train_step(state, batch, Labels(), **settings)
+  _, metrics = step.train_step(state, batch, utils.LabelsObjective(), **settings)
   every = model.apply(variables, ids, all_dims=True)
   expected = np.mean([optax.sigmoid_binary_cross_entropy(l, labels).mean() for l in every])
   np.testing.assert_allclose(metrics["loss"], expected, rtol=1e-5)

@@ -33,3 +33,17 @@ def write_toy_jsonl(directory, numbered=False):
         text += f" {i}" if numbered else ""
         f.write(json.dumps({"text": text + (" dammit" if label else ""), "label": label})
                 + "\n")
+
+
+class LabelsObjective:
+  """The classification objective's loss and model arguments, for `step.train_step` on a
+  hand-made batch {"inputs", "labels", "weights"}."""
+
+  @staticmethod
+  def model_args(batch):
+    return (batch["inputs"],)
+
+  @staticmethod
+  def loss(logits, batch):
+    from byteflax import step  # pylint: disable=g-import-not-at-top
+    return step.weighted_sigmoid_loss(logits, batch["labels"], batch["weights"])
