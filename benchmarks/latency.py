@@ -16,7 +16,8 @@ Two tables, printed and written to <out>/latency.{json,png}:
   by length    a synthetic text of n - 1 bytes (n ids with EOS; letters and spaces) for n
                in --lengths, --runs calls each: median ms. Past the model's longest
                signature a text is cut to it, as on device.
-Rows: every model file of each --export_dir, named by its manifest's model_name; `tfidf_word` / `tfidf_char`: the vectorizer and
+Rows: every model file of each --export_dir, named by its manifest's model_name (and
+the directory where two share one); `tfidf_word` / `tfidf_char`: the vectorizer and
 logistic regression (C=1, fitted on --fit_texts training texts: latency hardly depends on
 the fit); `minilm`: all-MiniLM-L6-v2's forward pass on one text (torch, one thread), what
 both the frozen and the fine-tuned MiniLM rows cost per comment.
@@ -63,17 +64,23 @@ def synthetic_text(num_ids: int, seed: int = 0) -> str:
   return "".join(rng.choice(letters, size=num_ids - 1))
 
 
+def model_name_of(export_dir: str) -> str:
+  """The manifest's model_name, or the directory's name for files without one."""
+  manifest = os.path.join(export_dir, export.MANIFEST_FILE)
+  if not os.path.exists(manifest):  # Files converted without byteflax.export's manifest.
+    return os.path.basename(os.path.normpath(export_dir))
+  with open(manifest) as f:
+    return json.load(f)["model_name"]
+
+
 def predictors(export_dirs: Sequence[str], baseline_kinds: Sequence[str], train_texts, train_labels
                ) -> dict[str, Callable[[str], object]]:
   """Row name -> a function scoring one text."""
   rows = {}
-  for export_dir in export_dirs:
-    manifest = os.path.join(export_dir, export.MANIFEST_FILE)
-    if os.path.exists(manifest):
-      with open(manifest) as f:
-        model_name = json.load(f)["model_name"]
-    else:  # Files converted without byteflax.export's manifest.
-      model_name = os.path.basename(os.path.normpath(export_dir))
+  names = [model_name_of(export_dir) for export_dir in export_dirs]
+  for export_dir, model_name in zip(export_dirs, names):
+    if names.count(model_name) > 1:  # E.g. two exports of one model: tell them apart.
+      model_name = f"{model_name} ({export_dir})"
     for filename in [name for name in export.FILES.values()
                      if os.path.exists(os.path.join(export_dir, name))]:
       classifier = export.TFLiteClassifier(os.path.join(export_dir, filename), num_threads=1)

@@ -111,13 +111,11 @@ class GBST(nn.Module):
         dot_general_cls=quant_lib.dot_general_cls(self.quant),
         name="score",
     )
-    candidates, scores = [], []
+    blocks, scores = [], []
     for block_size in range(1, self.max_block_size + 1):
-      blocks, _ = pooling.pool_windows(x, mask, block_size)
-      block_scores = scorer(blocks)
-      # Upsample back to one candidate per byte; trailing internal padding is cut off.
-      candidates.append(jnp.repeat(blocks, block_size, axis=1)[:, :length])
-      scores.append(jnp.repeat(block_scores, block_size, axis=1)[:, :length])
+      pooled, _ = pooling.pool_windows(x, mask, block_size)  # [batch, windows, dim]
+      blocks.append(pooled)
+      scores.append(upsample(scorer(pooled), block_size, length))
     probs = nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1)  # [batch, length, blocks]
 
     if self.score_calibration:
@@ -126,8 +124,29 @@ class GBST(nn.Module):
       affinity = jnp.where(mask[:, None, :], affinity, jnp.finfo(affinity.dtype).min)
       probs = jnp.einsum("bij,bjm->bim", nn.softmax(affinity, axis=-1), probs)
 
-    # The probability-weighted candidates ([batch, length, dim] each), summed over the few
-    # block sizes: as one einsum over stacked candidates, TFLite runs `length` tiny batched
-    # matmuls (the exported default model was 5-10% slower, measured side by side).
-    latent = sum(probs[..., m, None] * candidate for m, candidate in enumerate(candidates))
+    # The probability-weighted candidates summed over the few block sizes. Each block's
+    # vector is weighted by its bytes' probabilities in one broadcasting multiply
+    # ([batch, windows, 1, dim] x [batch, windows, block, 1]) instead of first being
+    # repeated to one candidate per byte: TFLite runs that repeat as BROADCAST_TO, ~10x
+    # slower than the multiply, and it made GBST most of the exported model's time.
+    latent = sum(weigh_blocks(pooled, probs[..., m], m + 1)
+                 for m, pooled in enumerate(blocks))
     return pooling.pool_windows(latent, mask, self.downsample_rate)
+
+
+def upsample(blocks: jnp.ndarray, block_size: int, length: int) -> jnp.ndarray:
+  """[batch, windows, dim] -> [batch, length, dim]: each block's value at each of its
+  positions (a repeat, as concatenated copies: TFLite's BROADCAST_TO is slow)."""
+  batch, windows, dim = blocks.shape
+  copies = jnp.concatenate([blocks[:, :, None]] * block_size, axis=2)
+  return copies.reshape(batch, windows * block_size, dim)[:, :length]
+
+
+def weigh_blocks(blocks: jnp.ndarray, weights: jnp.ndarray, block_size: int) -> jnp.ndarray:
+  """blocks [batch, windows, dim] and per-position weights [batch, length] -> [batch,
+  length, dim]: each position's weight times the vector of the block it belongs to."""
+  batch, windows, dim = blocks.shape
+  length = weights.shape[1]
+  weights = jnp.pad(weights, ((0, 0), (0, windows * block_size - length)))
+  weighted = weights.reshape(batch, windows, block_size, 1) * blocks[:, :, None, :]
+  return weighted.reshape(batch, windows * block_size, dim)[:, :length]

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -313,7 +314,7 @@ def test_cli_float_then_qat_then_export_then_benchmark(tmp_path):
   assert set(texts) == {"text", "label"} and texts["text"] == ""
 
 
-def test_latency_benchmark_times_every_model_on_the_same_texts(quantized_model):
+def test_latency_benchmark_times_every_model_on_the_same_texts(quantized_model, tmp_path):
   from benchmarks import latency  # pylint: disable=g-import-not-at-top
   export_dir = os.path.dirname(quantized_model[3][export.FLOAT_FILE])
   with open(os.path.join(export_dir, export.MANIFEST_FILE), "w") as f:
@@ -329,6 +330,10 @@ def test_latency_benchmark_times_every_model_on_the_same_texts(quantized_model):
     assert list(row["ms_by_length"]) == ["16", "64", "256"]
   assert results["texts"] == 30 and "| tfidf_word |" in latency.format_table(results)
   assert len(latency.synthetic_text(64)) == 63
+  # Two exports of one model (e.g. before and after a change) keep a row each.
+  again = shutil.copytree(export_dir, tmp_path / "again")
+  rows = latency.predictors([export_dir, str(again)], [], [], [])
+  assert len(rows) == 6 and f"byte_qrnn ({again}) {export.INT8_FILE}" in rows
 
 
 def test_each_signature_is_calibrated_on_the_texts_it_will_run():
