@@ -10,8 +10,8 @@ r"""Early exit: test ROC AUC against layers used and per-comment latency (int8 T
 For thresholds of the validation sweep in <workdir>/early_exit.json (the chosen one, and
 those whose validation mean layers are nearest to --layer_targets), it times the chained
 int8 file (`early_exit.TFLiteEarlyExit`) on --texts test comments drawn at random (seed 0),
-each scored once at batch 1 after --warmup calls, rounds in alternating order of the
-thresholds (so all share the machine's load): mean and median ms per comment and the mean
+each scored once per round at batch 1 after --warmup calls, every threshold in turn on
+each text (so all share the machine's load): mean and median ms per comment and the mean
 exit taken. The AUCs are the sweep's, on the whole validation and test splits. With
 --plain_export, the same texts through that export's model_int8.tflite (one graph, the last
 exit) give the full model's latency without the exits' overhead. Writes
@@ -35,28 +35,17 @@ from byteflax import early_exit
 from byteflax import export
 from byteflax import splitter
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "The early-exit run's config.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "The run, after python -m byteflax.early_exit "
-                               "--export.")
-_PLAIN_EXPORT = flags.DEFINE_string("plain_export", None,
-                                    "byteflax.export of the same run: the one-graph baseline.")
-_OUT = flags.DEFINE_string("out", None, "Directory for early_exit.json and .png.")
-_TEXTS = flags.DEFINE_integer("texts", 500, "Test texts timed per threshold and round.")
-_ROUNDS = flags.DEFINE_integer("rounds", 2, "Rounds over all thresholds.")
-_WARMUP = flags.DEFINE_integer("warmup", 20, "Untimed calls before each timing.")
-_LAYER_TARGETS = flags.DEFINE_list(
-    "layer_targets", ["1.0", "1.25", "1.5", "1.75", "2.0", "2.5", "3.0"],
-    "Validation mean layers whose nearest thresholds are timed.")
-
-
 def timed_thresholds(report: dict, targets: list[float]) -> list[dict]:
   """Validation sweep rows: the chosen threshold's, the full model's (t = 1) and those
-  nearest each target."""
+  nearest each target in mean layers, one per mean."""
   rows = report["sweep"]["validation"]
-  chosen = [r for r in rows if r["threshold"] in (report["chosen"]["threshold"], 1.0)]
+  chosen = [r for r in rows if r["threshold"] == report["chosen"]["threshold"]]
+  full = [r for r in rows if r["threshold"] == 1.0]
   nearest = [min(rows, key=lambda r, t=t: abs(r["mean_layers"] - t)) for t in targets]
-  unique = {r["threshold"]: r for r in chosen + nearest}
+  # One row per validation mean: thresholds that send the same texts out time alike.
+  unique = {}
+  for row in chosen + full + nearest:
+    unique.setdefault(row["mean_layers"], row)
   return sorted(unique.values(), key=lambda r: r["mean_layers"])
 
 
@@ -80,14 +69,10 @@ def benchmark(config, workdir: str, plain_export: str | None, num_texts: int, ro
   if plain_export:
     plain = export.TFLiteClassifier(os.path.join(plain_export, export.INT8_FILE))
     cases["plain"] = plain
-  times = {key: [] for key in cases}
-  for round_index in range(rounds):
-    order = list(cases) if round_index % 2 == 0 else list(reversed(cases))
-    for key in order:
-      times[key].append(export.time_each(cases[key], ids, warmup))
+  timed_rounds = [export.time_each(cases, ids, warmup) for _ in range(rounds)]
   rows = []
-  for key, measured in times.items():
-    measured = np.concatenate(measured)
+  for key in cases:
+    measured = np.concatenate([times[key] for times in timed_rounds])
     row = {"threshold": key, "mean_ms": float(measured.mean()),
            "median_ms": float(np.median(measured))}
     if key != "plain":
@@ -147,19 +132,37 @@ def plot(results: dict, path: str) -> None:
   figure.savefig(path, dpi=120)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  results = benchmark(_CONFIG.value, _WORKDIR.value, _PLAIN_EXPORT.value, _TEXTS.value,
-                      _ROUNDS.value, _WARMUP.value, [float(t) for t in _LAYER_TARGETS.value])
-  print(format_table(results))
-  if _OUT.value:
-    os.makedirs(_OUT.value, exist_ok=True)
-    with open(os.path.join(_OUT.value, "early_exit.json"), "w") as f:
-      json.dump(results, f, indent=2)
-    plot(results, os.path.join(_OUT.value, "early_exit.png"))
+def main():
+  """The CLI; its flags are defined here so that importing this module defines none."""
+  config = config_flags.DEFINE_config_file(
+      "config", None, "The early-exit run's config.", lock_config=True)
+  workdir = flags.DEFINE_string("workdir", None, "The run, after python -m byteflax.early_exit "
+                                 "--export.")
+  plain_export = flags.DEFINE_string("plain_export", None,
+                                      "byteflax.export of the same run: the one-graph baseline.")
+  out = flags.DEFINE_string("out", None, "Directory for early_exit.json and .png.")
+  texts = flags.DEFINE_integer("texts", 500, "Test texts timed per threshold and round.")
+  rounds = flags.DEFINE_integer("rounds", 2, "Rounds over all thresholds.")
+  warmup = flags.DEFINE_integer("warmup", 20, "Untimed calls before each timing.")
+  layer_targets = flags.DEFINE_list(
+      "layer_targets", ["1.0", "1.25", "1.5", "1.75", "2.0", "2.5", "3.0"],
+      "Validation mean layers whose nearest thresholds are timed.")
+  flags.mark_flags_as_required(["config", "workdir"])
+
+  def run(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    results = benchmark(config.value, workdir.value, plain_export.value, texts.value,
+                        rounds.value, warmup.value, [float(t) for t in layer_targets.value])
+    print(format_table(results))
+    if out.value:
+      os.makedirs(out.value, exist_ok=True)
+      with open(os.path.join(out.value, "early_exit.json"), "w") as f:
+        json.dump(results, f, indent=2)
+      plot(results, os.path.join(out.value, "early_exit.png"))
+
+  app.run(run)
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  main()

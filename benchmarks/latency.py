@@ -11,11 +11,12 @@ LR and MiniLM, on the same texts in one run.
 
 Two tables, printed and written to <out>/latency.{json,png}:
   per comment  --texts test texts drawn at random (seed 0), each scored once at batch 1
-               after --warmup calls: median / p90 / p99 ms. The exported model runs each
+               by every model in turn (so all share the machine's load), after --warmup
+               calls: median / p90 / p99 ms. The exported model runs each
                text at the shortest signature length that holds it (byteflax/export.py).
   by length    a synthetic text of n - 1 bytes (n ids with EOS; letters and spaces) for n
-               in --lengths, --runs calls each: median ms. Past the model's longest
-               signature a text is cut to it, as on device.
+               in --lengths, --runs calls of each model in turn: median ms. Past the
+               model's longest signature a text is cut to it, as on device.
 Rows: every model file of each --export_dir, named by its manifest's model_name (and
 the directory where two share one); `tfidf_word` / `tfidf_char`: the vectorizer and
 logistic regression (C=1, fitted on --fit_texts training texts: latency hardly depends on
@@ -41,21 +42,6 @@ from byteflax import baselines
 from byteflax import distill
 from byteflax import export
 from byteflax import splitter
-
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "The exported run's config (its task gives the texts).", lock_config=True)
-_EXPORT_DIRS = flags.DEFINE_list("export_dir", None,
-                                 "--out of byteflax.export; several, comma-separated.")
-_BASELINES = flags.DEFINE_list("baselines", ["tfidf_word", "minilm"],
-                               "Non-byte rows: tfidf_word, tfidf_char, minilm.")
-_OUT = flags.DEFINE_string("out", None, "Directory for latency.json and latency.png.")
-_TEXTS = flags.DEFINE_integer("texts", 1000, "Test texts timed once each.")
-_FIT_TEXTS = flags.DEFINE_integer("fit_texts", 20000, "Training texts the TF-IDF rows fit on.")
-_LENGTHS = flags.DEFINE_list("lengths", ["16", "32", "64", "128", "256", "512", "1024",
-                                         "2048"], "Text lengths (ids) of the by-length table.")
-_RUNS = flags.DEFINE_integer("runs", 50, "Timed calls per length.")
-_WARMUP = flags.DEFINE_integer("warmup", 20, "Untimed calls before timing.")
-
 
 def synthetic_text(num_ids: int, seed: int = 0) -> str:
   """num_ids - 1 bytes of lowercase words (the EOS id makes num_ids)."""
@@ -116,17 +102,18 @@ def benchmark(config, export_dirs: Sequence[str], baseline_kinds: Sequence[str],
                                                   replace=False)]
   _, train_texts, train_labels = distill.split_texts(config, "train")
   keep = rng.choice(len(train_texts), min(fit_texts, len(train_texts)), replace=False)
+  predicts = predictors(export_dirs, baseline_kinds, [train_texts[i] for i in keep],
+                        train_labels[keep])
+  per_text = export.time_each(predicts, test_texts, warmup)
+  by_length = {str(length): export.time_each(predicts, [synthetic_text(length)] * runs, warmup)
+               for length in lengths}
   rows = []
-  for name, predict in predictors(export_dirs, baseline_kinds, [train_texts[i] for i in keep],
-                                  train_labels[keep]).items():
-    per_text = export.time_each(predict, test_texts, warmup)
-    by_length = {}
-    for length in lengths:
-      text = synthetic_text(length)
-      by_length[str(length)] = float(np.median(export.time_each(predict, [text] * runs, warmup)))
-    rows.append({"name": name, "median_ms": float(np.median(per_text)),
-                 "p90_ms": float(np.percentile(per_text, 90)),
-                 "p99_ms": float(np.percentile(per_text, 99)), "ms_by_length": by_length})
+  for name in predicts:
+    rows.append({"name": name, "median_ms": float(np.median(per_text[name])),
+                 "p90_ms": float(np.percentile(per_text[name], 90)),
+                 "p99_ms": float(np.percentile(per_text[name], 99)),
+                 "ms_by_length": {length: float(np.median(times[name]))
+                                  for length, times in by_length.items()}})
     print(f"{name}: median {rows[-1]['median_ms']:.3f} ms", flush=True)
   text_bytes = [len(t.encode("utf-8")) for t in test_texts]
   return {"task": config.data.task if not config.data.train_path else config.data.train_path,
@@ -164,20 +151,38 @@ def plot(results: dict, path: str) -> None:
   figure.savefig(path, dpi=120)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  results = benchmark(_CONFIG.value, _EXPORT_DIRS.value, _BASELINES.value, _TEXTS.value,
-                      _FIT_TEXTS.value, [int(n) for n in _LENGTHS.value], _RUNS.value,
-                      _WARMUP.value)
-  print(format_table(results))
-  if _OUT.value:
-    os.makedirs(_OUT.value, exist_ok=True)
-    with open(os.path.join(_OUT.value, "latency.json"), "w") as f:
-      json.dump(results, f, indent=2)
-    plot(results, os.path.join(_OUT.value, "latency.png"))
+def main():
+  """The CLI; its flags are defined here so that importing this module defines none."""
+  config = config_flags.DEFINE_config_file(
+      "config", None, "The exported run's config (its task gives the texts).", lock_config=True)
+  export_dirs = flags.DEFINE_list("export_dir", None,
+                                   "--out of byteflax.export; several, comma-separated.")
+  baselines = flags.DEFINE_list("baselines", ["tfidf_word", "minilm"],
+                                 "Non-byte rows: tfidf_word, tfidf_char, minilm.")
+  out = flags.DEFINE_string("out", None, "Directory for latency.json and latency.png.")
+  texts = flags.DEFINE_integer("texts", 1000, "Test texts timed once each.")
+  fit_texts = flags.DEFINE_integer("fit_texts", 20000, "Training texts the TF-IDF rows fit on.")
+  lengths = flags.DEFINE_list("lengths", ["16", "32", "64", "128", "256", "512", "1024",
+                                           "2048"], "Text lengths (ids) of the by-length table.")
+  runs = flags.DEFINE_integer("runs", 50, "Timed calls per length.")
+  warmup = flags.DEFINE_integer("warmup", 20, "Untimed calls before timing.")
+  flags.mark_flags_as_required(["config", "export_dir"])
+
+  def run(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    results = benchmark(config.value, export_dirs.value, baselines.value, texts.value,
+                        fit_texts.value, [int(n) for n in lengths.value], runs.value,
+                        warmup.value)
+    print(format_table(results))
+    if out.value:
+      os.makedirs(out.value, exist_ok=True)
+      with open(os.path.join(out.value, "latency.json"), "w") as f:
+        json.dump(results, f, indent=2)
+      plot(results, os.path.join(out.value, "latency.png"))
+
+  app.run(run)
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config", "export_dir"])
-  app.run(main)
+  main()

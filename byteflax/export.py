@@ -244,21 +244,25 @@ def median_latency_ms(predict: Callable[[np.ndarray], object], examples: np.ndar
   splits come sorted by length bucket, and their first rows are the shortest texts."""
   order = np.random.default_rng(0).permutation(len(examples))
   rows = [examples[order[i % len(examples)]][None] for i in range(runs)]
-  return float(np.median(time_each(predict, rows, warmup=10)))
+  return float(np.median(time_each({"model": predict}, rows, warmup=10)["model"]))
 
 
-def time_each(predict: Callable[[Any], object], inputs: Sequence[Any], warmup: int
-              ) -> np.ndarray:
-  """Milliseconds of one `predict` call per input, after `warmup` untimed calls on the
-  first inputs."""
+def time_each(predicts: dict[str, Callable[[Any], object]], inputs: Sequence[Any],
+              warmup: int) -> dict[str, np.ndarray]:
+  """Milliseconds of one call of each predictor per input, after `warmup` untimed calls of
+  each on the first inputs. The predictors take turns on every input (in an order that
+  alternates), so a change in the machine's load falls on all of them alike."""
   for item in inputs[:warmup]:
-    predict(item)
-  times = []
-  for item in inputs:
-    start = time.perf_counter()
-    predict(item)
-    times.append(time.perf_counter() - start)
-  return 1000 * np.asarray(times)
+    for predict in predicts.values():
+      predict(item)
+  times = {name: [] for name in predicts}
+  for index, item in enumerate(inputs):
+    names = list(predicts) if index % 2 == 0 else list(reversed(predicts))
+    for name in names:
+      start = time.perf_counter()
+      predicts[name](item)
+      times[name].append(time.perf_counter() - start)
+  return {name: 1000 * np.asarray(measured) for name, measured in times.items()}
 
 
 def exported_files(export_dir: str) -> list[str]:

@@ -202,5 +202,15 @@ def test_cli_trains_chooses_and_exports(tmp_path):
   with open(tmp_path / "bench" / "early_exit.json") as f:
     rows = json.load(f)["rows"]
   assert any(row["chosen"] for row in rows) and all(row["mean_ms"] > 0 for row in rows)
-  assert [row["validation_mean_layers"] for row in rows] == sorted(
-      row["validation_mean_layers"] for row in rows)
+  means = [row["validation_mean_layers"] for row in rows]
+  assert means == sorted(set(means))
+
+
+def test_the_benchmark_times_one_threshold_per_mean_depth():
+  from benchmarks import early_exit as benchmark  # pylint: disable=g-import-not-at-top
+  sweep = [{"threshold": t, "mean_layers": layers}
+           for t, layers in ((0.5, 1.0), (0.9, 1.5), (0.99999, 3.0), (1.0, 3.0))]
+  report = {"sweep": {"validation": sweep}, "chosen": {"threshold": 0.9}}
+  timed = benchmark.timed_thresholds(report, targets=[1.0, 3.0])
+  # t = 1 and 0.99999 send every text to the last exit: one of them is timed.
+  assert [row["threshold"] for row in timed] == [0.5, 0.9, 1.0]

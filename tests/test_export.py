@@ -376,3 +376,13 @@ def test_every_config_has_an_export_recipe(config_arg):
     export_seq2seq.inference_model(seq2seq.build_encoder_decoder(config.model), config.model)
   else:
     export.check_exportable(config)
+
+
+def test_timed_models_take_turns_on_every_input():
+  calls = []
+  predicts = {name: (lambda item, name=name: calls.append((name, item))) for name in "ab"}
+  times = export.time_each(predicts, ["x", "y", "z"], warmup=1)
+  assert calls == [("a", "x"), ("b", "x"),  # Warm-up.
+                   ("a", "x"), ("b", "x"), ("b", "y"), ("a", "y"), ("a", "z"), ("b", "z")]
+  assert sorted(times) == ["a", "b"] and all(t.shape == (3,) and np.all(t >= 0)
+                                              for t in times.values())
