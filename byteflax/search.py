@@ -169,6 +169,7 @@ def search(config: ml_collections.ConfigDict, workdir: str, latency_budget_ms: f
     proxy = with_model(config, row["fields"])
     proxy.total_steps = proxy_steps
     proxy.distill.alpha = 0.0
+    proxy.init_from = None  # A pretrained encoder has the default architecture's shapes.
     proxy.evals = ml_collections.ConfigDict(
         {"validation": {"split": "validation", "every_steps": 0}})
     report = train.train_and_evaluate(
@@ -255,6 +256,7 @@ def get_config(arg=None):
       node = node[parent]
     node[name] = value
   config.model.update(MODEL)
+  config.init_from = None  # A pretrained encoder has the default architecture's shapes.
   return config
 '''
   with open(path, "w") as f:

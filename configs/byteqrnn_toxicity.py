@@ -122,9 +122,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       ema_decay=0.99,
       start_step=0,
   ))
-  # A run's workdir whose newest checkpoint gives the initial params (e.g. a float run to
-  # fine-tune with quantization); ignored once this run has checkpoints of its own.
+  # Where the initial params come from; ignored once this run has checkpoints of its own.
+  # A shipped pretrained encoder (a name in byteflax/pretrained/, or an .npz path: embed,
+  # GBST and QRNN layers; pooling and head start at random), or a run's workdir (e.g. a
+  # float run to fine-tune with quantization). None or "": random weights. The default
+  # fine-tunes the encoder pretrained on the offline multilingual corpus
+  # (docs/pretraining.md); it needs this default architecture.
   config.init_from = config_dict.placeholder(str)
+  if not args & {"fortunes", "multilingual", "scratch", "smoke"}:
+    config.init_from = "byteqrnn_corpus"
 
   # Distillation (byteflax/distill.py): alpha > 0 adds a teacher term to the loss, reading
   # the teacher's log-odds for every training example from teacher_path; when that is unset,

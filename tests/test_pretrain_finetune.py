@@ -120,8 +120,9 @@ def test_the_shipped_corpus_encoder_loads_into_the_default_classifier_exactly():
     manifest = json.load(f)
   assert pretrained.sha256(path) == manifest["sha256"]
   assert os.path.getsize(path) <= 8 * 2**20
-  config = byteqrnn_toxicity.get_config("scratch")
-  config.init_from = "byteqrnn_corpus"
+  config = byteqrnn_toxicity.get_config()  # The default fine-tunes from it.
+  assert config.init_from == "byteqrnn_corpus"
+  assert byteqrnn_toxicity.get_config("scratch").init_from is None
   classifier = train.Trainer(config)
   loaded = _flat(train.initial_params(classifier, classifier.init_state().params))
   shipped = pretrained.load(path)

@@ -23,4 +23,5 @@ def get_config(arg=None):
       node = node[parent]
     node[name] = value
   config.model.update(MODEL)
+  config.init_from = None  # A pretrained encoder has the default architecture's shapes.
   return config
