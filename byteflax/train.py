@@ -230,7 +230,7 @@ def _pretrained_target(saved: dict[str, Any], trainer: Trainer, source: str) -> 
           f"Pretrained encoder parameter {path} in {source} has shape {saved_shape}, this "
           f"classifier's params/{path} has {wanted_shape} (None: absent). The "
           "classifier's config.model must match the pretraining config's model.encoder; "
-          "to train this model from random weights instead, pass --config.init_from=''.")
+          "to train this model from random weights instead, pass --config.init_from= (empty).")
   return target
 
 
