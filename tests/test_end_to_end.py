@@ -96,6 +96,9 @@ def test_default_command_trains_on_a_messy_user_csv(tmp_path):
   assert "messy.csv, line 326, column 5: invalid UTF-8 byte 0xe9" in result.stderr
   assert "have the same byte ids as another" in result.stderr
   assert "Training budget: 5 epochs of" in result.stderr
+  # The default command fine-tunes the shipped pretrained encoder, on users' files too.
+  assert "Initialised ['embed', 'encoder', 'gbst'] from" in result.stderr
+  assert "byteqrnn_corpus.npz" in result.stderr
   with open(tmp_path / "run" / "eval.json") as f:
     report = json.load(f)
   assert report["task"].startswith("file_") and report["test"]["num_examples"] == 32

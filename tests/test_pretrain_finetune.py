@@ -130,3 +130,23 @@ def test_the_shipped_corpus_encoder_loads_into_the_default_classifier_exactly():
   assert sum(v.size for v in shipped.values()) == manifest["num_params"]
   for key, value in shipped.items():
     np.testing.assert_array_equal(loaded[key], value, err_msg=key)
+
+
+def test_pretraining_curves_group_the_fine_tunes_by_their_start(tmp_path):
+  from benchmarks import pretraining_curves  # pylint: disable=g-import-not-at-top
+  def write(directory, rows, auc=None):
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "metrics.jsonl"), "w") as f:
+      f.writelines(json.dumps(row) + "\n" for row in rows)
+    if auc is not None:
+      with open(os.path.join(directory, "eval.json"), "w") as f:
+        json.dump({"test": {"auc": auc}}, f)
+  write(tmp_path, [{"step": 10, "train/loss": 3.0}, {"step": 20, "validation/loss": 2.5}])
+  loss = [{"step": 100, "train/loss": 0.4}, {"step": 200, "train/loss": 0.3}]
+  write(tmp_path / "finetune_toxic_s0", loss, auc=0.96)
+  write(tmp_path / "finetune_toxic_s1", loss, auc=0.95)
+  write(tmp_path / "scratch_toxic_s0", loss, auc=0.94)
+  os.makedirs(tmp_path / "finetune_fortunes")  # No seed, no metrics: not a curve.
+  aucs = pretraining_curves.plot(str(tmp_path), str(tmp_path / "curves.png"))
+  assert aucs == {"pretrained": [0.96, 0.95], "random": [0.94]}
+  assert os.path.getsize(tmp_path / "curves.png") > 0
