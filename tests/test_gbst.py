@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from byteflax import gbst
 from byteflax.gbst import GBST
 from byteflax.gbst import DepthwiseConv1D
 from tests import utils
@@ -180,3 +181,15 @@ def test_gradients_finite():
   assert np.any(np.asarray(grads_x) != 0)
   # Pad inputs are ignored, so they get zero gradient.
   assert np.all(np.asarray(grads_x)[~mask] == 0.0)
+
+
+@pytest.mark.parametrize("block_size", [1, 2, 3, 4])
+def test_block_helpers_equal_a_repeat_cut_to_length(block_size):
+  length = 10  # Not a multiple of 3 or 4: the last window is partial.
+  windows = -(-length // block_size)
+  blocks = jax.random.normal(jax.random.PRNGKey(0), (2, windows, 5))
+  weights = jax.random.uniform(jax.random.PRNGKey(1), (2, length))
+  repeated = jnp.repeat(blocks, block_size, axis=1)[:, :length]
+  np.testing.assert_array_equal(gbst.upsample(blocks, block_size, length), repeated)
+  np.testing.assert_allclose(gbst.weigh_blocks(blocks, weights, block_size),
+                             weights[..., None] * repeated, rtol=1e-6)
