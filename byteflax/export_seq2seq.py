@@ -104,7 +104,9 @@ def convert(model: seq2seq.EncoderDecoder, params, lengths: Sequence[int],
   def decode_step(token, position, encoded, encoded_mask, *leaves):
     row_count = token.shape[0]
     structure = jax.tree.structure(cache_shapes(model, params, row_count, cache_length))
-    repeat = lambda x: jnp.broadcast_to(x, (row_count, *x.shape[1:]))
+    # Each row (beam) reads the same encoder outputs: copies, concatenated, because TFLite
+    # runs a broadcast (BROADCAST_TO) ~10x slower than a copy (docs/export.md, GBST).
+    repeat = lambda x: jnp.concatenate([x] * row_count)
     logits, cache = model.apply(variables, token, position,
                                 jax.tree.unflatten(structure, leaves), repeat(encoded),
                                 repeat(encoded_mask), method=model.decode_step)
