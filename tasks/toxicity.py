@@ -351,8 +351,11 @@ def read_file_splits(train_path: str, test_path: str | None = None,
                      ) -> dict[str, list[Example]]:
   """The train/validation/test examples of `register_file_task` (same arguments).
 
-  Splits without a file get `validation_fraction` of the train file each, carved with
-  `fortunes.split_examples` and `seed`; train keeps the rest.
+  Splits without a file get `validation_fraction` of the train file's distinct texts each,
+  carved with `fortunes.split_examples` and `seed`; train keeps the rest. Every copy of a
+  text goes where the text goes, so a text repeated in the file never sits on both sides
+  of a held-out split (it would inflate the held-out AUC). Given held-out files are used
+  as they are; texts they share with the training file are counted in a warning.
 
   Returns:
     {"train": [...], "validation": [...], "test": [...]} of (text, labels) pairs.
@@ -362,16 +365,26 @@ def read_file_splits(train_path: str, test_path: str | None = None,
   read = functools.partial(read_labelled_file, text_key=text_key, label_keys=label_keys,
                            invalid_utf8=invalid_utf8)
   train = read(train_path)
+  copies: dict[str, list[Example]] = {}  # Text -> its examples, in file order.
+  for example in train:
+    copies.setdefault(example[0], []).append(example)
   carve_validation = validation_fraction if validation_path is None else 0.0
   carve_test = validation_fraction if test_path is None else 0.0
-  splits = fortunes.split_examples(
-      train, seed, (1.0 - carve_validation - carve_test, carve_validation, carve_test))
+  carved = fortunes.split_examples(
+      list(copies), seed, (1.0 - carve_validation - carve_test, carve_validation, carve_test))
+  splits = {split: [example for text in texts for example in copies[text]]
+            for split, texts in carved.items()}
   for split, path in (("validation", validation_path), ("test", test_path)):
     if path is not None:
       splits[split] = read(path)
+      shared = sum(text in copies for text, _ in splits[split])
+      if shared:
+        logging.warning("%d of the %d examples of %s have a text that is also in %s: the "
+                        "%s AUC counts them as held out.", shared, len(splits[split]), path,
+                        train_path, split)
     elif not splits[split]:
       raise ValueError(
-          f"{train_path} has {len(train)} examples; carving validation_fraction="
+          f"{train_path} has {len(copies)} distinct texts; carving validation_fraction="
           f"{validation_fraction} of them for {split} leaves none. Pass {split}_path.")
   return splits
 

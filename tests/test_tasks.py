@@ -8,6 +8,7 @@ import codecs
 import csv
 import importlib.metadata
 import json
+import logging
 import os
 
 import numpy as np
@@ -384,6 +385,26 @@ def test_csv_with_long_fields_and_nul_bytes_reads_and_csv_errors_name_the_line(t
 def test_duplicate_texts_in_a_file_are_kept(tmp_path):
   path = _write(tmp_path / "dup.csv", "text,label\nsame,1\nsame,1\nsame,0\n")
   assert toxicity.read_labelled_file(path) == [("same", (1,)), ("same", (1,)), ("same", (0,))]
+
+
+def test_copies_of_a_text_land_in_one_split(tmp_path, caplog):
+  """Repeated texts must not straddle train and a carved held-out split (a leak)."""
+  rows = [f"text {i},{i % 2}\n" for i in range(40)]
+  rows += [f"text {i},{i % 2}\n" for i in range(0, 40, 2)] * 3  # 20 texts, 4 copies each.
+  path = _write(tmp_path / "dup.csv", "text,label\n" + "".join(rows))
+  splits = toxicity.read_file_splits(path, seed=3)
+  texts = {split: [text for text, _ in examples] for split, examples in splits.items()}
+  assert sum(map(len, texts.values())) == 100
+  assert not set(texts["train"]) & (set(texts["validation"]) | set(texts["test"]))
+  assert not set(texts["validation"]) & set(texts["test"])
+  assert len(set(texts["validation"])) == len(set(texts["test"])) == 4  # 10% of 40 texts.
+  for split in fortunes.SPLITS:  # Each text comes with all its copies.
+    assert all(texts[split].count(t) == (4 if int(t.split()[1]) % 2 == 0 else 1)
+               for t in texts[split])
+  test = _write(tmp_path / "test.csv", "text,label\ntext 0,0\nnew,1\n")
+  with caplog.at_level(logging.WARNING):
+    toxicity.read_file_splits(path, test_path=test)
+  assert "1 of the 2 examples of" in caplog.text and "also in" in caplog.text
 
 
 def test_toxic_comments_cleaning():
