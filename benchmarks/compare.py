@@ -44,6 +44,7 @@ from absl import flags
 import jax
 import numpy as np
 
+from benchmarks import results_io
 from byteflax import baselines
 from byteflax import distill
 from byteflax import export
@@ -264,11 +265,8 @@ def main(argv):
                     _PERTURB_RATE.value, {"epochs": _FINETUNE_EPOCHS.value,
                                           "max_train_examples": _FINETUNE_EXAMPLES.value})
   print(format_table(results))
-  os.makedirs(_RESULTS_DIR.value, exist_ok=True)
-  with open(os.path.join(_RESULTS_DIR.value, "compare.json"), "w") as f:
-    json.dump(results, f, indent=2)
-  plot(results, os.path.join(_RESULTS_DIR.value, "compare.png"))
-  print(f"Wrote compare.json and compare.png to {_RESULTS_DIR.value}")
+  print("Wrote", ", ".join(results_io.write_results(_RESULTS_DIR.value, "compare", results,
+                                                    plot)))
 
 
 if __name__ == "__main__":

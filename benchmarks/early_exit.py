@@ -30,6 +30,7 @@ from absl import flags
 from ml_collections import config_flags
 import numpy as np
 
+from benchmarks import results_io
 from byteflax import distill
 from byteflax import early_exit
 from byteflax import export
@@ -156,10 +157,7 @@ def main():
                         rounds.value, warmup.value, [float(t) for t in layer_targets.value])
     print(format_table(results))
     if out.value:
-      os.makedirs(out.value, exist_ok=True)
-      with open(os.path.join(out.value, "early_exit.json"), "w") as f:
-        json.dump(results, f, indent=2)
-      plot(results, os.path.join(out.value, "early_exit.png"))
+      results_io.write_results(out.value, "early_exit", results, plot)
 
   app.run(run)
 

@@ -38,6 +38,7 @@ from absl import flags
 from ml_collections import config_flags
 import numpy as np
 
+from benchmarks import results_io
 from byteflax import baselines
 from byteflax import distill
 from byteflax import export
@@ -176,10 +177,7 @@ def main():
                         warmup.value)
     print(format_table(results))
     if out.value:
-      os.makedirs(out.value, exist_ok=True)
-      with open(os.path.join(out.value, "latency.json"), "w") as f:
-        json.dump(results, f, indent=2)
-      plot(results, os.path.join(out.value, "latency.png"))
+      results_io.write_results(out.value, "latency", results, plot)
 
   app.run(run)
 

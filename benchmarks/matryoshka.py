@@ -11,13 +11,11 @@ prefix (and the whole vector) at once: the same numbers as evaluating the run wi
 and writes <out>/matryoshka.json.
 """
 
-import json
-import os
-
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from benchmarks import results_io
 from byteflax import early_exit
 from byteflax import train
 
@@ -59,9 +57,7 @@ def main(argv):
   results = measure(_CONFIG.value, _WORKDIR.value)
   print(format_table(results))
   if _OUT.value:
-    os.makedirs(_OUT.value, exist_ok=True)
-    with open(os.path.join(_OUT.value, "matryoshka.json"), "w") as f:
-      json.dump(results, f, indent=2)
+    results_io.write_results(_OUT.value, "matryoshka", results)
 
 
 if __name__ == "__main__":

@@ -125,13 +125,13 @@ def load(model: str, batch_size: int = 64, num_threads: int = 1) -> Classifier:
 
 def read_inputs(texts: Sequence[str], path: str | None, text_key: str,
                 stdin=sys.stdin) -> list[str]:
-  """The texts to score: arguments, else a file (.csv / .jsonl: `text_key`; anything else:
-  one text per line), else stdin (one per line)."""
+  """The texts to score: arguments, else a file (.csv / .tsv / .jsonl: `text_key`; anything
+  else: one text per line), else stdin (one per line)."""
   if texts and path:
     raise ValueError("Give texts as arguments or --input, not both.")
   if texts:
     return list(texts)
-  if path and os.path.splitext(path)[1].lower() in (".csv", ".jsonl"):
+  if path and os.path.splitext(path)[1].lower() in toxicity.FILE_FORMATS:
     return toxicity.read_texts(path, text_key)
   if path:
     with open(path, "rb") as f:
@@ -167,7 +167,7 @@ def main():
   model = flags.DEFINE_string(
       "model", None, "A byteflax.main workdir (JAX, newest checkpoint) or a .tflite file.")
   input_path = flags.DEFINE_string(
-      "input", None, "Texts to score: .csv / .jsonl (the --text_key field) or one per line; "
+      "input", None, "Texts to score: .csv / .tsv / .jsonl (the --text_key field) or one per line; "
       "default: the arguments, else stdin.")
   output_path = flags.DEFINE_string(
       "output", None, "Where to write: .csv, else JSON lines; default stdout (JSON lines).")

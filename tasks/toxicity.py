@@ -33,6 +33,7 @@ import math
 import os
 
 from absl import logging
+import numpy as np
 import seqio
 import tensorflow as tf
 
@@ -49,7 +50,9 @@ CIVIL_COMMENTS_ATTRIBUTES = ("toxicity", "severe_toxicity", "obscene", "threat",
 # Civil Comments attributes are the fraction of raters who chose the attribute; the
 # dataset's own convention calls a comment toxic when at least half did.
 LABEL_THRESHOLD = 0.5
-FILE_FORMATS = (".csv", ".jsonl")
+FILE_FORMATS = (".csv", ".tsv", ".jsonl")
+# A .csv file's delimiter is read off its header line: Excel writes ";" in many locales.
+CSV_DELIMITERS = ",;\t|"
 # The csv module refuses fields over 128 KiB by default; real comments can be longer (they
 # are cut to data.max_length bytes later), so any field that fits in memory is read.
 csv.field_size_limit(2**31 - 1)
@@ -262,9 +265,10 @@ def read_records(path: str, required_keys: Sequence[str], invalid_utf8: str = "r
                  ) -> Iterator[tuple[int, Mapping[str, object]]]:
   """(line number, record) of each record of a CSV file with a header row or a JSONL file.
 
-  The format comes from the extension: `.csv` (any dialect the csv module reads by
-  default, UTF-8 with an optional BOM) or `.jsonl` (one JSON object per line; blank lines
-  are skipped). `invalid_utf8`: "replace" reads each byte that is not valid UTF-8 as
+  The format comes from the extension: `.csv` (the delimiter, one of `CSV_DELIMITERS`,
+  is the one the header line uses; quoting as the csv module reads it by default), `.tsv`
+  (tab-separated) or `.jsonl` (one JSON object per line; blank lines are skipped); text
+  files are UTF-8 with an optional BOM. `invalid_utf8`: "replace" reads each byte that is not valid UTF-8 as
   U+FFFD and logs a warning naming the lines; "error" raises naming the first.
 
   Raises:
@@ -279,8 +283,8 @@ def read_records(path: str, required_keys: Sequence[str], invalid_utf8: str = "r
     raise ValueError(f"{path}: unknown format {extension!r}; use one of {FILE_FORMATS}.")
   # newline="": the csv module sees line endings (and newlines inside quotes) as written.
   f = io.StringIO(_decode(path, invalid_utf8), newline="")
-  if extension == ".csv":
-    reader = csv.DictReader(f)
+  if extension in (".csv", ".tsv"):
+    reader = csv.DictReader(f, delimiter="\t" if extension == ".tsv" else _delimiter(f))
     try:
       if reader.fieldnames is None:
         raise ValueError(f"{path}: no examples (empty file).")
@@ -306,6 +310,16 @@ def read_records(path: str, required_keys: Sequence[str], invalid_utf8: str = "r
         raise ValueError(f"{path}, line {line_number}: expected a JSON object, got "
                          f"{type(record).__name__}.")
       yield line_number, record
+
+
+def _delimiter(f: io.StringIO) -> str:
+  """The delimiter of the CSV text `f` (rewound after): the one its header line uses."""
+  header = f.readline()
+  f.seek(0)
+  try:
+    return csv.Sniffer().sniff(header, delimiters=CSV_DELIMITERS).delimiter
+  except csv.Error:  # A single column: no delimiter to find.
+    return ","
 
 
 def read_labelled_file(path: str, text_key: str = "text",
@@ -352,10 +366,16 @@ def read_file_splits(train_path: str, test_path: str | None = None,
   """The train/validation/test examples of `register_file_task` (same arguments).
 
   Splits without a file get `validation_fraction` of the train file's distinct texts each,
-  carved with `fortunes.split_examples` and `seed`; train keeps the rest. Every copy of a
-  text goes where the text goes, so a text repeated in the file never sits on both sides
-  of a held-out split (it would inflate the held-out AUC). Given held-out files are used
-  as they are; texts they share with the training file are counted in a warning.
+  carved by `_stratified_carve` with `seed` (so a rare label still reaches them); train
+  keeps the rest. Every copy of a text goes where the text goes, so a text repeated in the
+  file never sits on both sides of a held-out split (it would inflate the held-out AUC).
+  Given held-out files are used as they are; texts they share with the training file are
+  counted in a warning, as is a held-out split whose labels are all equal (its ROC AUC is
+  undefined).
+
+  Raises:
+    ValueError: a bad file (`read_labelled_file`), a label with one value in all training
+      examples, or a carved split left empty.
 
   Returns:
     {"train": [...], "validation": [...], "test": [...]} of (text, labels) pairs.
@@ -370,10 +390,16 @@ def read_file_splits(train_path: str, test_path: str | None = None,
     copies.setdefault(example[0], []).append(example)
   carve_validation = validation_fraction if validation_path is None else 0.0
   carve_test = validation_fraction if test_path is None else 0.0
-  carved = fortunes.split_examples(
-      list(copies), seed, (1.0 - carve_validation - carve_test, carve_validation, carve_test))
+  carved = _stratified_carve({text: examples[0][1] for text, examples in copies.items()},
+                             seed, (carve_validation, carve_test))
   splits = {split: [example for text in texts for example in copies[text]]
             for split, texts in carved.items()}
+  for index, key in enumerate(label_keys):
+    values = {labels[index] for _, labels in splits["train"]}
+    if len(values) < 2:
+      raise ValueError(
+          f"{train_path}: label {key!r} is {values.pop()} in every training example; a "
+          "classifier needs examples of both classes.")
   for split, path in (("validation", validation_path), ("test", test_path)):
     if path is not None:
       splits[split] = read(path)
@@ -386,7 +412,39 @@ def read_file_splits(train_path: str, test_path: str | None = None,
       raise ValueError(
           f"{train_path} has {len(copies)} distinct texts; carving validation_fraction="
           f"{validation_fraction} of them for {split} leaves none. Pass {split}_path.")
+    for index, key in enumerate(label_keys):
+      values = {labels[index] for _, labels in splits[split]}
+      if len(values) < 2:
+        logging.warning(
+            "The %s split (%d examples, %s) has label %r = %d in every example: its ROC AUC "
+            "for %r is undefined (nan). Pass a %s_path with both classes, or more data.",
+            split, len(splits[split]), path or f"carved from {train_path}", key,
+            values.pop(), key, split)
   return splits
+
+
+def _stratified_carve(labels_of: Mapping[str, tuple[int, ...]], seed: int,
+                      fractions: tuple[float, float]) -> dict[str, list[str]]:
+  """Texts -> {"train", "validation", "test"}, carved per label combination.
+
+  Each group of texts with the same labels is shuffled (seeded) and gives validation and
+  test `round(fraction * size)` of its texts each; train keeps the rest. Rounding rather
+  than flooring lets a rare class (e.g. 6 positives in 300) reach the held-out splits.
+  """
+  groups: dict[tuple[int, ...], list[str]] = {}
+  for text, labels in labels_of.items():
+    groups.setdefault(labels, []).append(text)
+  rng = np.random.RandomState(seed)
+  splits: dict[str, list[str]] = {split: [] for split in fortunes.SPLITS}
+  for labels in sorted(groups):
+    texts = [groups[labels][i] for i in rng.permutation(len(groups[labels]))]
+    num_validation, num_test = (int(f * len(texts) + 0.5) for f in fractions)
+    bounds = np.cumsum([0, len(texts) - num_validation - num_test, num_validation, num_test])
+    for split, start, stop in zip(fortunes.SPLITS, bounds[:-1], bounds[1:]):
+      splits[split] += texts[start:stop]
+  # Mixed, so that a split is not sorted by label.
+  return {split: [texts[i] for i in rng.permutation(len(texts))]
+          for split, texts in splits.items()}
 
 
 def register_file_task(train_path: str, test_path: str | None = None,

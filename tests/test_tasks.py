@@ -289,7 +289,9 @@ def test_csv_file_task_carves_validation_and_test(tmp_path):
   assert toxicity.register_file_task(path, seed=1) != name
   assert toxicity.label_names(name) == ("label",)
   splits = {split: _task_examples(name, split) for split in fortunes.SPLITS}
-  assert [len(splits[s]) for s in fortunes.SPLITS] == [40, 5, 5]
+  # 25 texts of each class; each held-out split takes round(0.1 * 25) = 3 of each.
+  assert [len(splits[s]) for s in fortunes.SPLITS] == [38, 6, 6]
+  assert all(sum(label for _, (label,) in splits[s]) == 3 for s in ("validation", "test"))
   texts = sorted(text for examples in splits.values() for text, _ in examples)
   assert texts == sorted(f"row {i}, quoted" for i in range(50))
   labels = dict(example for examples in splits.values() for example in examples)
@@ -405,6 +407,37 @@ def test_copies_of_a_text_land_in_one_split(tmp_path, caplog):
   with caplog.at_level(logging.WARNING):
     toxicity.read_file_splits(path, test_path=test)
   assert "1 of the 2 examples of" in caplog.text and "also in" in caplog.text
+
+
+def test_a_rare_label_reaches_both_carved_splits(tmp_path, caplog):
+  rows = "".join(f"text {i},{int(i % 50 == 7)}\n" for i in range(300))  # 6 positives.
+  path = _write(tmp_path / "rare.csv", "text,label\n" + rows)
+  splits = toxicity.read_file_splits(path, seed=0)
+  assert [sum(label for _, (label,) in splits[s]) for s in fortunes.SPLITS] == [4, 1, 1]
+  assert [len(splits[s]) for s in fortunes.SPLITS] == [240, 30, 30]
+  assert toxicity.read_file_splits(path, seed=0) == splits
+  assert toxicity.read_file_splits(path, seed=1)["test"] != splits["test"]
+  with caplog.at_level(logging.WARNING):  # 2 positives: held-out splits get none.
+    toxicity.read_file_splits(_write(tmp_path / "two.csv", "text,label\n" + "".join(
+        f"t{i},{int(i < 2)}\n" for i in range(40))))
+  assert "The validation split (4 examples, carved from" in caplog.text
+  assert "ROC AUC for 'label' is undefined" in caplog.text
+
+
+def test_one_class_training_file_is_an_error(tmp_path):
+  path = _write(tmp_path / "zeros.csv", "text,label\n" + "".join(f"t{i},0\n" for i in range(40)))
+  with pytest.raises(ValueError, match=r"zeros.csv: label 'label' is 0 in every training"):
+    toxicity.read_file_splits(path)
+
+
+@pytest.mark.parametrize("name, delimiter", [("a.csv", ";"), ("a.csv", "\t"), ("a.csv", "|"),
+                                             ("a.tsv", "\t")])
+def test_delimiters_read_off_the_header_or_extension(tmp_path, name, delimiter):
+  rows = [["text", "label"], ["one, two; three", "1"], ["four|five\tsix", "0"]]
+  with open(tmp_path / name, "w", newline="", encoding="utf-8") as f:
+    csv.writer(f, delimiter=delimiter).writerows(rows)
+  assert toxicity.read_labelled_file(str(tmp_path / name)) == [
+      ("one, two; three", (1,)), ("four|five\tsix", (0,))]
 
 
 def test_toxic_comments_cleaning():
