@@ -23,12 +23,19 @@ With `config.distill.transfer` the file also holds the teacher's logits for unla
 transfer texts (`input_pipeline.transfer_ids`: obfuscated copies of the training texts,
 other tasks' texts), which the student then learns from the teacher alone.
 
+An ensemble teacher is the mean of several teachers' log-odds (`average_teachers`):
+
+  python -m byteflax.distill --config=configs/byteqrnn_toxicity.py:fortunes \
+      --config.distill.teacher_path=/tmp/average.npz --average=/tmp/char.npz,/tmp/minilm.npz
+
 File (.npz): keys `[n]` int64, logits `[n, labels]` float32, task, max_length, teacher, and the
 teacher's own validation / test ROC AUC (fit on the whole training split) for reference.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+import functools
 import json
 import os
 import time
@@ -71,7 +78,13 @@ def save_teacher(path: str, ids: np.ndarray, logits: np.ndarray, task: str, max_
         "%d of %d training examples have the same byte ids as another (exact duplicates, or "
         "texts equal in their first %d bytes); each such group gets its mean teacher logits.",
         len(ids) - len(keys), len(ids), max_length - 1)
-  summary = {**summary, "examples_sharing_ids": len(ids) - len(keys)}
+  _write_file(path, keys, logits, task, max_length, teacher,
+              {**summary, "examples_sharing_ids": len(ids) - len(keys)})
+  return len(ids) - len(keys)
+
+
+def _write_file(path: str, keys: np.ndarray, logits: np.ndarray, task: str, max_length: int,
+                teacher: str, summary: dict[str, object]) -> None:
   # Written whole, then renamed: a run killed mid-write leaves no half file to trip on.
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   partial = f"{path}.partial"
@@ -80,7 +93,43 @@ def save_teacher(path: str, ids: np.ndarray, logits: np.ndarray, task: str, max_
     np.savez_compressed(f, keys=keys, logits=logits, task=task, max_length=max_length,
                         teacher=teacher, summary=json.dumps(summary))
   os.replace(partial, path)
-  return len(ids) - len(keys)
+
+
+def average_teachers(paths: Sequence[str], path: str, task: str, max_length: int
+                     ) -> dict[str, object]:
+  """Writes an ensemble teacher to `path`: the mean log-odds of several teacher files.
+
+  Every file must be written for `task` at `max_length`. The ensemble covers the examples
+  that every file covers (e.g. a file with transfer texts and one without: the training
+  examples); how many each file loses is in the returned summary and the log.
+  """
+  if len(paths) < 2:
+    raise ValueError(f"Averaging needs two or more teacher files, got {list(paths)}.")
+  teachers = []
+  for source in paths:
+    with np.load(source) as f:
+      written_for = (str(f["task"]), int(f["max_length"]))
+      if written_for != (task, max_length):
+        raise ValueError(f"{source} holds teacher logits for task {written_for[0]!r} at "
+                         f"max_length {written_for[1]}, not {task!r} at {max_length}.")
+      teachers.append((source, str(f["teacher"]), f["keys"], f["logits"].astype(np.float32)))
+  if len({logits.shape[1] for *_, logits in teachers}) > 1:
+    raise ValueError(f"The files {list(paths)} have different numbers of labels.")
+  common = functools.reduce(np.intersect1d, [keys for _, _, keys, _ in teachers])
+  # Keys are unique and sorted (`_mean_per_key`), so each file's rows are found by search.
+  mean = np.mean([logits[np.searchsorted(keys, common)] for _, _, keys, logits in teachers],
+                 axis=0)
+  name = "+".join(kind for _, kind, _, _ in teachers)
+  summary = {"teacher": name, "examples": len(common),
+             "averaged": {source: {"teacher": kind, "examples": len(keys),
+                                   "dropped": len(keys) - len(common)}
+                          for source, kind, keys, _ in teachers}}
+  for source, kind, keys, _ in teachers:
+    if len(keys) > len(common):
+      logging.warning("%s (%s): %d of its %d examples are not in every file; left out.",
+                      source, kind, len(keys) - len(common), len(keys))
+  _write_file(path, common, mean, task, max_length, name, summary)
+  return summary
 
 
 def write_teacher(config: ml_collections.ConfigDict, path: str) -> dict[str, object]:
@@ -148,6 +197,9 @@ def main():
   """The CLI; its flags are defined here so that importing this module defines none."""
   config = config_flags.DEFINE_config_file(
       "config", None, "A training config with a `distill` section.", lock_config=True)
+  average = flags.DEFINE_list(
+      "average", None, "Teacher files to average (an ensemble teacher) into "
+      "config.distill.teacher_path, instead of fitting config.distill.teacher.")
   flags.mark_flags_as_required(["config"])
 
   def run(argv):
@@ -155,7 +207,12 @@ def main():
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not config.value.distill.teacher_path:
       raise app.UsageError("Set --config.distill.teacher_path (where to write the logits).")
-    summary = write_teacher(config.value, config.value.distill.teacher_path)
+    if average.value:
+      summary = average_teachers(average.value, config.value.distill.teacher_path,
+                                 input_pipeline.resolve_task(config.value.data),
+                                 config.value.data.max_length)
+    else:
+      summary = write_teacher(config.value, config.value.distill.teacher_path)
     logging.info("Teacher: %s", summary)
     print(json.dumps(summary, indent=2))
 
