@@ -33,12 +33,19 @@ from tasks import pretraining
 from tasks import toxicity
 
 
+def label_keys(data: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The label columns of a user's file: `data.label_keys`, whose entries may be
+  comma-separated (`--config.data.label_keys=toxic,insult` arrives as one string)."""
+  entries = (data.label_keys,) if isinstance(data.label_keys, str) else data.label_keys
+  return tuple(key.strip() for entry in entries for key in entry.split(",") if key.strip())
+
+
 def resolve_task(data: ml_collections.ConfigDict) -> str:
   """The SeqIO task name: `data.task`, or a file task when `data.train_path` is set."""
   if data.train_path:
     return toxicity.register_file_task(
         data.train_path, test_path=data.test_path, validation_path=data.validation_path,
-        text_key=data.text_key, label_keys=tuple(data.label_keys),
+        text_key=data.text_key, label_keys=label_keys(data),
         validation_fraction=data.validation_fraction, seed=data.split_seed,
         invalid_utf8=data.invalid_utf8)
   if data.test_path or data.validation_path:

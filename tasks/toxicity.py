@@ -291,7 +291,9 @@ def read_records(path: str, required_keys: Sequence[str], invalid_utf8: str = "r
       missing = [k for k in required_keys if k not in reader.fieldnames]
       if missing:
         raise ValueError(
-            f"{path}, line 1: header has no column {missing}; columns: {reader.fieldnames}.")
+            f"{path}, line 1: header has no column {missing}; columns: {reader.fieldnames}. "
+            "Name yours with text_key / label_keys (e.g. --config.data.text_key=comment "
+            "--config.data.label_keys=toxic,insult).")
       for record in reader:
         # DictReader fills short rows with None, which callers report as missing.
         yield reader.line_num, record

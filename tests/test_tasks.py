@@ -17,6 +17,8 @@ import seqio
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from byteflax import input_pipeline
+from configs import byteqrnn_toxicity
 from tasks import fortunes
 from tasks import toxic_comments
 from tasks import toxicity
@@ -438,6 +440,18 @@ def test_delimiters_read_off_the_header_or_extension(tmp_path, name, delimiter):
     csv.writer(f, delimiter=delimiter).writerows(rows)
   assert toxicity.read_labelled_file(str(tmp_path / name)) == [
       ("one, two; three", (1,)), ("four|five\tsix", (0,))]
+
+
+def test_label_keys_may_be_comma_separated(tmp_path):
+  path = _write(tmp_path / "two.csv", "comment,a,b\n" + "".join(
+      f"t{i},{i % 2},{int(i % 3 == 0)}\n" for i in range(40)))
+  data = byteqrnn_toxicity.get_config().data
+  data.update(train_path=path, text_key="comment", label_keys=("a, b",))
+  assert input_pipeline.label_keys(data) == ("a", "b")
+  assert toxicity.label_names(input_pipeline.resolve_task(data)) == ("a", "b")
+  data.label_keys = ("x",)
+  with pytest.raises(ValueError, match=r"no column \['x'\].*--config.data.label_keys=toxic,"):
+    input_pipeline.resolve_task(data)
 
 
 def test_toxic_comments_cleaning():
