@@ -157,6 +157,8 @@ def step_budget(config: ml_collections.ConfigDict, examples: int | None) -> tupl
   config.total_steps when set; otherwise the budget follows the data: config.num_epochs
   passes over the training split, capped at config.max_steps (None: no cap), so one
   config serves a user's 4k-example file (a few epochs) and 147k comments (the cap).
+  With distillation transfer texts mixed in (config.distill.transfer), an epoch is still
+  one pass over the labelled examples, which then fill only 1 - transfer_rate of a batch.
   """
   if config.total_steps:
     return config.total_steps, f"{config.total_steps} steps (config.total_steps)"
@@ -166,10 +168,15 @@ def step_budget(config: ml_collections.ConfigDict, examples: int | None) -> tupl
   if not examples:
     raise ValueError("config.num_epochs needs the number of training examples; set "
                      "config.total_steps.")
-  epoch_steps = math.ceil(examples / config.data.batch_size)
+  labelled_share, of_batch = 1.0, ""
+  if distillation_settings(config) and config.distill.get("transfer"):
+    labelled_share = 1.0 - config.distill.transfer_rate
+    of_batch = (f" ({labelled_share:.0%} of each, the rest transfer texts: "
+                "config.distill.transfer_rate)")
+  epoch_steps = math.ceil(examples / (config.data.batch_size * labelled_share))
   steps = math.ceil(config.num_epochs * epoch_steps)
   explanation = (f"{config.num_epochs} epochs of {examples:,} training examples at batch "
-                 f"{config.data.batch_size} = {steps:,} steps")
+                 f"{config.data.batch_size}{of_batch} = {steps:,} steps")
   if config.get("max_steps") and steps > config.max_steps:
     steps = config.max_steps
     explanation += (f", capped at config.max_steps = {steps:,} "

@@ -185,6 +185,12 @@ def test_budget_follows_the_data(toy_data):
   task = train.Trainer(config).task_name
   assert train.training_steps(config, task) == (
       60, "5 epochs of 360 training examples at batch 32 = 60 steps")
+  config.distill.update(alpha=0.5, transfer="perturbed", transfer_rate=0.25)
+  assert train.training_steps(config, task) == (  # Epochs of the labelled examples.
+      75, "5 epochs of 360 training examples at batch 32 (75% of each, the rest transfer "
+      "texts: config.distill.transfer_rate) = 75 steps")
+  config.distill.alpha = 0.0  # No teacher, no transfer texts.
+  assert train.training_steps(config, task)[0] == 60
   config.max_steps = 25
   steps, why = train.training_steps(config, task)
   assert steps == 25 and why.endswith("capped at config.max_steps = 25 (2.08 epochs)")
