@@ -417,6 +417,10 @@ def _train_loop(trainer: Trainer, state: step_lib.TrainState, start_step: int,
   for step in range(start_step + 1, total_steps + 1):
     batch = next(batches)
     state, step_metrics = trainer.run_train_step(state, batch)
+    # At most one step in flight: unchecked, the loop dispatches far ahead of a busy device,
+    # and a stop signal then waits for every queued step to finish.
+    if pending_losses:
+      pending_losses[-1].block_until_ready()
     pending_losses.append(step_metrics["loss"])
     window_bytes += int(np.count_nonzero(batch["inputs"]))
     is_last = step == total_steps
