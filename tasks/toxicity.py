@@ -268,8 +268,9 @@ def read_records(path: str, required_keys: Sequence[str], invalid_utf8: str = "r
   The format comes from the extension: `.csv` (the delimiter, one of `CSV_DELIMITERS`,
   is the one the header line uses; quoting as the csv module reads it by default), `.tsv`
   (tab-separated) or `.jsonl` (one JSON object per line; blank lines are skipped); text
-  files are UTF-8 with an optional BOM. `invalid_utf8`: "replace" reads each byte that is not valid UTF-8 as
-  U+FFFD and logs a warning naming the lines; "error" raises naming the first.
+  files are UTF-8 with an optional BOM. `invalid_utf8`: "replace" reads each byte that is
+  not valid UTF-8 as U+FFFD and logs a warning naming the lines; "error" raises naming the
+  first.
 
   Raises:
     FileNotFoundError: `path` does not exist.
@@ -396,12 +397,9 @@ def read_file_splits(train_path: str, test_path: str | None = None,
                              seed, (carve_validation, carve_test))
   splits = {split: [example for text in texts for example in copies[text]]
             for split, texts in carved.items()}
-  for index, key in enumerate(label_keys):
-    values = {labels[index] for _, labels in splits["train"]}
-    if len(values) < 2:
-      raise ValueError(
-          f"{train_path}: label {key!r} is {values.pop()} in every training example; a "
-          "classifier needs examples of both classes.")
+  for key, value in _one_class_labels(splits["train"], label_keys).items():
+    raise ValueError(f"{train_path}: label {key!r} is {value} in every training example; a "
+                     "classifier needs examples of both classes.")
   for split, path in (("validation", validation_path), ("test", test_path)):
     if path is not None:
       splits[split] = read(path)
@@ -414,15 +412,21 @@ def read_file_splits(train_path: str, test_path: str | None = None,
       raise ValueError(
           f"{train_path} has {len(copies)} distinct texts; carving validation_fraction="
           f"{validation_fraction} of them for {split} leaves none. Pass {split}_path.")
-    for index, key in enumerate(label_keys):
-      values = {labels[index] for _, labels in splits[split]}
-      if len(values) < 2:
-        logging.warning(
-            "The %s split (%d examples, %s) has label %r = %d in every example: its ROC AUC "
-            "for %r is undefined (nan). Pass a %s_path with both classes, or more data.",
-            split, len(splits[split]), path or f"carved from {train_path}", key,
-            values.pop(), key, split)
+    for key, value in _one_class_labels(splits[split], label_keys).items():
+      logging.warning(
+          "The %s split (%d examples, %s) has label %r = %d in every example: its ROC AUC "
+          "for %r is undefined (nan). Pass a %s_path with both classes, or more data.",
+          split, len(splits[split]), path or f"carved from {train_path}", key, value, key,
+          split)
   return splits
+
+
+def _one_class_labels(examples: Sequence[Example], label_keys: Sequence[str]
+                      ) -> dict[str, int]:
+  """The label keys whose label is the same in every one of `examples` (non-empty) ->
+  that label."""
+  values = [{labels[index] for _, labels in examples} for index in range(len(label_keys))]
+  return {key: next(iter(v)) for key, v in zip(label_keys, values) if len(v) == 1}
 
 
 def _stratified_carve(labels_of: Mapping[str, tuple[int, ...]], seed: int,
