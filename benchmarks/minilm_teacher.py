@@ -17,10 +17,12 @@ have torch but not this repository's TensorFlow / SeqIO stack, so the work is cu
 Per task, `fit` fine-tunes MiniLM (baselines.MiniLMFineTuned: lr 5e-5, batch 32, 128
 tokens, 6% warm-up, bf16 autocast) on the whole training split for `--epochs` and keeps the
 best validation epoch; that model scores validation, test, the perturbed test copy
-(byteflax/perturb.py at rate 0.3, seed 0, as compare.py makes it) and two transfer sets for
-distillation: a perturbed copy of the training texts (seed 1) and the other task's training
-texts. Then `--folds` fits of that many epochs on the other folds give every training text
-an out-of-fold logit, as byteflax.distill does for TF-IDF. Tasks run in order and each
+(byteflax/perturb.py at rate 0.3, seed 0, as compare.py makes it) and the transfer texts for
+distillation that `bundle --transfer` named (config.distill.transfer's syntax; by default
+"perturbed,<the other task>": an obfuscated copy of the training texts and the other task's
+training texts). Then `--folds` fits of that many epochs on the other folds give every
+training text an out-of-fold logit, as byteflax.distill does for TF-IDF (`--folds=0` keeps
+the in-fold logits, as Tang et al. did: one fit, for a CPU budget). Tasks run in order and each
 writes its file at once; a fold that would start after `--deadline_s` is skipped (the report
 then says the training logits are in-fold).
 """
@@ -42,7 +44,10 @@ from byteflax import perturb
 TASKS = {"toxic_comments_en": "", "fortunes_offensive_en": "fortunes"}
 SPLITS = ("train", "validation", "test")
 TEXTS_FILE = "texts.json.xz"
-TRANSFER_PERTURB_SEED = 1  # The test copy uses seed 0.
+
+
+def _other(task: str) -> str:
+  return next(name for name in TASKS if name != task)
 
 
 def _config(argument: str):
@@ -50,20 +55,29 @@ def _config(argument: str):
   return byteqrnn_toxicity.get_config(argument or None)
 
 
-def bundle(out: str) -> None:
-  """Writes <out>/texts.json.xz and <out>/model/ (float16 weights, tokenizer)."""
+def bundle(out: str, tasks: list[str], transfer: str | None) -> None:
+  """Writes <out>/texts.json.xz and <out>/model/ (float16 weights, tokenizer).
+
+  `transfer` names each task's transfer texts (config.distill.transfer); None: "perturbed,"
+  and the other task.
+  """
   from byteflax import distill  # pylint: disable=g-import-not-at-top  (TF / SeqIO)
+  from byteflax import input_pipeline  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   os.makedirs(out, exist_ok=True)
   texts = {}
-  for task, argument in TASKS.items():
-    config = _config(argument)
+  for task in tasks:
+    config = _config(TASKS[task])
     texts[task] = {}
     for split in SPLITS:
       _, split_texts, labels = distill.split_texts(config, split)
       texts[task][split] = {"texts": split_texts, "labels": labels.astype(int).tolist()}
       print(f"{task} {split}: {len(split_texts)} texts", flush=True)
+    sources = transfer or f"{input_pipeline.TRANSFER_PERTURBED},{_other(task)}"
+    texts[task]["transfer"] = {"sources": sources, "texts": input_pipeline.texts_from_ids(
+        input_pipeline.transfer_ids(config.data, sources))}
+    print(f"{task} transfer {sources}: {len(texts[task]['transfer']['texts'])} texts", flush=True)
   with lzma.open(os.path.join(out, TEXTS_FILE), "wt", encoding="utf-8") as f:
     json.dump(texts, f)
   # float16 halves the weights (87 -> 44 MB) so that texts and model fit one transfer;
@@ -78,6 +92,8 @@ def bundle(out: str) -> None:
 def fit(bundle_dir: str, out: str, epochs: dict[str, int], folds: int, device: str,
         deadline_s: float, seed: int, tasks: list[str]) -> None:
   """Fine-tunes and scores each task; writes <out>/<task>.npz as each finishes."""
+  if folds == 1 or folds < 0:
+    raise ValueError(f"--folds must be 0 (in-fold training logits) or >= 2, got {folds}.")
   start = time.perf_counter()
   with lzma.open(os.path.join(bundle_dir, TEXTS_FILE), "rt", encoding="utf-8") as f:
     data = json.load(f)
@@ -97,15 +113,12 @@ def fit(bundle_dir: str, out: str, epochs: dict[str, int], folds: int, device: s
                                                              np.float32))
               for split in SPLITS}
     train_texts = splits["train"][0]
-    other = next(name for name in TASKS if name != task)
     scored = {
         "validation": splits["validation"][0],
         "test": splits["test"][0],
         "test_perturbed": perturb.perturb_texts(splits["test"][0], perturb.DEFAULT_RATE),
         "train": train_texts,
-        "transfer_perturbed": perturb.perturb_texts(train_texts, perturb.DEFAULT_RATE,
-                                                    seed=TRANSFER_PERTURB_SEED),
-        "transfer_other": data[other]["train"]["texts"],
+        "transfer": data[task]["transfer"]["texts"],
     }
     fit_start = time.perf_counter()
     model = baselines.MiniLMFineTuned(epochs=epochs[task], **options).fit(
@@ -118,15 +131,15 @@ def fit(bundle_dir: str, out: str, epochs: dict[str, int], folds: int, device: s
                   best_epoch=int(np.argmax(model.validation_aucs)) + 1,
                   validation_aucs=model.validation_aucs, fit_s=fit_s, device=device,
                   num_params=model.num_params(), size_bytes=model.size_bytes(),
-                  transfer_other_task=other, folds=0)
+                  transfer=data[task]["transfer"]["sources"], folds=0)
     log(f"{task}: scored {sum(len(t) for t in scored.values())} texts")
     path = os.path.join(out, f"{task}.npz")
     np.savez_compressed(path, **arrays, result=json.dumps(result))
     fitted[task] = (splits["train"], arrays, result, path)
   # Out of fold: each fold scored by a model fit (the best epoch count) on the others; the
   # smaller task first, so that a deadline costs the larger one's folds only.
-  for task, ((texts, labels), arrays, result, path) in sorted(
-      fitted.items(), key=lambda item: len(item[1][0][0])):
+  by_size = sorted(fitted.items(), key=lambda item: len(item[1][0][0])) if folds else []
+  for task, ((texts, labels), arrays, result, path) in by_size:
     fold_of = np.random.default_rng(seed).permutation(len(texts)) % folds
     out_of_fold = np.zeros_like(arrays["logits_train"])
     for fold in range(folds):
@@ -181,13 +194,9 @@ def report(logits_dir: str, out: str) -> None:
     train_logits = arrays["logits_train_out_of_fold" if out_of_fold else "logits_train"]
     result["teacher_train_auc"] = baselines.macro_auc(train_labels, train_logits)
     result["teacher_train_out_of_fold"] = out_of_fold
-    # The transfer texts as fit scored them: config.distill.transfer="perturbed,<other>".
-    other = result["transfer_other_task"]
-    result["transfer"] = f"{input_pipeline.TRANSFER_PERTURBED},{other}"
-    ids = np.concatenate([ids, input_pipeline.transfer_ids(config.data, "perturbed"),
-                          distill.split_texts(_config(TASKS[other]), "train")[0]])
-    logits = np.concatenate([train_logits, arrays["logits_transfer_perturbed"],
-                             arrays["logits_transfer_other"]])
+    # The transfer texts fit scored: the student names them in config.distill.transfer.
+    ids = np.concatenate([ids, input_pipeline.transfer_ids(config.data, result["transfer"])])
+    logits = np.concatenate([train_logits, arrays["logits_transfer"]])
     result["examples_sharing_ids"] = distill.save_teacher(
         os.path.join(out, f"teacher_{task}.npz"), ids, logits, task=task,
         max_length=config.data.max_length, teacher="minilm_finetuned", summary=result)
@@ -202,12 +211,17 @@ def main():
   steps = parser.add_subparsers(dest="step", required=True)
   step = steps.add_parser("bundle", help="CPU: texts and float16 weights to carry")
   step.add_argument("--out", required=True)
+  step.add_argument("--tasks", default=",".join(TASKS))
+  step.add_argument("--transfer", default=None,
+                    help="config.distill.transfer of every task, e.g. augmented:8; default: "
+                         "perturbed,<the other task>")
   step = steps.add_parser("fit", help="GPU: fine-tune and score")
   step.add_argument("--bundle", required=True)
   step.add_argument("--out", required=True)
   step.add_argument("--epochs", default="toxic_comments_en=2,fortunes_offensive_en=3",
                     help="task=epochs,...; the best validation epoch is kept")
-  step.add_argument("--folds", type=int, default=2)
+  step.add_argument("--folds", type=int, default=2,
+                    help="out-of-fold fits for the training logits; 0: in-fold logits")
   step.add_argument("--device", default="cuda")
   step.add_argument("--deadline_s", type=float, default=float("inf"))
   step.add_argument("--seed", type=int, default=0)
@@ -217,7 +231,7 @@ def main():
   step.add_argument("--out", required=True)
   args = parser.parse_args()
   if args.step == "bundle":
-    bundle(args.out)
+    bundle(args.out, args.tasks.split(","), args.transfer)
   elif args.step == "fit":
     epochs = {task: int(n) for task, n in (item.split("=") for item in args.epochs.split(","))}
     fit(args.bundle, args.out, epochs, args.folds, args.device, args.deadline_s, args.seed,

@@ -27,6 +27,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from byteflax import augment
 from byteflax import perturb
 from byteflax import splitter
 from tasks import pretraining
@@ -123,6 +124,8 @@ def _dataset(task_name: str, split: str, data: ml_collections.ConfigDict, *, shu
 
 TRANSFER_PERTURBED = "perturbed"
 TRANSFER_PERTURB_SEED = 1  # benchmarks/compare.py perturbs the test texts with seed 0.
+TRANSFER_AUGMENTED = "augmented"
+TRANSFER_AUGMENT_SEED = 2
 
 
 def texts_from_ids(ids: np.ndarray) -> list[str]:
@@ -136,28 +139,51 @@ def transfer_ids(data: ml_collections.ConfigDict, sources: str) -> np.ndarray:
   """Unlabelled transfer texts for distillation as byte ids `[n, data.max_length]`.
 
   `sources` is comma-separated (config.distill.transfer):
-    perturbed   the training texts, obfuscated by byteflax/perturb.py (rate 0.3, seed 1):
-                the same sentences with the spellings that toxic writers use;
-    <task>      the training texts of another registered task (e.g. the 147k comments for
-                the fortunes).
+    perturbed    the training texts, obfuscated by byteflax/perturb.py (rate 0.3, seed 1):
+                 the same sentences with the spellings that toxic writers use;
+    augmented:K  K copies of each training text by byteflax/augment.py (words dropped and
+                 replaced, n-gram spans; seed 2), Tang et al.'s transfer set; K defaults to 1;
+    <task>       the training texts of another registered task (e.g. the 147k comments for
+                 the fortunes).
   The same config always gives the same ids, so a teacher file written for them (keyed by
   `teacher_keys`) matches the training batches.
   """
   ids = []
+  train_texts = None  # Decoded once, for the sources made from them.
   for source in filter(None, (name.strip() for name in sources.split(","))):
-    if source == TRANSFER_PERTURBED:
-      texts = texts_from_ids(task_examples(data, "train", data.max_length)[0])
-      texts = perturb.perturb_texts(texts, perturb.DEFAULT_RATE, seed=TRANSFER_PERTURB_SEED)
+    name, _, count = source.partition(":")
+    if name in (TRANSFER_PERTURBED, TRANSFER_AUGMENTED):
+      if train_texts is None:
+        train_texts = texts_from_ids(task_examples(data, "train", data.max_length)[0])
+      if name == TRANSFER_AUGMENTED:
+        texts = augment.augment_texts(train_texts, _transfer_copies(source, count),
+                                      seed=TRANSFER_AUGMENT_SEED)
+      elif not count:
+        texts = perturb.perturb_texts(train_texts, perturb.DEFAULT_RATE,
+                                      seed=TRANSFER_PERTURB_SEED)
+      else:
+        raise ValueError(f"Transfer source {source!r} in config.distill.transfer: "
+                         f"{TRANSFER_PERTURBED!r} takes no count.")
       ids.append(splitter.ByteSplitter(data.max_length).encode_batch(texts)[0])
     elif source in seqio.TaskRegistry.names():
       ids.append(_split_ids(source, "train", data, data.max_length)[0])
     else:
       raise ValueError(f"Unknown transfer source {source!r} in config.distill.transfer: "
-                       f"{TRANSFER_PERTURBED!r} or a registered task "
-                       f"({sorted(seqio.TaskRegistry.names())}).")
+                       f"{TRANSFER_PERTURBED!r}, '{TRANSFER_AUGMENTED}:K' or a registered "
+                       f"task ({sorted(seqio.TaskRegistry.names())}).")
   if not ids:
     raise ValueError(f"config.distill.transfer={sources!r} names no source.")
   return np.concatenate(ids)
+
+
+def _transfer_copies(source: str, count: str) -> int:
+  """The K of 'augmented:K' (1 when absent)."""
+  if not count:
+    return 1
+  if not count.isdigit() or int(count) < 1:
+    raise ValueError(f"Transfer source {source!r} in config.distill.transfer: the number of "
+                     f"copies must be an integer >= 1 (e.g. '{TRANSFER_AUGMENTED}:8').")
+  return int(count)
 
 
 def _with_transfer(ds: tf.data.Dataset, data: ml_collections.ConfigDict, num_labels: int,

@@ -154,8 +154,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       alpha=0.8,  # Weight of the teacher term; 0 trains on the labels alone.
       temperature=1.0,
       # Unlabelled transfer texts the teacher labels too (input_pipeline.transfer_ids),
-      # comma-separated: "perturbed" (obfuscated copies of the training texts) and/or
-      # other tasks' names; "" for none. transfer_rate: their share of training examples.
+      # comma-separated: "perturbed" (obfuscated copies of the training texts),
+      # "augmented:K" (K copies with words dropped / replaced, n-gram spans) and/or other
+      # tasks' names; "" for none. transfer_rate: their share of training examples.
       transfer="",
       transfer_rate=0.5,
   ))

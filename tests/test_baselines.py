@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+from byteflax import augment
 from byteflax import baselines
 
 
@@ -84,6 +85,8 @@ def test_minilm_teacher_scores_every_set_and_the_training_texts_out_of_fold(tmp_
                                              ("test", 16)]):
       texts, labels = _texts(count, 10 * seed + offset)
       data[task][split] = {"texts": texts, "labels": labels.tolist()}
+    data[task]["transfer"] = {"sources": "augmented:2", "texts": augment.augment_texts(
+        data[task]["train"]["texts"], 2)}
   with lzma.open(tmp_path / minilm_teacher.TEXTS_FILE, "wt", encoding="utf-8") as f:
     json.dump(data, f)
   os.symlink(baselines.minilm_dir(), tmp_path / "model")
@@ -94,14 +97,22 @@ def test_minilm_teacher_scores_every_set_and_the_training_texts_out_of_fold(tmp_
   assert not os.listdir(tmp_path / "late")  # Past the deadline nothing starts.
   minilm_teacher.fit(str(tmp_path), str(tmp_path / "out"), epochs, folds=2, device="cpu",
                      deadline_s=float("inf"), seed=0, tasks=tasks)
+  with pytest.raises(ValueError, match="--folds must be 0"):
+    minilm_teacher.fit(str(tmp_path), str(tmp_path / "one"), epochs, folds=1, device="cpu",
+                       deadline_s=float("inf"), seed=0, tasks=tasks)
+  minilm_teacher.fit(str(tmp_path), str(tmp_path / "in_fold"), epochs, folds=0, device="cpu",
+                     deadline_s=float("inf"), seed=0, tasks=tasks[:1])
+  with np.load(tmp_path / "in_fold" / f"{tasks[0]}.npz") as f:
+    assert json.loads(str(f["result"]))["folds"] == 0
+    assert "logits_train_out_of_fold" not in f.files and f["logits_transfer"].shape == (80, 1)
   for task in tasks:
     with np.load(tmp_path / "out" / f"{task}.npz") as f:
       result = json.loads(str(f["result"]))
       sizes = {name: f[name].shape for name in f.files if name != "result"}
       in_fold, out_of_fold = f["logits_train"], f["logits_train_out_of_fold"]
     assert result["folds"] == 2 and len(result["validation_aucs"]) == 1
+    assert result["transfer"] == "augmented:2"
     assert sizes == {"logits_validation": (16, 1), "logits_test": (16, 1),
                      "logits_test_perturbed": (16, 1), "logits_train": (40, 1),
-                     "logits_train_out_of_fold": (40, 1), "logits_transfer_perturbed": (40, 1),
-                     "logits_transfer_other": (40, 1)}
+                     "logits_train_out_of_fold": (40, 1), "logits_transfer": (80, 1)}
     assert np.all(np.isfinite(out_of_fold)) and not np.allclose(in_fold, out_of_fold)

@@ -12,6 +12,7 @@ import numpy as np
 import optax
 import pytest
 
+from byteflax import augment
 from byteflax import distill
 from byteflax import input_pipeline
 from byteflax import step
@@ -181,10 +182,27 @@ def test_transfer_texts_are_taught_by_the_teacher_alone(toy_data, tmp_path):
   assert float(losses[0]) == float(losses[1])
 
 
+def test_augmented_transfer_texts_are_k_copies_of_the_training_texts(toy_data, tmp_path):
+  config = _config(toy_data, tmp_path)
+  ids, texts, _ = distill.split_texts(config, "train")
+  transfer = input_pipeline.transfer_ids(config.data, "augmented:3,perturbed")
+  assert transfer.shape == (4 * len(ids), ids.shape[1])
+  np.testing.assert_array_equal(transfer[:len(ids)],
+                                input_pipeline.transfer_ids(config.data, "augmented"))
+  copies = input_pipeline.texts_from_ids(transfer[:3 * len(ids)])
+  assert copies == augment.augment_texts(texts, 3, seed=input_pipeline.TRANSFER_AUGMENT_SEED)
+  assert sum(a != b for a, b in zip(copies, texts * 3)) > len(copies) / 2
+
+
 def test_transfer_errors(toy_data, tmp_path):
   config = _config(toy_data, tmp_path)
   with pytest.raises(ValueError, match="Unknown transfer source 'tweets'"):
     input_pipeline.transfer_ids(config.data, "perturbed,tweets")
+  for source in ("augmented:0", "augmented:x", "augmented:-1"):
+    with pytest.raises(ValueError, match="number of copies must be an integer >= 1"):
+      input_pipeline.transfer_ids(config.data, source)
+  with pytest.raises(ValueError, match="'perturbed' takes no count"):
+    input_pipeline.transfer_ids(config.data, "perturbed:2")
   task_name = train.Trainer(config).task_name
   with pytest.raises(ValueError, match="need a teacher"):
     next(input_pipeline.train_batches(task_name, config.data, seed=0, transfer="perturbed"))
