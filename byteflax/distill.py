@@ -170,10 +170,18 @@ def prepare_teacher(config: ml_collections.ConfigDict, workdir: str) -> str | No
   config.distill.teacher_path when set (it must exist: byteflax.distill writes it). Unset, it
   is `<workdir>/teacher_<teacher>.npz`, fitted here first when missing, so the default config
   trains from one command (the TF-IDF teacher costs ~1 min) and a resumed run reuses it.
+  With config.distill.average_with (comma-separated teacher files, e.g. a fine-tuned MiniLM's
+  from a GPU) the run learns from the mean log-odds of the fitted teacher and those files,
+  `<workdir>/teacher_<teacher>_averaged.npz` (`average_teachers`).
   """
   distill = config.get("distill")
   if not distill or not distill.alpha:
     return None
+  average_with = [path for path in distill.get("average_with", "").split(",") if path]
+  if distill.teacher_path and average_with:
+    raise ValueError("config.distill.average_with averages the teacher that training fits; "
+                     "with config.distill.teacher_path set, average the files once with "
+                     "python -m byteflax.distill --average=... instead.")
   if distill.teacher_path:
     if not os.path.exists(distill.teacher_path):
       raise FileNotFoundError(
@@ -188,6 +196,13 @@ def prepare_teacher(config: ml_collections.ConfigDict, workdir: str) -> str | No
     start = time.perf_counter()
     summary = write_teacher(config, path)
     logging.info("Teacher written in %.0f s: %s", time.perf_counter() - start, summary)
+  if average_with:
+    fitted, path = path, os.path.join(workdir, f"teacher_{distill.teacher}_averaged.npz")
+    if jax.process_index() == 0 and not os.path.exists(path):
+      summary = average_teachers([fitted, *average_with], path,
+                                 input_pipeline.resolve_task(config.data),
+                                 config.data.max_length)
+      logging.info("Averaged teacher: %s", summary)
   if jax.process_count() > 1:  # Every process reads the file once process 0 has written it.
     multihost_utils.sync_global_devices("byteflax.distill.prepare_teacher")
   return path

@@ -254,6 +254,29 @@ def test_prepare_teacher_fits_into_the_workdir_once(toy_data, tmp_path):
   assert path.stat().st_mtime_ns == written
 
 
+def test_prepare_teacher_averages_the_fitted_teacher_with_named_files(toy_data, tmp_path):
+  config = _config(toy_data, tmp_path)
+  given = config.distill.teacher_path
+  char = config.copy_and_resolve_references()
+  char.distill.teacher = "tfidf_char"
+  summary = distill.write_teacher(char, given)
+  config.distill.average_with = given
+  with pytest.raises(ValueError, match="byteflax.distill --average"):
+    distill.prepare_teacher(config, str(tmp_path / "both"))  # teacher_path and average_with.
+  config.distill.teacher_path = None
+  workdir = tmp_path / "run"
+  path = distill.prepare_teacher(config, str(workdir))
+  assert path == str(workdir / "teacher_tfidf_word_averaged.npz")
+  with np.load(path) as mean, np.load(given) as other, np.load(
+      workdir / "teacher_tfidf_word.npz") as fitted:
+    assert str(mean["teacher"]) == "tfidf_word+tfidf_char" and len(mean["keys"]) == 270
+    np.testing.assert_array_equal(mean["keys"], fitted["keys"])
+    assert not np.allclose(fitted["logits"], other["logits"])
+    np.testing.assert_allclose(mean["logits"], (fitted["logits"] + other["logits"]) / 2,
+                               rtol=1e-6)
+  assert summary["examples"] == 270
+
+
 def test_prepare_teacher_without_distillation_or_with_a_given_file(toy_data, tmp_path):
   plain = _config(toy_data, tmp_path, alpha=0.0)
   plain.distill.teacher_path = None
