@@ -35,7 +35,7 @@ setuptools.setup(
     # Shipped pretrained encoders (byteflax/pretrained.py): config.init_from=<name>.
     package_data={"byteflax": ["pretrained/*.npz", "pretrained/*.json"]},
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17",
+    extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "hypothesis==6.170.17",
                              # tests/test_notebook.py runs the Colab notebook in a kernel.
                              "nbclient==0.11.0", "nbformat==5.11.1", "ipykernel==7.4.0"],
                     # Plots: benchmarks/encoders.py, benchmarks/compare.py, byteflax.report.

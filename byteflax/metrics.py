@@ -39,7 +39,9 @@ def pr_auc(labels: np.ndarray, scores: np.ndarray) -> float:
   labels = np.asarray(labels).astype(bool)
   if not labels.any():
     return float("nan")
-  return float(sklearn_metrics.average_precision_score(labels, scores))
+  # sklearn sums recall steps times precision in floating point, so a perfect ranking can
+  # come out at 1.0000000000000002 (e.g. 9 positives then 2 negatives).
+  return min(1.0, float(sklearn_metrics.average_precision_score(labels, scores)))
 
 
 def best_f1(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:

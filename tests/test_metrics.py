@@ -51,6 +51,12 @@ def test_pr_auc_is_average_precision():
   assert labels.mean() < result["pr_auc"] < 1.0
 
 
+def test_pr_auc_of_a_perfect_ranking_is_exactly_one():
+  # sklearn's sum of recall steps gives 1.0000000000000002 here.
+  labels = np.r_[np.ones(9), np.zeros(2)]
+  assert metrics.pr_auc(labels, -np.arange(11.0)) == 1.0
+
+
 def test_f1_at_a_given_threshold():
   labels = np.array([[1], [1], [0], [0], [1]])
   probs = np.array([[0.9], [0.4], [0.6], [0.1], [0.7]])
