@@ -164,6 +164,17 @@ def write_teacher(config: ml_collections.ConfigDict, path: str) -> dict[str, obj
   return summary
 
 
+def _averaged_sources(path: str) -> list[str] | None:
+  """The files an averaged teacher file was averaged from, in order; None when it is absent.
+
+  A run resumed with another config.distill.average_with must not reuse the old mean.
+  """
+  if not os.path.exists(path):
+    return None
+  with np.load(path) as f:
+    return list(json.loads(str(f["summary"]))["averaged"])
+
+
 def prepare_teacher(config: ml_collections.ConfigDict, workdir: str) -> str | None:
   """The teacher file a training run's batches read; None without distillation.
 
@@ -198,8 +209,9 @@ def prepare_teacher(config: ml_collections.ConfigDict, workdir: str) -> str | No
     logging.info("Teacher written in %.0f s: %s", time.perf_counter() - start, summary)
   if average_with:
     fitted, path = path, os.path.join(workdir, f"teacher_{distill.teacher}_averaged.npz")
-    if jax.process_index() == 0 and not os.path.exists(path):
-      summary = average_teachers([fitted, *average_with], path,
+    sources = [fitted, *average_with]
+    if jax.process_index() == 0 and _averaged_sources(path) != sources:
+      summary = average_teachers(sources, path,
                                  input_pipeline.resolve_task(config.data),
                                  config.data.max_length)
       logging.info("Averaged teacher: %s", summary)

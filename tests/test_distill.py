@@ -275,6 +275,18 @@ def test_prepare_teacher_averages_the_fitted_teacher_with_named_files(toy_data, 
     np.testing.assert_allclose(mean["logits"], (fitted["logits"] + other["logits"]) / 2,
                                rtol=1e-6)
   assert summary["examples"] == 270
+  # A restart with the same files reuses the mean; with other files it averages again.
+  written = os.stat(path).st_mtime_ns
+  assert distill.prepare_teacher(config, str(workdir)) == path
+  assert os.stat(path).st_mtime_ns == written
+  copy = tmp_path / "teacher_copy.npz"
+  copy.write_bytes(open(given, "rb").read())
+  config.distill.average_with = f"{given},{copy}"
+  distill.prepare_teacher(config, str(workdir))
+  with np.load(path) as mean, np.load(given) as other, np.load(
+      workdir / "teacher_tfidf_word.npz") as fitted:
+    np.testing.assert_allclose(mean["logits"], (fitted["logits"] + 2 * other["logits"]) / 3,
+                               rtol=1e-6)
 
 
 def test_prepare_teacher_without_distillation_or_with_a_given_file(toy_data, tmp_path):
