@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -280,7 +281,7 @@ def test_prepare_teacher_averages_the_fitted_teacher_with_named_files(toy_data, 
   assert distill.prepare_teacher(config, str(workdir)) == path
   assert os.stat(path).st_mtime_ns == written
   copy = tmp_path / "teacher_copy.npz"
-  copy.write_bytes(open(given, "rb").read())
+  shutil.copyfile(given, copy)
   config.distill.average_with = f"{given},{copy}"
   distill.prepare_teacher(config, str(workdir))
   with np.load(path) as mean, np.load(given) as other, np.load(
