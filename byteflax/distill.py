@@ -227,19 +227,26 @@ def main():
   average = flags.DEFINE_list(
       "average", None, "Teacher files to average (an ensemble teacher) into "
       "config.distill.teacher_path, instead of fitting config.distill.teacher.")
+  overwrite = flags.DEFINE_bool(
+      "overwrite", False, "Replace an existing file at config.distill.teacher_path (which "
+      "may be a shipped teacher, as `:fortunes`' is).")
   flags.mark_flags_as_required(["config"])
 
   def run(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if not config.value.distill.teacher_path:
+    path = config.value.distill.teacher_path
+    if not path:
       raise app.UsageError("Set --config.distill.teacher_path (where to write the logits).")
+    if os.path.exists(path) and not overwrite.value:
+      raise app.UsageError(f"{path} exists (config.distill.teacher_path); pass --overwrite "
+                           "to replace it, or set --config.distill.teacher_path to a new file.")
     if average.value:
-      summary = average_teachers(average.value, config.value.distill.teacher_path,
+      summary = average_teachers(average.value, path,
                                  input_pipeline.resolve_task(config.value.data),
                                  config.value.data.max_length)
     else:
-      summary = write_teacher(config.value, config.value.distill.teacher_path)
+      summary = write_teacher(config.value, path)
     logging.info("Teacher: %s", summary)
     print(json.dumps(summary, indent=2))
 

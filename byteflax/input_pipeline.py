@@ -84,8 +84,8 @@ def teacher_keys(ids: np.ndarray) -> np.ndarray:
 def _with_teacher_logits(ds: tf.data.Dataset, task_name: str, data: ml_collections.ConfigDict,
                          teacher_path: str) -> tf.data.Dataset:
   """Adds "teacher_logits" to every example from a file written by byteflax.distill."""
-  rewrite = ("write it again with python -m byteflax.distill and this config (or delete it "
-             "if training fitted it into its workdir).")
+  rewrite = ("write a new one with python -m byteflax.distill and this config (--overwrite "
+             "to replace this file), or delete it if training fitted it into its workdir.")
   with np.load(teacher_path) as teacher:
     keys, logits = teacher["keys"], teacher["logits"].astype(np.float32)
     written_for = (str(teacher["task"]), int(teacher["max_length"]))

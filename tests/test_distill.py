@@ -57,10 +57,16 @@ def test_default_config_distills_and_its_variants_opt_out():
   assert byteqrnn_toxicity.get_config().distill.alpha > 0
   # Word n-grams teach on the 147k comments (char costs ~10x the fit), char on the fortunes.
   assert byteqrnn_toxicity.get_config().distill.teacher == "tfidf_word"
-  assert byteqrnn_toxicity.get_config("fortunes").distill.teacher == "tfidf_char"
+  # The fortunes learn from the fine-tuned MiniLM's shipped logits, with transfer texts.
+  fortunes = byteqrnn_toxicity.get_config("fortunes")
+  assert fortunes.distill.teacher == "minilm_finetuned"
+  assert os.path.exists(fortunes.distill.teacher_path) and fortunes.distill.transfer
+  assert byteqrnn_toxicity.get_config("multilingual").distill.teacher == "tfidf_char"
   assert byteqrnn_toxicity.get_config("multilingual").distill.alpha > 0
-  for variant in ("scratch", "smoke", "qat", "multilingual,scratch"):
+  for variant in ("scratch", "smoke", "qat", "multilingual,scratch", "fortunes,scratch"):
     assert byteqrnn_toxicity.get_config(variant).distill.alpha == 0, variant
+  scratch = byteqrnn_toxicity.get_config("fortunes,scratch")
+  assert not scratch.init_from and scratch.max_steps == 2000
   # Built on it, labels only: the encoder benchmark's rivals, and pretraining (no labels).
   for config in (transformer_toxicity.get_config("funnel"), pretrain_fortunes.get_config()):
     assert config.distill.alpha == 0
@@ -68,6 +74,22 @@ def test_default_config_distills_and_its_variants_opt_out():
   pretraining.distill.alpha = 0.5
   with pytest.raises(ValueError, match="distils a classifier's logits"):
     train.Trainer(pretraining)
+
+
+@pytest.mark.slow
+def test_shipped_fortunes_teacher_holds_every_text_the_recipe_trains_on():
+  """`:fortunes` reads a teacher file from the repository; training stops at the first
+  text it lacks, so every training fortune and every transfer text must have a logit."""
+  config = byteqrnn_toxicity.get_config("fortunes")
+  with np.load(config.distill.teacher_path) as teacher:
+    keys = set(teacher["keys"].tolist())
+    assert str(teacher["task"]) == input_pipeline.resolve_task(config.data)
+    assert int(teacher["max_length"]) == config.data.max_length
+  train_ids, _ = input_pipeline.task_examples(config.data, "train", config.data.max_length)
+  transfer_ids = input_pipeline.transfer_ids(config.data, config.distill.transfer)
+  assert len(transfer_ids) == 4 * len(train_ids)  # augmented:4
+  for ids in (train_ids, transfer_ids):
+    assert set(input_pipeline.teacher_keys(ids).tolist()) <= keys
 
 
 def _cross_entropy_sum(logits, targets, weights):
@@ -351,6 +373,10 @@ def test_cli_writes_the_teacher_then_trains_the_student(toy_data, tmp_path):
   # Two commands: the teacher to a file of the user's choice, then the student reads it.
   teacher = f"--config.distill.teacher_path={tmp_path / 'teacher.npz'}"
   assert json.loads(run("byteflax.distill", teacher).stdout)["examples"] == 270
+  # Writing over a teacher file (a shipped one, say) takes --overwrite.
+  again = subprocess.run([sys.executable, "-m", "byteflax.distill", *flags, teacher],
+                         cwd=_REPO, capture_output=True, text=True, timeout=600)
+  assert again.returncode != 0 and "pass --overwrite" in again.stderr
   run("byteflax.main", teacher, f"--workdir={tmp_path / 'student'}")
   # One command, as the default config runs: main fits the teacher into the workdir first.
   fitted = run("byteflax.main", f"--workdir={tmp_path / 'one'}")
