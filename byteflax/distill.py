@@ -105,6 +105,8 @@ def average_teachers(paths: Sequence[str], path: str, task: str, max_length: int
   """
   if len(paths) < 2:
     raise ValueError(f"Averaging needs two or more teacher files, got {list(paths)}.")
+  if len(set(paths)) < len(paths):  # The mean would weight that file twice.
+    raise ValueError(f"A teacher file is named twice in {list(paths)}.")
   teachers = []
   for source in paths:
     with np.load(source) as f:

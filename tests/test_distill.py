@@ -354,6 +354,8 @@ def test_average_teachers_is_the_mean_over_shared_examples(tmp_path):
     distill.average_teachers([first, second], mean, "u", 3)
   with pytest.raises(ValueError, match="two or more"):
     distill.average_teachers([first], mean, "t", 3)
+  with pytest.raises(ValueError, match="named twice"):
+    distill.average_teachers([first, second, first], mean, "t", 3)
 
 
 @pytest.mark.slow
