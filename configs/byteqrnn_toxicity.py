@@ -22,8 +22,8 @@ Variants (`--config=configs/byteqrnn_toxicity.py:<arg>`, comma-separated):
   fortunes      the English fortunes (offensive vs clean fortune-cookie texts): the shipped
                 encoder taught by a fine-tuned MiniLM on the fortunes and on 4 augmented
                 copies of each (the teacher's logits ship in benchmarks/results/), 4,000
-                steps, ~45 min on 2 CPU cores: test AUC 0.8528 / 0.8548 at seeds 0 / 1
-                (docs/distillation.md). With `scratch`: random weights, labels only, 2,000
+                steps, ~45 min on 2 CPU cores: test AUC 0.8538 (0.8528-0.8548) over seeds
+                0-2 (docs/distillation.md). With `scratch`: random weights, labels only, 2,000
                 steps. `multilingual` keeps the TF-IDF char teacher, 2,000 steps.
   multilingual  English + Spanish + Italian fortunes (needs the Debian packages
                 fortunes-es fortunes-it fortunes-it-off).
