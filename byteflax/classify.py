@@ -125,8 +125,8 @@ def load(model: str, batch_size: int = 64, num_threads: int = 1) -> Classifier:
 
 def read_inputs(texts: Sequence[str], path: str | None, text_key: str,
                 stdin=sys.stdin) -> list[str]:
-  """The texts to score: arguments, else a file (.csv / .tsv / .jsonl: `text_key`; anything
-  else: one text per line), else stdin (one per line)."""
+  """The texts to score: arguments, else a file (.csv / .tsv / .jsonl / .json: `text_key`;
+  anything else: one text per line), else stdin (one per line)."""
   if texts and path:
     raise ValueError("Give texts as arguments or --input, not both.")
   if texts:
@@ -138,7 +138,7 @@ def read_inputs(texts: Sequence[str], path: str | None, text_key: str,
       data = f.read()
   else:
     data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode()
-  return toxicity.decode_utf8(data, path or "stdin").splitlines()
+  return toxicity.decode_text(data, path or "stdin").splitlines()
 
 
 def write_outputs(texts: Sequence[str], probabilities: np.ndarray,
@@ -167,8 +167,8 @@ def main():
   model = flags.DEFINE_string(
       "model", None, "A byteflax.main workdir (JAX, newest checkpoint) or a .tflite file.")
   input_path = flags.DEFINE_string(
-      "input", None, "Texts to score: .csv / .tsv / .jsonl (the --text_key field) or one per line; "
-      "default: the arguments, else stdin.")
+      "input", None, "Texts to score: .csv / .tsv / .jsonl / .json (the --text_key field) or one per "
+      "line; default: the arguments, else stdin.")
   output_path = flags.DEFINE_string(
       "output", None, "Where to write: .csv, else JSON lines; default stdout (JSON lines).")
   text_key = flags.DEFINE_string("text_key", "text", "The text column / key of --input.")

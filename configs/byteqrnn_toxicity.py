@@ -38,8 +38,8 @@ Variants (`--config=configs/byteqrnn_toxicity.py:<arg>`, comma-separated):
                 exit thresholds on validation with python -m byteflax.early_exit
                 (docs/early_exit.md).
 Any field can be overridden, e.g. `--config.optim.learning_rate=1e-3`, or your own data:
-`--config.data.train_path=train.csv --config.data.test_path=test.csv` (CSV, TSV or JSONL with a
-`text` column and a `label` column; see `data.text_key` / `data.label_keys`); the teacher is
+`--config.data.train_path=train.csv --config.data.test_path=test.csv` (CSV, TSV, JSONL or JSON
+with a `text` column and a `label` column; see `data.text_key` / `data.label_keys`); the teacher is
 then fit on those files and the budget follows their size. Another architecture (e.g.
 `--config.model.qrnn_layers=2`) does not fit the shipped encoder: add `--config.init_from=`
 to start it from random weights.

@@ -24,6 +24,7 @@ final trim only touch output features), so "label" needs no vocabulary of its ow
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+import codecs
 import csv
 import functools
 import hashlib
@@ -31,6 +32,7 @@ import io
 import json
 import math
 import os
+import re
 
 from absl import logging
 import numpy as np
@@ -50,7 +52,7 @@ CIVIL_COMMENTS_ATTRIBUTES = ("toxicity", "severe_toxicity", "obscene", "threat",
 # Civil Comments attributes are the fraction of raters who chose the attribute; the
 # dataset's own convention calls a comment toxic when at least half did.
 LABEL_THRESHOLD = 0.5
-FILE_FORMATS = (".csv", ".tsv", ".jsonl")
+FILE_FORMATS = (".csv", ".tsv", ".jsonl", ".json")
 # A .csv file's delimiter is read off its header line: Excel writes ";" in many locales.
 CSV_DELIMITERS = ",;\t|"
 # The csv module refuses fields over 128 KiB by default; real comments can be longer (they
@@ -224,16 +226,48 @@ def _example(record: Mapping[str, object], path: str, line: int, text_key: str,
 
 
 def _decode(path: str, invalid_utf8: str) -> str:
-  """The file's text (UTF-8, optional BOM); invalid bytes raise or become U+FFFD."""
+  """The file's text (`decode_text`); invalid bytes raise or become U+FFFD."""
   if invalid_utf8 not in INVALID_UTF8:
     raise ValueError(f"data.invalid_utf8 must be one of {INVALID_UTF8}, got {invalid_utf8!r}.")
   with open(path, "rb") as f:
-    return decode_utf8(f.read(), path, invalid_utf8)
+    data = f.read()
+  first_line = data[:data.find(b"\n")] if b"\n" in data else data
+  if _bom_encoding(data) is None and first_line.count(0) * 3 > len(first_line):
+    # UTF-8 reads such a file without complaint, and the header then matches no column.
+    raise ValueError(
+        f"{path}, line 1: {first_line.count(0)} of its {len(first_line)} bytes are NUL: the "
+        "file looks UTF-16 or UTF-32 without a byte-order mark. Re-encode it as UTF-8 (e.g. "
+        "iconv -f UTF-16LE -t UTF-8).")
+  return decode_text(data, path, invalid_utf8)
 
 
-def decode_utf8(data: bytes, source: str, invalid_utf8: str = "replace") -> str:
-  """`data` as text (UTF-8, optional BOM). A byte that is not UTF-8 raises ("error") or
-  reads as U+FFFD with a warning naming `source` (a path, "stdin") and the lines."""
+def _bom_encoding(data: bytes) -> str | None:
+  """"utf-32" / "utf-16" if `data` starts with that encoding's byte-order mark, else None.
+  UTF-32's little-endian mark starts with UTF-16's, so it is tried first."""
+  for bom, encoding in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                        (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
+    if data.startswith(bom):
+      return encoding
+  return None
+
+
+def decode_text(data: bytes, source: str, invalid_utf8: str = "replace") -> str:
+  """`data` as text: UTF-8 (optional BOM), or UTF-16 / UTF-32 when it starts with their
+  byte-order mark (Excel's "Unicode text", Windows Notepad). A byte sequence that does not
+  decode raises ("error") or reads as U+FFFD with a warning naming `source` (a path,
+  "stdin") and, for UTF-8, the lines."""
+  encoding = _bom_encoding(data)
+  if encoding is not None:
+    try:
+      return data.decode(encoding)
+    except UnicodeDecodeError as error:
+      where = f"{source}: invalid {encoding.upper()} at byte {error.start} ({error.reason})"
+      if invalid_utf8 == "error":
+        raise ValueError(f"{where}. Re-encode the file as UTF-8, or set "
+                         "data.invalid_utf8='replace'.") from error
+      logging.warning("%s; the undecodable bytes read as U+FFFD (data.invalid_utf8="
+                      "'replace').", where)
+      return data.decode(encoding, errors="replace")
   try:
     return data.decode("utf-8-sig")
   except UnicodeDecodeError as error:
@@ -267,10 +301,11 @@ def read_records(path: str, required_keys: Sequence[str], invalid_utf8: str = "r
 
   The format comes from the extension: `.csv` (the delimiter, one of `CSV_DELIMITERS`,
   is the one the header line uses; quoting as the csv module reads it by default), `.tsv`
-  (tab-separated) or `.jsonl` (one JSON object per line; blank lines are skipped); text
-  files are UTF-8 with an optional BOM. `invalid_utf8`: "replace" reads each byte that is
-  not valid UTF-8 as U+FFFD and logs a warning naming the lines; "error" raises naming the
-  first.
+  (tab-separated), `.jsonl` (one JSON object per line; blank lines are skipped) or `.json`
+  (JSON Lines too, as Hugging Face's `to_json` writes it, or one array of objects); text
+  files are UTF-8 with an optional BOM, or UTF-16 / UTF-32 with one (`decode_text`).
+  `invalid_utf8`: "replace" reads each byte that is not valid UTF-8 as U+FFFD and logs a
+  warning naming the lines; "error" raises naming the first.
 
   Raises:
     FileNotFoundError: `path` does not exist.
@@ -282,37 +317,90 @@ def read_records(path: str, required_keys: Sequence[str], invalid_utf8: str = "r
   extension = os.path.splitext(path)[1].lower()
   if extension not in FILE_FORMATS:
     raise ValueError(f"{path}: unknown format {extension!r}; use one of {FILE_FORMATS}.")
-  # newline="": the csv module sees line endings (and newlines inside quotes) as written.
-  f = io.StringIO(_decode(path, invalid_utf8), newline="")
+  text = _decode(path, invalid_utf8)
   if extension in (".csv", ".tsv"):
-    reader = csv.DictReader(f, delimiter="\t" if extension == ".tsv" else _delimiter(f))
-    try:
-      if reader.fieldnames is None:
-        raise ValueError(f"{path}: no examples (empty file).")
-      missing = [k for k in required_keys if k not in reader.fieldnames]
-      if missing:
-        raise ValueError(
-            f"{path}, line 1: header has no column {missing}; columns: {reader.fieldnames}. "
-            "Name yours with text_key / label_keys (e.g. --config.data.text_key=comment "
-            "--config.data.label_keys=toxic,insult).")
-      for record in reader:
-        # DictReader fills short rows with None, which callers report as missing.
-        yield reader.line_num, record
-    except csv.Error as error:  # E.g. a field over csv.field_size_limit.
-      # line_num counts the lines of the records read whole; the bad one starts after them.
-      raise ValueError(f"{path}, line {reader.line_num + 1}: unreadable CSV ({error}).") from error
+    yield from _csv_records(text, path, "\t" if extension == ".tsv" else None, required_keys)
+  elif extension == ".json" and text.lstrip().startswith("["):
+    yield from _json_array_records(text, path)
   else:
-    for line_number, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
+    yield from _json_lines_records(text, path)
+
+
+def _csv_records(text: str, path: str, delimiter: str | None, required_keys: Sequence[str]
+                 ) -> Iterator[tuple[int, dict[str, object]]]:
+  """`read_records` of CSV `text` (`delimiter` None: the header line's)."""
+  # newline="": the csv module sees line endings (and newlines inside quotes) as written.
+  f = io.StringIO(text, newline="")
+  reader = csv.DictReader(f, delimiter=delimiter or _delimiter(f))
+  try:
+    if reader.fieldnames is None:
+      raise ValueError(f"{path}: no examples (empty file).")
+    # Hand-written headers often read "text, label".
+    reader.fieldnames = [name.strip() for name in reader.fieldnames]
+    missing = [k for k in required_keys if k not in reader.fieldnames]
+    if missing:
+      raise ValueError(
+          f"{path}, line 1: header has no column {missing}; columns: {reader.fieldnames}. "
+          "Name yours with text_key / label_keys (e.g. --config.data.text_key=comment "
+          "--config.data.label_keys=toxic,insult).")
+    for record in reader:
+      # DictReader fills short rows with None, which callers report as missing.
+      yield reader.line_num, record
+  except csv.Error as error:  # E.g. a field over csv.field_size_limit.
+    # line_num counts the lines of the records read whole; the bad one starts after them.
+    raise ValueError(f"{path}, line {reader.line_num + 1}: unreadable CSV ({error}).") from error
+
+
+def _json_lines_records(text: str, path: str) -> Iterator[tuple[int, dict[str, object]]]:
+  """`read_records` of JSON Lines `text`: one object per line, blank lines skipped."""
+  for line_number, line in enumerate(io.StringIO(text, newline=""), start=1):
+    if line.strip():
       try:
         record = json.loads(line)
       except json.JSONDecodeError as e:
         raise ValueError(f"{path}, line {line_number}: invalid JSON ({e}).") from e
-      if not isinstance(record, dict):
-        raise ValueError(f"{path}, line {line_number}: expected a JSON object, got "
-                         f"{type(record).__name__}.")
-      yield line_number, record
+      yield line_number, _json_object(record, path, line_number)
+
+
+def _json_array_records(text: str, path: str) -> Iterator[tuple[int, dict[str, object]]]:
+  """`read_records` of a JSON array of objects (e.g. pandas' `to_json(orient="records")`),
+  each numbered by the line it starts on. Read element by element, so that an error names
+  the line of the element that is wrong."""
+  decoder = json.JSONDecoder()
+  skip_whitespace = re.compile(r"\s*").match
+  lines_before = [0, 0]  # Newlines in text[:position], and that position.
+
+  def line_at(position: int) -> int:  # Positions only grow: count each newline once.
+    lines_before[0] += text.count("\n", lines_before[1], position)
+    lines_before[1] = position
+    return lines_before[0] + 1
+
+  position = skip_whitespace(text, text.index("[") + 1).end()
+  separator = "]" if text.startswith("]", position) else ","
+  if separator == "]":  # An empty array.
+    position = skip_whitespace(text, position + 1).end()
+  while separator == ",":
+    line_number = line_at(position)
+    try:
+      record, position = decoder.raw_decode(text, position)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}, line {e.lineno}: invalid JSON ({e}).") from e
+    yield line_number, _json_object(record, path, line_number)
+    position = skip_whitespace(text, position).end()
+    separator = text[position:position + 1]
+    if separator not in (",", "]"):
+      raise ValueError(f"{path}, line {line_at(position)}: expected ',' or ']' after an "
+                       f"element of the JSON array, got {separator!r}.")
+    position = skip_whitespace(text, position + 1).end()
+  if position < len(text):
+    raise ValueError(f"{path}, line {line_at(position)}: text after the JSON array.")
+
+
+def _json_object(record: object, path: str, line: int) -> dict[str, object]:
+  if not isinstance(record, dict):
+    raise ValueError(f"{path}, line {line}: expected a JSON object, got "
+                     f"{type(record).__name__}.")
+  return record
 
 
 def _delimiter(f: io.StringIO) -> str:

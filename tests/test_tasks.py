@@ -374,6 +374,55 @@ def test_invalid_utf8_reads_as_replacement_or_names_the_line(tmp_path, extension
     toxicity.read_labelled_file(path, invalid_utf8="ignore")
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+@pytest.mark.parametrize("extension", ["csv", "jsonl"])
+def test_utf16_and_utf32_files_with_a_byte_order_mark_read_as_utf8(tmp_path, encoding,
+                                                                   extension):
+  # Excel's "Unicode text" and Windows Notepad write UTF-16 with a byte-order mark.
+  text = ("text,label\r\n\"caf\u00e9, \U0001f600\",1\r\nfine,0\r\n" if extension == "csv"
+          else '{"text": "caf\u00e9, \U0001f600", "label": 1}\n{"text": "fine", "label": 0}\n')
+  bom = {"utf-16-be": codecs.BOM_UTF16_BE}.get(encoding, b"")  # The others write their own.
+  path = _write(tmp_path / f"wide.{extension}", bom + text.encode(encoding))
+  assert toxicity.read_labelled_file(path) == [("caf\u00e9, \U0001f600", (1,)), ("fine", (0,))]
+  # A stray last byte (half a character) is an error naming the file under "error".
+  cut = _write(tmp_path / f"cut.{extension}", bom + text.encode(encoding) + b"\x00")
+  with pytest.raises(ValueError, match=f"cut.{extension}: invalid UTF-"):
+    toxicity.read_labelled_file(cut, invalid_utf8="error")
+
+
+def test_json_files_are_json_lines_or_an_array_and_errors_name_the_line(tmp_path):
+  rows = [{"text": "you idiot", "label": 1}, {"text": "nice day", "label": 0}]
+  expected = [("you idiot", (1,)), ("nice day", (0,))]
+  # Hugging Face's Dataset.to_json writes JSON Lines; pandas' to_json(orient="records") and
+  # json.dump an array.
+  lines = _write(tmp_path / "lines.json", "\n".join(map(json.dumps, rows)) + "\n")
+  array = _write(tmp_path / "array.json", json.dumps(rows, indent=2))
+  assert toxicity.read_labelled_file(lines) == toxicity.read_labelled_file(array) == expected
+  assert [line for line, _ in toxicity.read_records(array, ())] == [2, 6]
+  for name, data, error in [
+      ("bad.json", json.dumps(rows, indent=2).replace('"label": 0', '"label": 0,,'),
+       "bad.json, line 8: invalid JSON"),
+      ("number.json", '[{"text": "a", "label": 1},\n 7]',
+       "number.json, line 2: expected a JSON object"),
+      ("comma.json", '[{"text": "a", "label": 1}\n {"text": "b"}]',
+       "comma.json, line 2: expected ','"),
+      ("trailing.json", json.dumps(rows) + "\n[]", "trailing.json, line 2: text after"),
+      ("empty.json", " [ ]\n", "empty.json: no examples")]:
+    with pytest.raises(ValueError, match=error):
+      toxicity.read_labelled_file(_write(tmp_path / name, data))
+
+
+def test_csv_header_names_are_stripped(tmp_path):
+  path = _write(tmp_path / "spaced.csv", "text , label\nyou idiot, 1\nnice day, 0\n")
+  assert toxicity.read_labelled_file(path) == [("you idiot", (1,)), ("nice day", (0,))]
+
+
+def test_utf16_without_a_byte_order_mark_is_an_error_naming_the_encoding(tmp_path):
+  path = _write(tmp_path / "wide.csv", "text,label\nfine,0\nbad,1\n".encode("utf-16-le"))
+  with pytest.raises(ValueError, match="wide.csv, line 1: .* looks UTF-16"):
+    toxicity.read_labelled_file(path)
+
+
 def test_csv_with_long_fields_and_nul_bytes_reads_and_csv_errors_name_the_line(tmp_path):
   long_text = "word " * 60_000  # 300 kB, over the csv module's default field limit.
   path = _write(tmp_path / "long.csv", f"text,label\nshort\0,0\n{long_text},1\n")
