@@ -23,6 +23,7 @@ def pytest_configure(config):
   # of small ones, again in each subprocess.
   os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
   os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
-  # A size limit turns on JAX's file lock, so that the pytest-xdist workers and their
-  # subprocesses never read an entry another process is still writing.
-  os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(4 * 2**30)
+  # No size limit: with one, JAX locks the directory and re-reads every entry's access time
+  # on each write, quadratic in the thousands of entries a test run makes. Without the lock
+  # a process may read an entry another is still writing: a cut-off entry fails to
+  # decompress, and JAX treats an entry it cannot read as a miss (it warns and compiles).

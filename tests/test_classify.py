@@ -23,7 +23,7 @@ def float_model(tmp_path_factory):
   model = models.build_model("byte_qrnn", 2, {"embed_dim": 16, "qrnn_layers": 1,
                                               "qrnn_features": 8,
                                               **export.EXPORT_OVERRIDES["byte_qrnn"]})
-  params = model.init(jax.random.PRNGKey(0), np.ones((1, _LENGTH), np.int32))["params"]
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), np.ones((1, _LENGTH), np.int32))["params"]
   # Spread the logits, as a trained model's are; random-init ones are all ~0.
   params = jax.tree_util.tree_map_with_path(
       lambda path, p: p * 20 if "head" in str(path) else p, params)

@@ -35,7 +35,7 @@ def trained_like(shared_exit_head: bool = False):
   for row, used in enumerate(rng.integers(5, 64, size=24)):
     ids[row, used:] = 0
     ids[row, used - 1] = 1
-  variables = model.init(jax.random.PRNGKey(0), ids)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), ids)
   params = jax.tree_util.tree_map_with_path(
       lambda path, p: p * 30 if "head" in str(path) else p, variables["params"])
   return model, {"params": params}, ids

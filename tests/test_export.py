@@ -46,7 +46,7 @@ def quantized_model(tmp_path_factory):
   """
   model = models.build_model("byte_qrnn", 2, _MODEL, quant=quant.QuantConfig(enabled=True))
   calibration = _ids(64, seed=1)
-  variables = model.init(jax.random.PRNGKey(0), calibration[:1])
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), calibration[:1])
   params = jax.tree_util.tree_map_with_path(
       lambda path, p: p * 20 if "head" in str(path) else p, variables["params"])
   stats = variables[quant.COLLECTION]
@@ -152,11 +152,11 @@ def test_float_and_int8_tflite_of_the_transformers_match_jax(name, tmp_path):
   model = models.build_model(config.model_name, 1, config.model).clone(
       **export.EXPORT_OVERRIDES[config.model_name])
   ids = _ids(12, seed=6)
-  params = model.init(jax.random.PRNGKey(0), ids[:1])["params"]
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), ids[:1])["params"]
   path = tmp_path / export.FLOAT_FILE
   path.write_bytes(export.convert(model, params, (32, _LENGTH)))
   logits = export.TFLiteClassifier(str(path))(ids)["logits"]
-  expected = model.apply({"params": params}, ids, train=False)
+  expected = jax.jit(model.apply)({"params": params}, ids)
   assert np.ptp(expected) > 0.1
   np.testing.assert_allclose(logits, expected, atol=1e-4)
   path = tmp_path / export.INT8_FILE
@@ -220,12 +220,12 @@ def test_classifier_runs_each_text_at_the_shortest_signature_that_holds_it(quant
   np.testing.assert_array_equal(classifier(np.pad(ids, ((0, 0), (0, 100))))["logits"],
                                 expected)
   # Each signature alone equals the JAX model at that length.
-  float_model = model.clone(quant=quant.QuantConfig())
+  float_apply = jax.jit(model.clone(quant=quant.QuantConfig()).apply)
   for row, count in zip(ids, used):
     length = next(n for n in _LENGTHS if n >= count)
     np.testing.assert_allclose(
         classifier.runners[length](ids=row[None, :length])["logits"],
-        float_model.apply({"params": params}, row[None, :length]), atol=1e-4)
+        float_apply({"params": params}, row[None, :length]), atol=1e-4)
   with pytest.raises(ValueError, match=f"at most {_LENGTH} ids per example"):
     classifier(np.full((1, _LENGTH + 1), 7, np.int32))
 
@@ -235,7 +235,7 @@ def test_signatures_share_one_copy_of_the_weights():
   model = models.build_model("byte_qrnn", 1, {"embed_dim": 128, "qrnn_layers": 1,
                                               "qrnn_features": 128,
                                               **export.EXPORT_OVERRIDES["byte_qrnn"]})
-  params = model.init(jax.random.PRNGKey(0), _ids(1, seed=0))["params"]
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), _ids(1, seed=0))["params"]
   one, three = (len(export.convert(model, params, lengths)) for lengths in (_LENGTH, _LENGTHS))
   weight_bytes = 4 * train.count_params(params)
   assert one > weight_bytes and three - one < 0.5 * weight_bytes, (one, three, weight_bytes)

@@ -46,13 +46,15 @@ def test_encode_and_decode_steps_match_jax(kind):
   assert tflite.lengths == list(LENGTHS) and tflite.rows == list(ROWS)
   assert tflite.max_positions == (CACHE_LENGTH if kind == "causal" else None)
   variables = {"params": params}
+  # Jitted: one compile per shape instead of one per operation (4x faster on CPU).
+  encode = jax.jit(lambda ids: model.apply(variables, ids, method=model.encode))
+  decode_step = jax.jit(lambda *args: model.apply(variables, *args, method=model.decode_step))
   rng = np.random.default_rng(0)
   for text, length in (("short <extra_id_0> text", 32), ("x" * 40 + "<extra_id_0>.", 64)):
     ids = text_ids(text)
     signature_length, encoded, mask = tflite.encode(ids)
     assert signature_length == length
-    padded = export.cut_ids(ids, length)
-    jax_encoded, jax_mask = model.apply(variables, padded, method=model.encode)
+    jax_encoded, jax_mask = encode(export.cut_ids(ids, length))
     np.testing.assert_allclose(encoded, jax_encoded, atol=1e-4)
     np.testing.assert_array_equal(mask, jax_mask)
     for rows in ROWS:
@@ -62,10 +64,9 @@ def test_encode_and_decode_steps_match_jax(kind):
         tokens = (np.zeros(rows, np.int32) if position == 0 else
                   rng.integers(3, splitter.VOCAB_SIZE, rows).astype(np.int32))
         logits, cache = tflite.decode_step(length, tokens, position, cache, encoded, mask)
-        jax_logits, jax_cache = model.apply(
-            variables, jnp.asarray(tokens), position, jax_cache,
-            *beam_search.repeat_beams((jax_encoded, jax_mask), rows),
-            method=model.decode_step)
+        jax_logits, jax_cache = decode_step(
+            jnp.asarray(tokens), jnp.int32(position), jax_cache,
+            *beam_search.repeat_beams((jax_encoded, jax_mask), rows))
         np.testing.assert_allclose(logits, jax_logits, atol=1e-4)
         for leaf, jax_leaf in zip(cache, jax.tree.leaves(jax_cache)):
           np.testing.assert_allclose(leaf, jax_leaf, atol=1e-4)

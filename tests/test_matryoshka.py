@@ -24,7 +24,7 @@ _MODEL = dict(embed_dim=32, qrnn_features=16, qrnn_layers=1, matryoshka_dims=(4,
 def model_and_inputs():
   model = models.build_model("byte_qrnn", 2, _MODEL)
   ids = np.random.default_rng(0).integers(3, 259, size=(6, 40)).astype(np.int32)
-  return model, nn.meta.unbox(model.init(jax.random.PRNGKey(0), ids)), ids
+  return model, nn.meta.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), ids)), ids
 
 
 def test_each_prefix_reads_only_its_rows_of_the_head():

@@ -28,8 +28,14 @@ def _batch(seed=0, targets_length=9):
   return jnp.asarray(inputs), jnp.asarray(targets)
 
 
+def _init(model, inputs, targets):
+  # Jitted: one compile instead of one per operation (eager init took 25 s of CPU).
+  return jax.jit(model.init)(jax.random.PRNGKey(0), inputs, targets)
+
+
 def _step_by_step(model, variables, inputs, targets):
-  encoded, encoded_mask = model.apply(variables, inputs, method="encode")
+  encoded, encoded_mask = jax.jit(lambda ids: model.apply(variables, ids, method="encode"))(
+      inputs)
   cache = model.apply(variables, inputs.shape[0], targets.shape[1], method="init_cache")
   step = jax.jit(lambda token, position, cache: model.apply(
       variables, token, position, cache, encoded, encoded_mask, method="decode_step"))
@@ -47,11 +53,12 @@ def test_teacher_forcing_equals_step_by_step(kind, quantized):
   quant = quant_lib.QuantConfig(enabled=quantized)
   model = _model(kind, quant)
   inputs, targets = _batch()
-  variables = model.init(jax.random.PRNGKey(0), inputs, targets)
+  variables = _init(model, inputs, targets)
   if quantized:  # Non-trivial activation ranges, as after training.
-    _, updates = model.apply(variables, inputs, targets, mutable=[quant_lib.COLLECTION])
+    _, updates = jax.jit(lambda v: model.apply(v, inputs, targets,
+                                               mutable=[quant_lib.COLLECTION]))(variables)
     variables = {**variables, **updates}
-  parallel = model.apply(variables, inputs, targets)
+  parallel = jax.jit(model.apply)(variables, inputs, targets)
   assert parallel.shape == (3, 9, 259) and parallel.dtype == jnp.float32
   stepped, _ = _step_by_step(model, variables, inputs, targets)
   if not quantized:
@@ -68,7 +75,7 @@ def test_teacher_forcing_equals_step_by_step(kind, quantized):
 def test_cache_leaves_lead_with_batch_and_matt_state_is_fixed_size(kind):
   model = _model(kind)
   inputs, targets = _batch()
-  variables = model.init(jax.random.PRNGKey(0), inputs, targets)
+  variables = _init(model, inputs, targets)
   for max_length in (8, 64):
     cache = model.apply(variables, 5, max_length, method="init_cache")
     shapes = [leaf.shape for leaf in jax.tree.leaves(cache)]
@@ -84,14 +91,15 @@ def test_cache_leaves_lead_with_batch_and_matt_state_is_fixed_size(kind):
 def test_decoder_is_causal_and_ignores_input_padding(kind):
   model = _model(kind)
   inputs, targets = _batch()
-  variables = model.init(jax.random.PRNGKey(0), inputs, targets)
-  logits = model.apply(variables, inputs, targets)
-  changed_targets = targets.at[:, 5:].set(7)  # Later targets must not change earlier logits.
-  np.testing.assert_allclose(model.apply(variables, inputs, changed_targets)[:, :6],
-                             logits[:, :6], atol=1e-5)
-  assert np.abs(model.apply(variables, inputs, changed_targets)[:, 6:] - logits[:, 6:]).max() > 1e-3
+  variables = _init(model, inputs, targets)
+  apply = jax.jit(model.apply)
+  logits = apply(variables, inputs, targets)
+  changed = apply(variables, inputs, targets.at[:, 5:].set(7))
+  # Later targets must not change earlier logits.
+  np.testing.assert_allclose(changed[:, :6], logits[:, :6], atol=1e-5)
+  assert np.abs(changed[:, 6:] - logits[:, 6:]).max() > 1e-3
   longer = jnp.pad(inputs, ((0, 0), (0, 8)))  # More padding: same logits.
-  np.testing.assert_allclose(model.apply(variables, longer, targets), logits, atol=1e-5)
+  np.testing.assert_allclose(apply(variables, longer, targets), logits, atol=1e-5)
 
 
 @pytest.mark.parametrize("encoder_name,encoder", [
@@ -101,10 +109,11 @@ def test_decoder_is_causal_and_ignores_input_padding(kind):
 def test_encoder_params_have_the_classifiers_names(encoder_name, encoder):
   model = _model("matt", encoder_name=encoder_name, encoder=encoder)
   inputs, targets = _batch()
-  params = model.init(jax.random.PRNGKey(0), inputs, targets)["params"]
+  params = jax.eval_shape(model.init, jax.random.PRNGKey(0), inputs, targets)["params"]
   classifier = models.build_model(encoder_name, 1, encoder)
-  classifier_params = classifier.init(jax.random.PRNGKey(0), inputs)["params"]
-  shapes = lambda tree: jax.tree.map(jnp.shape, flax.traverse_util.flatten_dict(tree))
+  classifier_params = jax.eval_shape(classifier.init, jax.random.PRNGKey(0), inputs)["params"]
+  shapes = lambda tree: jax.tree.map(lambda leaf: leaf.shape,
+                                     flax.traverse_util.flatten_dict(tree))
   expected = {k: v for k, v in shapes(classifier_params).items() if k[0] not in ("pool", "head")}
   assert shapes(params["encoder"]) == expected
   assert set(params) == {"encoder", "decoder"}
