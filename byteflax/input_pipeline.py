@@ -126,6 +126,7 @@ TRANSFER_PERTURBED = "perturbed"
 TRANSFER_PERTURB_SEED = 1  # benchmarks/compare.py perturbs the test texts with seed 0.
 TRANSFER_AUGMENTED = "augmented"
 TRANSFER_AUGMENT_SEED = 2
+TRANSFER_SAMPLE_SEED = 3
 
 
 def texts_from_ids(ids: np.ndarray) -> list[str]:
@@ -143,8 +144,9 @@ def transfer_ids(data: ml_collections.ConfigDict, sources: str) -> np.ndarray:
                  the same sentences with the spellings that toxic writers use;
     augmented:K  K copies of each training text by byteflax/augment.py (words dropped and
                  replaced, n-gram spans; seed 2), Tang et al.'s transfer set; K defaults to 1;
-    <task>       the training texts of another registered task (e.g. the 147k comments for
-                 the fortunes).
+    <task>[:N]   the training texts of another registered task (e.g. the 147k comments for
+                 the fortunes); with N, N of them drawn at random (seed 3; fewer are a
+                 subset of more).
   The same config always gives the same ids, so a teacher file written for them (keyed by
   `teacher_keys`) matches the training batches.
   """
@@ -165,12 +167,12 @@ def transfer_ids(data: ml_collections.ConfigDict, sources: str) -> np.ndarray:
         raise ValueError(f"Transfer source {source!r} in config.distill.transfer: "
                          f"{TRANSFER_PERTURBED!r} takes no count.")
       ids.append(splitter.ByteSplitter(data.max_length).encode_batch(texts)[0])
-    elif source in seqio.TaskRegistry.names():
-      ids.append(_split_ids(source, "train", data, data.max_length)[0])
+    elif name in seqio.TaskRegistry.names():
+      ids.append(_task_sample(source, name, count, data))
     else:
       raise ValueError(f"Unknown transfer source {source!r} in config.distill.transfer: "
                        f"{TRANSFER_PERTURBED!r}, '{TRANSFER_AUGMENTED}:K' or a registered "
-                       f"task ({sorted(seqio.TaskRegistry.names())}).")
+                       f"task[:N] ({sorted(seqio.TaskRegistry.names())}).")
   if not ids:
     raise ValueError(f"config.distill.transfer={sources!r} names no source.")
   return np.concatenate(ids)
@@ -178,11 +180,29 @@ def transfer_ids(data: ml_collections.ConfigDict, sources: str) -> np.ndarray:
 
 def _transfer_copies(source: str, count: str) -> int:
   """The K of 'augmented:K' (1 when absent)."""
+  return _count(source, count, "copies", f"{TRANSFER_AUGMENTED}:8") if count else 1
+
+
+def _task_sample(source: str, task_name: str, count: str, data: ml_collections.ConfigDict
+                 ) -> np.ndarray:
+  """The byte ids of a task's training texts: all of them, or `count` drawn at random."""
+  ids = _split_ids(task_name, "train", data, data.max_length)[0]
   if not count:
-    return 1
+    return ids
+  size = _count(source, count, "texts", f"{task_name}:20000")
+  if size > len(ids):
+    raise ValueError(f"Transfer source {source!r} in config.distill.transfer: {task_name!r} "
+                     f"has {len(ids):,} training texts, fewer than {size:,}.")
+  # A prefix of one fixed permutation: a smaller sample is a subset of a larger one.
+  order = np.random.default_rng(TRANSFER_SAMPLE_SEED).permutation(len(ids))
+  return ids[np.sort(order[:size])]
+
+
+def _count(source: str, count: str, what: str, example: str) -> int:
+  """The N of a transfer source 'name:N', an integer >= 1."""
   if not count.isdigit() or int(count) < 1:
     raise ValueError(f"Transfer source {source!r} in config.distill.transfer: the number of "
-                     f"copies must be an integer >= 1 (e.g. '{TRANSFER_AUGMENTED}:8').")
+                     f"{what} must be an integer >= 1 (e.g. {example!r}).")
   return int(count)
 
 

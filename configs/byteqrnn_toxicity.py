@@ -170,7 +170,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # Unlabelled transfer texts the teacher labels too (input_pipeline.transfer_ids),
       # comma-separated: "perturbed" (obfuscated copies of the training texts),
       # "augmented:K" (K copies with words dropped / replaced, n-gram spans) and/or other
-      # tasks' names; "" for none. transfer_rate: their share of training examples.
+      # tasks' names (":N" for N of their texts, seeded); "" for none. transfer_rate:
+      # their share of training examples.
       transfer="",
       transfer_rate=0.5,
   ))

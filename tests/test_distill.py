@@ -217,6 +217,23 @@ def test_augmented_transfer_texts_are_k_copies_of_the_training_texts(toy_data, t
   assert sum(a != b for a, b in zip(copies, texts * 3)) > len(copies) / 2
 
 
+def test_a_tasks_transfer_texts_are_a_seeded_sample_of_its_training_texts(toy_data, tmp_path):
+  config = _config(toy_data, tmp_path)
+  task_name = input_pipeline.resolve_task(config.data)
+  every = input_pipeline.transfer_ids(config.data, task_name)
+  assert len(every) == len(distill.split_texts(config, "train")[0])
+  rows = lambda ids: {tuple(row) for row in ids}
+  fifty = input_pipeline.transfer_ids(config.data, f"{task_name}:50")
+  assert len(fifty) == 50 and rows(fifty) <= rows(every)
+  np.testing.assert_array_equal(fifty, input_pipeline.transfer_ids(config.data,
+                                                                   f"{task_name}:50"))
+  assert rows(input_pipeline.transfer_ids(config.data, f"{task_name}:20")) < rows(fifty)
+  with pytest.raises(ValueError, match=f"has {len(every)} training texts, fewer than 100,000"):
+    input_pipeline.transfer_ids(config.data, f"{task_name}:100000")
+  with pytest.raises(ValueError, match="number of texts must be an integer >= 1"):
+    input_pipeline.transfer_ids(config.data, f"{task_name}:0")
+
+
 def test_transfer_errors(toy_data, tmp_path):
   config = _config(toy_data, tmp_path)
   with pytest.raises(ValueError, match="Unknown transfer source 'tweets'"):
