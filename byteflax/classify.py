@@ -110,7 +110,8 @@ class TFLiteTextClassifier(Classifier):
 
 
 def load(model: str, batch_size: int = 64, num_threads: int = 1) -> Classifier:
-  """A classifier from a byteflax.main workdir (its newest checkpoint) or a .tflite file."""
+  """A classifier from a byteflax.main workdir (its model: the selected checkpoint,
+  `train.Selection`) or a .tflite file."""
   if model.endswith(".tflite"):
     if not os.path.isfile(model):
       raise FileNotFoundError(f"No such TFLite model: {model!r} (python -m byteflax.export "
@@ -165,7 +166,8 @@ def write_outputs(texts: Sequence[str], probabilities: np.ndarray,
 def main():
   """The CLI; its flags are defined here so that importing this module defines none."""
   model = flags.DEFINE_string(
-      "model", None, "A byteflax.main workdir (JAX, newest checkpoint) or a .tflite file.")
+      "model", None,
+      "A byteflax.main workdir (JAX, its selected checkpoint) or a .tflite file.")
   input_path = flags.DEFINE_string(
       "input", None, "Texts to score: .csv / .tsv / .jsonl / .json (the --text_key field) or one per "
       "line; default: the arguments, else stdin.")

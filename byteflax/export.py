@@ -307,7 +307,8 @@ class TFLiteClassifier:
 def export(config: ml_collections.ConfigDict, workdir: str, out_dir: str,
            length: int | None = None, num_calibration_examples: int = 200,
            lengths: Sequence[int] | None = None) -> dict:
-  """Writes the TFLite models (`FILES`) and the manifest for the newest checkpoint in workdir.
+  """Writes the TFLite models (`FILES`) and the manifest for the run's model in workdir
+  (its selected checkpoint, `train.Selection`).
 
   Args:
     length: the longest input (default config.data.max_length).
@@ -391,7 +392,8 @@ def main():
   config = config_flags.DEFINE_config_file(
       "config", None, "The config the run in --workdir was trained with.",
       lock_config=True)
-  workdir = flags.DEFINE_string("workdir", None, "Run whose newest checkpoint is exported.")
+  workdir = flags.DEFINE_string("workdir", None,
+                                "Run whose model (its selected checkpoint) is exported.")
   out = flags.DEFINE_string("out", None, "Directory for the .tflite files and manifest.json.")
   length = flags.DEFINE_integer(
       "length", None, "Longest input in bytes; default config.data.max_length.")

@@ -4,7 +4,7 @@ r"""A Markdown model card for a trained run.
 
 Writes <workdir>/model_card/model_card.md (or --out) with PNG plots next to it: the config,
 the task and its split sizes, the final metrics (eval.json), a threshold table (precision,
-recall, F1 at fixed thresholds) and reliability bins computed from the newest checkpoint's
+recall, F1 at fixed thresholds) and reliability bins computed from the selected checkpoint's
 predictions, the model's size, and with --export_dir the TFLite files' sizes and, when
 benchmarks/export_benchmark.py has been run on it, their AUC and latency. Plots: the
 training curves (metrics.jsonl), precision / recall / F1 by threshold and the reliability

@@ -11,8 +11,10 @@ run's objective (`byteflax/objectives.py`, chosen by config.model_name).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
+import math
 import os
 import signal
 import threading
@@ -139,20 +141,107 @@ def count_params(params) -> int:
   return int(sum(np.prod(p.shape) for p in jax.tree.leaves(params)))
 
 
+@dataclasses.dataclass(frozen=True)
+class Selection:
+  """Which checkpoint is a run's model (config.checkpoint.select_by, select_mode).
+
+  "validation/auc" with mode "max": of the checkpoints saved with that eval's metrics (each
+  periodic run of the eval, and the last step), the one with the highest validation ROC
+  AUC, as Keras' `ModelCheckpoint(save_best_only=True)` or Hugging Face's
+  `load_best_model_at_end` keep. The final evaluation, export, classify, report and
+  `init_from` read that checkpoint; training resumes from the newest.
+  """
+  eval_name: str
+  metric: str
+  mode: str
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> Selection | None:
+    """The config's rule; None (select_by "") makes the newest checkpoint the model."""
+    select_by = config.checkpoint.get("select_by") or ""
+    if not select_by:
+      return None
+    eval_name, _, metric = select_by.partition("/")
+    mode = config.checkpoint.get("select_mode", "max")
+    if not metric or eval_name not in config.get("evals", {}):
+      raise ValueError(
+          f"config.checkpoint.select_by = {select_by!r} must be '<eval name>/<metric>' with "
+          f"an eval of config.evals ({sorted(config.get('evals', {}))}), e.g. "
+          "'validation/auc'; '' keeps the newest checkpoint as the model.")
+    if mode not in ("max", "min"):
+      raise ValueError(f"config.checkpoint.select_mode must be 'max' or 'min', got {mode!r}.")
+    return cls(eval_name, metric, mode)
+
+  def __str__(self) -> str:
+    return f"{self.eval_name}/{self.metric}"
+
+  def value(self, metrics: Any) -> float | None:
+    """The metric in a checkpoint's stored metrics ({eval name: results}), if there."""
+    value = ((metrics or {}).get(self.eval_name) or {}).get(self.metric)
+    return None if value is None else float(value)
+
+  def score(self, metrics: Any) -> float:
+    """Higher is better; -inf for metrics without a finite value (e.g. a one-class
+    validation split's nan AUC), which never makes a checkpoint the model."""
+    value = self.value(metrics)
+    if value is None or not math.isfinite(value):
+      return -math.inf
+    return value if self.mode == "max" else -value
+
+  def best_step(self, manager: ocp.CheckpointManager) -> int | None:
+    """The step of the best checkpoint (the newer of equals); None if none has the metric."""
+    scored = [(self.score(manager.metrics(step)), step) for step in manager.all_steps()]
+    scored = [item for item in scored if item[0] > -math.inf]
+    return max(scored)[1] if scored else None
+
+
+class _CheckpointManager(ocp.CheckpointManager):
+  """Orbax's manager, reading a checkpoint's unreadable metrics as none: it reads every
+  step's metrics when it opens, and one corrupt checkpoint must not stop a run from
+  falling back to an older one (`restore_latest`)."""
+
+  def metrics(self, step: int) -> Any:
+    try:
+      return super().metrics(step)
+    except (ValueError, OSError) as error:  # json.JSONDecodeError is a ValueError.
+      logging.error("The metrics of the checkpoint at step %d are unreadable (%s: %s); it "
+                    "cannot be selected.", step, type(error).__name__, error)
+      return None
+
+
 def checkpoint_manager(workdir: str, config: ml_collections.ConfigDict
                        ) -> ocp.CheckpointManager:
-  return ocp.CheckpointManager(
+  """The run's checkpoints: the newest config.checkpoint.keep, plus the selected one."""
+  selection = Selection.from_config(config)
+  keep = [ocp.checkpoint_managers.LatestN(config.checkpoint.keep)]
+  if selection:
+    keep.append(ocp.checkpoint_managers.BestN(
+        get_metric_fn=selection.score, n=1, keep_checkpoints_without_metrics=False))
+  return _CheckpointManager(
       os.path.join(os.path.abspath(workdir), "checkpoints"),
       options=ocp.CheckpointManagerOptions(
-          max_to_keep=config.checkpoint.keep,
           save_interval_steps=config.checkpoint.every_steps,
+          preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(keep),
+          # Orbax stores a save's metrics only when it tracks a best checkpoint.
+          best_fn=selection.score if selection else None,
           create=True))
 
 
 def restore_latest(manager: ocp.CheckpointManager, trainer: Trainer) -> step_lib.TrainState | None:
   """Newest readable checkpoint, falling back to older ones when the newest is corrupt."""
+  state = _restore_first(manager, trainer, sorted(manager.all_steps(), reverse=True))
+  if state is None and manager.all_steps():
+    raise RuntimeError(
+        f"No checkpoint in {manager.directory} could be restored; move the directory "
+        "aside to start from scratch, or fix the config to match the checkpoints.")
+  return state
+
+
+def _restore_first(manager: ocp.CheckpointManager, trainer: Trainer, steps
+                   ) -> step_lib.TrainState | None:
+  """The state of the first of `steps` that restores (None if none does)."""
   target = trainer.abstract_state()
-  for step in sorted(manager.all_steps(), reverse=True):
+  for step in steps:
     try:
       state = manager.restore(step, args=ocp.args.StandardRestore(target))
     except Exception as error:  # pylint: disable=broad-except
@@ -161,22 +250,22 @@ def restore_latest(manager: ocp.CheckpointManager, trainer: Trainer) -> step_lib
       continue
     logging.info("Restored checkpoint at step %d.", step)
     return state
-  if manager.all_steps():
-    raise RuntimeError(
-        f"No checkpoint in {manager.directory} could be restored; move the directory "
-        "aside to start from scratch, or fix the config to match the checkpoints.")
   return None
 
 
-def _latest_checkpoint(workdir: str) -> tuple[ocp.CheckpointManager, int, str]:
-  """A read-only manager of a run's checkpoints, its newest step and the directory."""
+def _model_checkpoint(workdir: str, selection: Selection | None = None
+                      ) -> tuple[ocp.CheckpointManager, int, str]:
+  """A read-only manager of a run's checkpoints, the step of its model (`selection`'s best,
+  else the newest) and the directory."""
   directory = os.path.join(os.path.abspath(workdir), "checkpoints")
   manager = step = None
   if os.path.isdir(directory):
-    manager = ocp.CheckpointManager(
+    manager = _CheckpointManager(
         directory, options=ocp.CheckpointManagerOptions(read_only=True),
         item_handlers=ocp.PyTreeCheckpointHandler())
-    step = manager.latest_step()
+    step = selection.best_step(manager) if selection else None
+    if step is None:
+      step = manager.latest_step()
   if step is None:
     raise FileNotFoundError(
         f"No checkpoint under {directory}; train the model first "
@@ -196,7 +285,7 @@ def load_pretrained_encoder(workdir: str, trainer: Trainer, params: Any) -> Any:
     ValueError: a pretrained parameter is missing from this classifier or has another
       shape; the message names its path.
   """
-  manager, step, directory = _latest_checkpoint(workdir)
+  manager, step, directory = _model_checkpoint(workdir)
   saved = flax.traverse_util.flatten_dict(
       manager.item_metadata(step).tree["params"]["encoder"], sep="/")
   target = _pretrained_target(saved, trainer, f"{directory} (step {step})")
@@ -248,14 +337,15 @@ def load_shipped_encoder(path: str, trainer: Trainer, params: Any) -> Any:
 
 def is_encoder_decoder_run(workdir: str) -> bool:
   """Whether a run's newest checkpoint holds an encoder-decoder (params encoder, decoder)."""
-  manager, step, _ = _latest_checkpoint(workdir)
+  manager, step, _ = _model_checkpoint(workdir)
   return set(manager.item_metadata(step).tree["params"]) == {"encoder", "decoder"}
 
 
 def load_variables(workdir: str, trainer: Trainer,
                    collections: tuple[str, ...] = ("params", quant.COLLECTION)
                    ) -> tuple[dict[str, Any], int]:
-  """Model variables and step of the newest checkpoint in a run's workdir, on this mesh.
+  """Model variables and step of a run's model, on this mesh: the checkpoint that
+  config.checkpoint.select_by chose (`Selection`), else the newest.
 
   Returns ({collection: values}, step) for the requested collections that this config's
   model has (quant_stats only when it quantizes): what `model.apply` takes. Optimizer
@@ -264,7 +354,7 @@ def load_variables(workdir: str, trainer: Trainer,
   step, optimizer and quantization ranges (e.g. quantization-aware fine-tuning of a float
   run); export and benchmarks apply the model with them.
   """
-  manager, step, directory = _latest_checkpoint(workdir)
+  manager, step, directory = _model_checkpoint(workdir, Selection.from_config(trainer.config))
   abstract = trainer.abstract_state()
   target = {name: tree for name, tree in (("params", abstract.params),
                                           (quant.COLLECTION, abstract.quant_stats))
@@ -318,18 +408,25 @@ class MetricsLogger:
 
 
 def run_evals(trainer: Trainer, state: step_lib.TrainState, step: int, names,
-              writer: MetricsLogger) -> dict[str, dict[str, float]]:
+              writer: MetricsLogger, stored: dict[str, dict[str, float]] | None = None
+              ) -> dict[str, dict[str, float]]:
+  """{eval name: metrics} of the named evals at `step`; those in `stored` (results that a
+  checkpoint saved with it) are reused rather than run again."""
   results, thresholds = {}, None
+  stored = stored or {}
   # Validation first: the other splits also report F1 at the thresholds it chose
   # (`f1_at_threshold`), what a deployed model would get, unlike their own best F1.
   for name in sorted(names, key=lambda n: trainer.config.evals[n].split != "validation"):
     split = trainer.config.evals[name].split
-    results[name] = trainer.evaluate(state, split,
-                                     None if split == "validation" else thresholds)
+    if name in stored:
+      results[name] = dict(stored[name])
+    else:
+      results[name] = trainer.evaluate(state, split,
+                                       None if split == "validation" else thresholds)
+      writer.write_scalars(step, {f"{name}/{k}": v for k, v in results[name].items()})
     if split == "validation" and trainer.label_names:
       thresholds = {label: results[name][f"f1_threshold/{label}"]
                     for label in trainer.label_names}
-    writer.write_scalars(step, {f"{name}/{k}": v for k, v in results[name].items()})
     logging.info("eval %s @ step %d: %s", name, step, "  ".join(
         f"{key} {value:.4f}" for key, value in results[name].items() if "/" not in key))
   return results
@@ -346,10 +443,35 @@ def _check_finite(losses: list[jax.Array], first_step: int):
 
 
 def write_final_eval(workdir: str, trainer: Trainer, state: step_lib.TrainState,
-                     writer: MetricsLogger) -> dict[str, Any]:
+                     writer: MetricsLogger, manager: ocp.CheckpointManager) -> dict[str, Any]:
+  """Every configured eval of the run's model (`Selection`: the selected checkpoint, else
+  `state`), written to <workdir>/eval.json."""
+  selection = Selection.from_config(trainer.config)
+  last_step = int(jax.device_get(state.step))
+  stored, chose = {}, {}
+  if selection:
+    manager.wait_until_finished()  # The last save's metrics are written asynchronously.
+    best = selection.best_step(manager)
+    if best is None:
+      logging.warning("No checkpoint has %s (config.checkpoint.select_by); the newest, at "
+                      "step %d, is the model.", selection, last_step)
+    else:
+      stored = {selection.eval_name: manager.metrics(best)[selection.eval_name]}
+      chose = {"selected_by": str(selection), "last_step": last_step}
+      if best != last_step:
+        last_value = selection.value(manager.metrics(last_step)) if (
+            last_step in manager.all_steps()) else None
+        logging.info("The model is the checkpoint of step %d, the best by %s (%.4f; the "
+                     "last step, %d: %s).", best, selection, selection.value(stored), last_step,
+                     "not evaluated" if last_value is None else f"{last_value:.4f}")
+        state = _restore_first(manager, trainer, [best])
+        if state is None:
+          raise RuntimeError(f"The selected checkpoint, step {best} in {manager.directory}, "
+                             "is unreadable; set --config.checkpoint.select_by= to evaluate "
+                             "the newest.")
   step = int(jax.device_get(state.step))
-  results = run_evals(trainer, state, step, list(trainer.config.evals), writer)
-  report = {"step": step, "task": trainer.task_name,
+  results = run_evals(trainer, state, step, list(trainer.config.evals), writer, stored)
+  report = {"step": step, **chose, "task": trainer.task_name,
             "num_params": count_params(state.params), **results}
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "eval.json"), "w") as f:
@@ -406,6 +528,7 @@ def _train_loop(trainer: Trainer, state: step_lib.TrainState, start_step: int,
   saving a checkpoint at the step it stopped at).
   """
   config, total_steps = trainer.config, trainer.total_steps
+  selection = Selection.from_config(config)
   periodic = [name for name, e in config.evals.items() if e.every_steps]
   transfer = {"transfer": config.distill.transfer,
               "transfer_rate": config.distill.transfer_rate} if (
@@ -439,15 +562,37 @@ def _train_loop(trainer: Trainer, state: step_lib.TrainState, start_step: int,
                    scalars["train/steps_per_sec"], scalars["train/bytes_per_sec"])
       pending_losses, window_start, window_bytes = [], time.perf_counter(), 0
       first_pending = step + 1
-    if manager.should_save(step) or is_last or preempted:
+    # Evals before the save, so that the selection eval's metrics are saved with the state
+    # they score; at the last step only that one (the final evaluation runs the rest).
+    due = [name for name in periodic if step % config.evals[name].every_steps == 0]
+    if is_last:
+      due = [selection.eval_name] if selection else []
+    results = {}
+    if due and not preempted:
       _check_finite(pending_losses, first_pending)
-      manager.save(step, args=ocp.args.StandardSave(state), force=is_last or preempted)
+      results = run_evals(trainer, state, step, due, writer)
+    metrics = _selection_metrics(selection, results)
+    if manager.should_save(step) or is_last or preempted or metrics:
+      _check_finite(pending_losses, first_pending)
+      manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics,
+                   force=is_last or preempted or metrics is not None)
     if preempted:
       return state, True
-    due = [name for name in periodic if step % config.evals[name].every_steps == 0]
-    if due and not is_last:
-      run_evals(trainer, state, step, due, writer)
   return state, False
+
+
+def _selection_metrics(selection: Selection | None, results: dict[str, dict[str, float]]
+                       ) -> dict[str, dict[str, float]] | None:
+  """What a checkpoint saves for `Selection`: the selection eval's results, if it ran."""
+  if selection is None or selection.eval_name not in results:
+    return None
+  scored = results[selection.eval_name]
+  if selection.metric not in scored:
+    raise ValueError(
+        f"config.checkpoint.select_by = '{selection}', but eval {selection.eval_name!r} "
+        f"reports {sorted(scored)}; name one of them, or '' to keep the newest checkpoint "
+        "(the checkpoints so far are kept: rerun to resume).")
+  return {selection.eval_name: {key: float(value) for key, value in scored.items()}}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -489,14 +634,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       writer.flush()
       manager.close()
       return {"step": step, "preempted": True}
-  report = write_final_eval(workdir, trainer, state, writer)
+  report = write_final_eval(workdir, trainer, state, writer, manager)
   writer.flush()
   manager.close()
   return report
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """--mode=eval: evaluates the newest checkpoint in workdir on every configured eval."""
+  """--mode=eval: evaluates the run's model (`Selection`) on every configured eval."""
   trainer = Trainer(config)
   manager = checkpoint_manager(workdir, config)
   state = restore_latest(manager, trainer)
@@ -505,7 +650,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
         f"No checkpoint under {os.path.join(workdir, 'checkpoints')}; train first "
         "(--mode=train).")
   writer = MetricsLogger(workdir)
-  report = write_final_eval(workdir, trainer, state, writer)
+  report = write_final_eval(workdir, trainer, state, writer, manager)
   writer.flush()
   manager.close()
   return report

@@ -177,7 +177,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   ))
 
   config.log_every_steps = 100
-  config.checkpoint = ml_collections.ConfigDict(dict(every_steps=500, keep=3))
+  # The run's model is the checkpoint with the best validation ROC AUC among the evaluated
+  # ones (every validation eval, and the last step): what the final evaluation, export and
+  # classify read; resuming continues from the newest. select_by="" keeps the newest.
+  config.checkpoint = ml_collections.ConfigDict(dict(
+      every_steps=500, keep=3, select_by="validation/auc", select_mode="max"))
   # Named evals; every_steps=0 runs one only at the end (test is not looked at earlier).
   config.evals = ml_collections.ConfigDict(dict(
       validation=dict(split="validation", every_steps=1000),

@@ -69,4 +69,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The pretraining task has no test split.
   config.evals = ml_collections.ConfigDict(dict(
       validation=dict(split="validation", every_steps=config.evals.validation.every_steps)))
+  # The newest checkpoint is the pretrained model (its loss falls for as long as it trains).
+  config.checkpoint.select_by = ""
   return config

@@ -129,6 +129,82 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(toy_data, tmp_path):
   assert int(jax.device_get(state.step)) == 10
 
 
+def _scripted_evaluate(validation_aucs):
+  """Trainer.evaluate with a scripted validation AUC per step; "test" reports the step of
+  the state it was given, so a test can see which checkpoint the final eval scored."""
+  def evaluate(self, state, split, thresholds=None):
+    del thresholds  # Unused.
+    step = int(jax.device_get(state.step))
+    return {"auc": validation_aucs[step] if split == "validation" else float(step),
+            **{f"f1_threshold/{label}": 0.5 for label in self.label_names}}
+  return evaluate
+
+
+def test_the_model_is_the_checkpoint_with_the_best_validation_auc(toy_data, tmp_path,
+                                                                 monkeypatch):
+  monkeypatch.setattr(train.Trainer, "evaluate", _scripted_evaluate(
+      {10: 0.6, 20: 0.9, 30: float("nan"), 40: 0.8}))
+  config = _config(toy_data, total_steps=40, **{
+      "checkpoint.every_steps": 10, "checkpoint.keep": 1, "evals.validation.every_steps": 10})
+  report = train.train_and_evaluate(config, str(tmp_path))
+  assert (report["step"], report["last_step"], report["selected_by"]) == (
+      20, 40, "validation/auc")
+  assert report["validation"]["auc"] == 0.9
+  assert report["test"]["auc"] == 20.0  # The step-20 state was restored and scored.
+  with open(tmp_path / "eval.json") as f:
+    assert json.load(f)["step"] == 20
+  # keep=1 keeps the newest (to resume from) and the selected one.
+  assert sorted(int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit()) == [20, 40]
+  assert train.load_variables(str(tmp_path), train.Trainer(config))[1] == 20
+  # The finished run run again, and --mode=eval, choose the same checkpoint.
+  assert train.train_and_evaluate(config, str(tmp_path))["test"]["auc"] == 20.0
+  assert train.evaluate_checkpoint(config, str(tmp_path))["step"] == 20
+  config.checkpoint.select_by = ""  # The newest is the model.
+  assert train.load_variables(str(tmp_path), train.Trainer(config))[1] == 40
+  assert train.evaluate_checkpoint(config, str(tmp_path))["test"]["auc"] == 40.0
+
+
+class _StoredMetrics:
+  """What Selection reads of a CheckpointManager: steps and the metrics saved with them."""
+
+  def __init__(self, metrics):
+    self._metrics = metrics
+
+  def all_steps(self):
+    return sorted(self._metrics)
+
+  def metrics(self, step):
+    return self._metrics[step]
+
+
+def test_selection_rule_modes_ties_nan_and_config_errors():
+  stored = _StoredMetrics({
+      5: None,  # A periodic checkpoint saved without an eval.
+      10: {"validation": {"auc": 0.7, "loss": 0.5}},
+      20: {"validation": {"auc": float("nan"), "loss": 0.4}},
+      30: {"validation": {"auc": 0.7, "loss": 0.6}}})
+  config = byteqrnn_toxicity.get_config("smoke")
+  assert train.Selection.from_config(config).best_step(stored) == 30  # Ties: the newer.
+  config.checkpoint.update(select_by="validation/loss", select_mode="min")
+  assert train.Selection.from_config(config).best_step(stored) == 20
+  config.checkpoint.select_mode = "max"
+  assert train.Selection.from_config(config).best_step(_StoredMetrics({5: None})) is None
+  config.checkpoint.select_by = ""
+  assert train.Selection.from_config(config) is None
+  for select_by, mode, match in (("valdation/auc", "max", "valdation"),
+                                 ("validation", "max", "<eval name>/<metric>"),
+                                 ("validation/auc", "best", "select_mode")):
+    config.checkpoint.update(select_by=select_by, select_mode=mode)
+    with pytest.raises(ValueError, match=match):
+      train.Selection.from_config(config)
+
+
+def test_a_selection_metric_the_eval_lacks_is_a_clear_error(toy_data, tmp_path):
+  config = _config(toy_data, total_steps=5, **{"checkpoint.select_by": "validation/rocauc"})
+  with pytest.raises(ValueError, match=r"reports \[.*'auc'"):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
 def test_model_grads_are_finite():
   model = models.build_model("byte_qrnn", 3, {"embed_dim": 16, "qrnn_features": 8})
   ids = np.random.default_rng(0).integers(3, 259, (4, 40)).astype(np.int32)
