@@ -151,7 +151,7 @@ def measure_auc(name: str, config: ml_collections.ConfigDict, steps: int, max_le
   config.optim.warmup_steps = max(steps // 10, 1)
   config.checkpoint.every_steps = steps
   for evaluation in config.evals.values():
-    evaluation.every_steps = 0  # Only at the end.
+    evaluation.update(every_steps=0, every_epochs=0.0)  # Only at the end.
   shutil.rmtree(workdir, ignore_errors=True)
   print(f"training {name} for {steps} steps in {workdir}", flush=True)
   start = time.perf_counter()

@@ -150,6 +150,18 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array],
   return objective.eval_outputs(logits, batch)
 
 
+def _labelled_share(config: ml_collections.ConfigDict) -> float:
+  """The share of a training batch that labelled examples fill (the rest: transfer texts)."""
+  if distillation_settings(config) and config.distill.get("transfer"):
+    return 1.0 - config.distill.transfer_rate
+  return 1.0
+
+
+def steps_per_epoch(config: ml_collections.ConfigDict, examples: int) -> int:
+  """Steps of one pass over `examples` labelled training examples (`step_budget`)."""
+  return math.ceil(examples / (config.data.batch_size * _labelled_share(config)))
+
+
 def step_budget(config: ml_collections.ConfigDict, examples: int | None) -> tuple[int, str]:
   """How many steps to train on `examples` training examples, and a line for the log
   saying how that was chosen.
@@ -168,12 +180,11 @@ def step_budget(config: ml_collections.ConfigDict, examples: int | None) -> tupl
   if not examples:
     raise ValueError("config.num_epochs needs the number of training examples; set "
                      "config.total_steps.")
-  labelled_share, of_batch = 1.0, ""
-  if distillation_settings(config) and config.distill.get("transfer"):
-    labelled_share = 1.0 - config.distill.transfer_rate
-    of_batch = (f" ({labelled_share:.0%} of each, the rest transfer texts: "
+  of_batch = ""
+  if _labelled_share(config) < 1.0:
+    of_batch = (f" ({_labelled_share(config):.0%} of each, the rest transfer texts: "
                 "config.distill.transfer_rate)")
-  epoch_steps = math.ceil(examples / (config.data.batch_size * labelled_share))
+  epoch_steps = steps_per_epoch(config, examples)
   steps = math.ceil(config.num_epochs * epoch_steps)
   explanation = (f"{config.num_epochs} epochs of {examples:,} training examples at batch "
                  f"{config.data.batch_size}{of_batch} = {steps:,} steps")

@@ -45,6 +45,12 @@ def training_steps(config: ml_collections.ConfigDict, task_name: str) -> tuple[i
   for the log saying how that was chosen."""
   if config.total_steps or not config.get("num_epochs"):
     return step_lib.step_budget(config, None)
+  return step_lib.step_budget(config, _training_examples(task_name, "config.num_epochs "
+                                                         "cannot size the run"))
+
+
+def _training_examples(task_name: str, why_needed: str) -> int:
+  """How many examples the task's training split has (ValueError if it does not say)."""
   try:
     examples = seqio.get_mixture_or_task(task_name).num_input_examples("train")
   except Exception as error:  # pylint: disable=broad-except  # TFDS without its data, etc.
@@ -53,9 +59,8 @@ def training_steps(config: ml_collections.ConfigDict, task_name: str) -> tuple[i
     why = ""
   if not examples:
     raise ValueError(f"Task {task_name!r} does not say how many training examples it has"
-                     f"{why}, so config.num_epochs cannot size the run; set "
-                     "config.total_steps.")
-  return step_lib.step_budget(config, examples)
+                     f"{why}, so {why_needed}; set config.total_steps.")
+  return examples
 
 
 class Trainer:
@@ -75,6 +80,10 @@ class Trainer:
     self.model = self.objective.build_model()
     self.mesh = partitioning.make_mesh(config.mesh, devices)
     self.total_steps, self.budget = training_steps(config, self.task_name)
+    # Evals every so many epochs need the epoch's length in steps.
+    self.epoch_steps = step_lib.steps_per_epoch(config, _training_examples(
+        self.task_name, "config.evals.*.every_epochs cannot place its evals")) if any(
+            evaluation.get("every_epochs") for evaluation in config.evals.values()) else None
     self.tx, self.schedule = step_lib.make_optimizer(config.optim, self.total_steps)
 
     def init_boxed(rng):
@@ -103,6 +112,17 @@ class Trainer:
         functools.partial(step_lib.eval_step, objective=self.objective),
         in_shardings=(self.state_sharding, self.batch_sharding),
         out_shardings=jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec()))
+
+  def eval_is_due(self, name: str, step: int) -> bool:
+    """Whether eval `name` runs after training step `step`: every `every_steps` steps, and
+    at the first step of each multiple of `every_epochs` epochs (0: neither)."""
+    evaluation = self.config.evals[name]
+    if evaluation.get("every_steps") and step % evaluation.every_steps == 0:
+      return True
+    if not evaluation.get("every_epochs"):
+      return False
+    interval = evaluation.every_epochs * self.epoch_steps
+    return math.floor(step / interval) > math.floor((step - 1) / interval)
 
   def sharding_context(self):
     stack = contextlib.ExitStack()
@@ -529,7 +549,6 @@ def _train_loop(trainer: Trainer, state: step_lib.TrainState, start_step: int,
   """
   config, total_steps = trainer.config, trainer.total_steps
   selection = Selection.from_config(config)
-  periodic = [name for name, e in config.evals.items() if e.every_steps]
   transfer = {"transfer": config.distill.transfer,
               "transfer_rate": config.distill.transfer_rate} if (
                   teacher_path and config.distill.get("transfer")) else {}
@@ -564,7 +583,7 @@ def _train_loop(trainer: Trainer, state: step_lib.TrainState, start_step: int,
       first_pending = step + 1
     # Evals before the save, so that the selection eval's metrics are saved with the state
     # they score; at the last step only that one (the final evaluation runs the rest).
-    due = [name for name in periodic if step % config.evals[name].every_steps == 0]
+    due = [name for name in config.evals if trainer.eval_is_due(name, step)]
     if is_last:
       due = [selection.eval_name] if selection else []
     results = {}

@@ -182,10 +182,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # classify read; resuming continues from the newest. select_by="" keeps the newest.
   config.checkpoint = ml_collections.ConfigDict(dict(
       every_steps=500, keep=3, select_by="validation/auc", select_mode="max"))
-  # Named evals; every_steps=0 runs one only at the end (test is not looked at earlier).
+  # Named evals, each every `every_steps` steps and every `every_epochs` epochs (so a small
+  # file's short run still has a validation eval per epoch to select from); with both 0 only
+  # at the end (test is not looked at earlier).
   config.evals = ml_collections.ConfigDict(dict(
-      validation=dict(split="validation", every_steps=1000),
-      test=dict(split="test", every_steps=0),
+      validation=dict(split="validation", every_steps=1000, every_epochs=1.0),
+      test=dict(split="test", every_steps=0, every_epochs=0.0),
   ))
   config.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))
 

@@ -145,7 +145,8 @@ def test_the_model_is_the_checkpoint_with_the_best_validation_auc(toy_data, tmp_
   monkeypatch.setattr(train.Trainer, "evaluate", _scripted_evaluate(
       {10: 0.6, 20: 0.9, 30: float("nan"), 40: 0.8}))
   config = _config(toy_data, total_steps=40, **{
-      "checkpoint.every_steps": 10, "checkpoint.keep": 1, "evals.validation.every_steps": 10})
+      "checkpoint.every_steps": 10, "checkpoint.keep": 1, "evals.validation.every_steps": 10,
+      "evals.validation.every_epochs": 0.0})
   report = train.train_and_evaluate(config, str(tmp_path))
   assert (report["step"], report["last_step"], report["selected_by"]) == (
       20, 40, "validation/auc")
@@ -162,6 +163,21 @@ def test_the_model_is_the_checkpoint_with_the_best_validation_auc(toy_data, tmp_
   config.checkpoint.select_by = ""  # The newest is the model.
   assert train.load_variables(str(tmp_path), train.Trainer(config))[1] == 40
   assert train.evaluate_checkpoint(config, str(tmp_path))["test"]["auc"] == 40.0
+
+
+def test_validation_runs_every_epoch_so_a_short_run_has_checkpoints_to_select(toy_data):
+  """360 training examples at batch 16: an epoch is 23 steps."""
+  trainer = train.Trainer(_config(toy_data, total_steps=80))
+  assert trainer.epoch_steps == 23
+  def due(**evaluation):
+    trainer.config.evals.validation.update(evaluation)
+    return [step for step in range(1, 81) if trainer.eval_is_due("validation", step)]
+  assert due(every_steps=20, every_epochs=0.0) == [20, 40, 60, 80]
+  assert due(every_steps=0, every_epochs=1.0) == [23, 46, 69]
+  assert due(every_steps=0, every_epochs=0.5) == [12, 23, 35, 46, 58, 69]
+  assert due(every_steps=40, every_epochs=1.0) == [23, 40, 46, 69, 80]
+  assert due(every_steps=0, every_epochs=0.0) == []
+  assert not trainer.eval_is_due("test", 23)
 
 
 class _StoredMetrics:
