@@ -189,8 +189,9 @@ def write_card(workdir: str, export_dir: str | None = None, out: str | None = No
            f"--workdir={workdir}" + (f" --export_dir={export_dir}" if export_dir else "")
            + f"` from the checkpoint at step {step}.", ""]
   if evaluation["step"] != step:
-    lines += [f"**Note**: eval.json is from step {evaluation['step']}, the newest checkpoint "
-              f"is step {step}; run `byteflax.main --mode=eval` to refresh it.", ""]
+    lines += [f"**Note**: eval.json is from step {evaluation['step']}, the run's model is "
+              f"the checkpoint of step {step}; run `byteflax.main --mode=eval` to refresh "
+              "it.", ""]
 
   lines += ["## Model", "",
             f"- Architecture: `{config.model_name}`, {evaluation['num_params']:,} parameters "
