@@ -64,7 +64,9 @@ def test_search_cli_measures_trains_under_budget_and_writes_a_config_main_takes(
     assert row["latency_ms"] > 0 and row["params"] > 0 and row["under_budget"]
     assert 0 <= row["validation_auc"] <= 1
     with open(workdir / f"candidate_{row['candidate']}" / "eval.json") as f:
-      assert set(json.load(f)) == {"step", "task", "num_params", "validation"}  # No test.
+      # No test split; "selected_by" and "last_step": config.checkpoint.select_by chose.
+      assert set(json.load(f)) == {"step", "last_step", "selected_by", "task", "num_params",
+                                   "validation"}
   assert any(row["pareto"] for row in rows)
   best = max(rows, key=lambda row: row["validation_auc"])
   assert results["chosen"] == best["candidate"]
