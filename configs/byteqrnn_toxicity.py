@@ -50,8 +50,9 @@ import os
 import ml_collections
 from ml_collections import config_dict
 
-# A fine-tuned MiniLM's logits for the English fortunes and their `augmented:4` transfer
-# texts (benchmarks/minilm_teacher.py on 2 CPU cores, ~55 min; docs/distillation.md).
+# A fine-tuned MiniLM's logits for the English fortunes, their `augmented:4` transfer texts
+# and `toxic_comments_en:20000` (benchmarks/minilm_teacher.py on 2 CPU cores, ~30 min;
+# docs/distillation.md).
 FORTUNES_TEACHER = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "results",
     "fortunes_transfer", "cpu_teacher", "teacher_fortunes_offensive_en.npz")
