@@ -265,7 +265,7 @@ def _restore_first(manager: ocp.CheckpointManager, trainer: Trainer, steps
     try:
       state = manager.restore(step, args=ocp.args.StandardRestore(target))
     except Exception as error:  # pylint: disable=broad-except
-      logging.error("Checkpoint at step %d is unreadable (%s: %s); trying an older one.",
+      logging.error("Checkpoint at step %d is unreadable (%s: %s).",
                     step, type(error).__name__, error)
       continue
     logging.info("Restored checkpoint at step %d.", step)
