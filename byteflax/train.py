@@ -80,6 +80,8 @@ class Trainer:
     self.model = self.objective.build_model()
     self.mesh = partitioning.make_mesh(config.mesh, devices)
     self.total_steps, self.budget = training_steps(config, self.task_name)
+    # Parsed here so that a wrong select_by fails before any teacher fit or training step.
+    self.selection = Selection.from_config(config)
     # Evals every so many epochs need the epoch's length in steps.
     self.epoch_steps = step_lib.steps_per_epoch(config, _training_examples(
         self.task_name, "config.evals.*.every_epochs cannot place its evals")) if any(
@@ -374,7 +376,7 @@ def load_variables(workdir: str, trainer: Trainer,
   step, optimizer and quantization ranges (e.g. quantization-aware fine-tuning of a float
   run); export and benchmarks apply the model with them.
   """
-  manager, step, directory = _model_checkpoint(workdir, Selection.from_config(trainer.config))
+  manager, step, directory = _model_checkpoint(workdir, trainer.selection)
   abstract = trainer.abstract_state()
   target = {name: tree for name, tree in (("params", abstract.params),
                                           (quant.COLLECTION, abstract.quant_stats))
@@ -466,7 +468,7 @@ def write_final_eval(workdir: str, trainer: Trainer, state: step_lib.TrainState,
                      writer: MetricsLogger, manager: ocp.CheckpointManager) -> dict[str, Any]:
   """Every configured eval of the run's model (`Selection`: the selected checkpoint, else
   `state`), written to <workdir>/eval.json."""
-  selection = Selection.from_config(trainer.config)
+  selection = trainer.selection
   last_step = int(jax.device_get(state.step))
   stored, chose = {}, {}
   if selection:
@@ -547,8 +549,7 @@ def _train_loop(trainer: Trainer, state: step_lib.TrainState, start_step: int,
   Returns the state and whether training stopped early on a preemption notice (after
   saving a checkpoint at the step it stopped at).
   """
-  config, total_steps = trainer.config, trainer.total_steps
-  selection = Selection.from_config(config)
+  config, total_steps, selection = trainer.config, trainer.total_steps, trainer.selection
   transfer = {"transfer": config.distill.transfer,
               "transfer_rate": config.distill.transfer_rate} if (
                   teacher_path and config.distill.get("transfer")) else {}
