@@ -71,8 +71,12 @@ class JaxClassifier(Classifier):
 
   def logits(self, texts):
     encode = splitter.ByteSplitter(self.max_length).encode
-    encoded = [encode(t) for t in texts]
-    logits = np.zeros((len(texts), len(self.label_names)), np.float32)
+    return self.logits_of_ids([encode(t) for t in texts])
+
+  def logits_of_ids(self, encoded: Sequence[Sequence[int]]) -> np.ndarray:
+    """Logits `[n, labels]` of texts already split into ids (each ending in EOS, at most
+    max_length long), e.g. the rows of a split as training saw them."""
+    logits = np.zeros((len(encoded), len(self.label_names)), np.float32)
     order = np.argsort([len(e) for e in encoded], kind="stable")
     for start in range(0, len(order), self._batch_size):
       rows = order[start:start + self._batch_size]
