@@ -155,9 +155,7 @@ def main():
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     results = benchmark(config.value, workdir.value, plain_export.value, texts.value,
                         rounds.value, warmup.value, [float(t) for t in layer_targets.value])
-    print(format_table(results))
-    if out.value:
-      results_io.write_results(out.value, "early_exit", results, plot)
+    results_io.report(results, format_table(results), out.value, "early_exit", plot)
 
   app.run(run)
 

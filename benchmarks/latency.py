@@ -175,9 +175,7 @@ def main():
     results = benchmark(config.value, export_dirs.value, baselines.value, texts.value,
                         fit_texts.value, [int(n) for n in lengths.value], runs.value,
                         warmup.value)
-    print(format_table(results))
-    if out.value:
-      results_io.write_results(out.value, "latency", results, plot)
+    results_io.report(results, format_table(results), out.value, "latency", plot)
 
   app.run(run)
 

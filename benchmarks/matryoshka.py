@@ -55,9 +55,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   results = measure(_CONFIG.value, _WORKDIR.value)
-  print(format_table(results))
-  if _OUT.value:
-    results_io.write_results(_OUT.value, "matryoshka", results)
+  results_io.report(results, format_table(results), _OUT.value, "matryoshka")
 
 
 if __name__ == "__main__":

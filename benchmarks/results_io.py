@@ -17,3 +17,12 @@ def write_results(out: str, name: str, results: object,
     paths.append(os.path.join(out, f"{name}.png"))
     plot(results, paths[1])
   return paths
+
+
+def report(results: object, table: str, out: str | None, name: str,
+           plot: Callable[[object, str], None] | None = None) -> None:
+  """Prints a benchmark's `table` and, given an `out` folder, writes `results` there
+  (`write_results`) and prints the paths written."""
+  print(table)
+  if out:
+    print("wrote", *write_results(out, name, results, plot))

@@ -132,9 +132,7 @@ def main():
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     results = measure(workdir.value, max_texts.value)
-    print(format_table(results))
-    if out.value:
-      print("wrote", *results_io.write_results(out.value, "teacher_agreement", results))
+    results_io.report(results, format_table(results), out.value, "teacher_agreement")
 
   app.run(run)
 
