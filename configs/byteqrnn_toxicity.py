@@ -23,8 +23,9 @@ Variants (`--config=configs/byteqrnn_toxicity.py:<arg>`, comma-separated):
                 encoder taught by a fine-tuned MiniLM on the fortunes, on 4 augmented
                 copies of each and on 20,000 toxic comments (the teacher's logits ship in
                 benchmarks/results/), 4,000 steps, ~40 min on 2 CPU cores: test AUC 0.8592
-                (0.8561-0.8624) over seeds 0-2 (docs/distillation.md). With `scratch`: random weights, labels only, 2,000
-                steps. `multilingual` keeps the TF-IDF char teacher, 2,000 steps.
+                (0.8561-0.8624) over seeds 0-2 (docs/distillation.md). With `scratch`:
+                random weights, labels only, 2,000 steps. `multilingual` keeps the TF-IDF
+                char teacher, 2,000 steps.
   multilingual  English + Spanish + Italian fortunes (needs the Debian packages
                 fortunes-es fortunes-it fortunes-it-off).
   qat           quantization-aware fine-tuning (8-bit fake quantization, byteflax/quant.py)
