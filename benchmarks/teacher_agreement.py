@@ -33,6 +33,7 @@ from byteflax import metrics as metrics_lib
 from byteflax import report
 from byteflax import splitter
 
+
 def teacher_logits(path: str, ids: np.ndarray) -> np.ndarray:
   """The teacher file's log-odds `[n, labels]` for byte-id rows `[n, length]`, found by
   `input_pipeline.teacher_keys` as training finds them; ValueError if a row has none."""
@@ -93,7 +94,7 @@ def measure(workdir: str, max_texts: int) -> dict:
         None if labels is None else labels[rows])
 
   add("train", *input_pipeline.task_examples(config.data, "train", config.data.max_length))
-  for source in filter(None, (s.strip() for s in config.distill.get("transfer", "").split(","))):
+  for source in input_pipeline.transfer_sources(config.distill.get("transfer", "")):
     add(source, input_pipeline.transfer_ids(config.data, source))
   for split in ("validation", "test"):
     ids, labels = input_pipeline.task_examples(config.data, split, config.data.max_length)

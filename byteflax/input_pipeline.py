@@ -136,6 +136,11 @@ def texts_from_ids(ids: np.ndarray) -> list[str]:
       "utf-8", errors="replace") for row in ids]
 
 
+def transfer_sources(sources: str) -> list[str]:
+  """The sources that config.distill.transfer names, in order ("" names none)."""
+  return [name.strip() for name in sources.split(",") if name.strip()]
+
+
 def transfer_ids(data: ml_collections.ConfigDict, sources: str) -> np.ndarray:
   """Unlabelled transfer texts for distillation as byte ids `[n, data.max_length]`.
 
@@ -152,7 +157,7 @@ def transfer_ids(data: ml_collections.ConfigDict, sources: str) -> np.ndarray:
   """
   ids = []
   train_texts = None  # Decoded once, for the sources made from them.
-  for source in filter(None, (name.strip() for name in sources.split(","))):
+  for source in transfer_sources(sources):
     name, _, count = source.partition(":")
     if name in (TRANSFER_PERTURBED, TRANSFER_AUGMENTED):
       if train_texts is None:
