@@ -203,7 +203,8 @@ def write_card(workdir: str, export_dir: str | None = None, out: str | None = No
             f"AdamW lr {config.optim.learning_rate} ({config.optim.schedule}), seed "
             f"{config.seed}; quantization-aware: {bool(config.get('quant', {}).get('enabled'))}"
             + (f"; distilled from `{config.distill.teacher}` (alpha {config.distill.alpha}, "
-               f"temperature {config.distill.temperature})"
+               f"temperature {config.distill.temperature}, teacher term "
+               f"{config.distill.get('soft_loss', 'cross_entropy')})"
                if config.get("distill") and config.distill.alpha else "") + ".", "",
             "<details><summary>Full config</summary>", "", "```json",
             config.to_json_best_effort(indent=2), "```", "</details>", ""]

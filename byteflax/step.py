@@ -69,20 +69,31 @@ def make_optimizer(optim: ml_collections.ConfigDict, total_steps: int
   return tx, schedule
 
 
-def distillation_loss(logits, labels, teacher_logits, weights, alpha: float,
-                      temperature: float, label_weights=None):
-  """(1 - alpha) x cross-entropy with the labels + alpha x T^2 x cross-entropy with the
-  teacher's probabilities, both at temperature T -> (weighted sum, weight).
+SOFT_LOSSES = ("cross_entropy", "logit_mse")
 
+
+def distillation_loss(logits, labels, teacher_logits, weights, alpha: float,
+                      temperature: float, label_weights=None,
+                      soft_loss: str = "cross_entropy"):
+  """(1 - alpha) x cross-entropy with the labels + alpha x a teacher term -> (weighted sum,
+  weight).
+
+  The teacher term (`soft_loss`): "cross_entropy", T^2 x cross-entropy with the teacher's
+  probabilities, both at temperature T (T^2 keeps its gradient scale independent of T;
+  Hinton et al., 2015); or "logit_mse", half the squared difference of the log-odds (Tang
+  et al., 2019), whose gradient does not fade where both are confident, so the student
+  also copies the teacher's ranking among its confident texts (T cancels out of it).
   All of `[batch, labels]` but weights and label_weights `[batch]`; label_weights (default
-  all 1) switch the label term off for transfer texts, which have no labels. T^2 keeps the
-  teacher term's gradient scale independent of T (Hinton et al., 2015).
+  all 1) switch the label term off for transfer texts, which have no labels.
   """
   hard = optax.sigmoid_binary_cross_entropy(logits, labels)
   if label_weights is not None:
     hard = hard * label_weights[:, None]
-  soft = optax.sigmoid_binary_cross_entropy(
-      logits / temperature, jax.nn.sigmoid(teacher_logits / temperature)) * temperature**2
+  if soft_loss == "logit_mse":
+    soft = 0.5 * jnp.square(logits - teacher_logits)
+  else:
+    soft = optax.sigmoid_binary_cross_entropy(
+        logits / temperature, jax.nn.sigmoid(teacher_logits / temperature)) * temperature**2
   per_example = ((1 - alpha) * hard + alpha * soft).mean(axis=-1)
   return jnp.sum(per_example * weights), jnp.sum(weights)
 
@@ -90,6 +101,7 @@ def distillation_loss(logits, labels, teacher_logits, weights, alpha: float,
 def train_step(state: TrainState, batch: dict[str, jax.Array],
                objective: Objective, distill_alpha: float = 0.0,
                distill_temperature: float = 1.0,
+               distill_soft_loss: str = "cross_entropy",
                output_loss_weights: tuple[float, ...] = (), outputs: str = ""
                ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer step.
@@ -104,6 +116,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
     distill_alpha: weight of the teacher term (`distillation_loss`); 0 trains on the
       labels alone.
     distill_temperature: the distillation temperature.
+    distill_soft_loss: the teacher term, "cross_entropy" or "logit_mse".
     output_loss_weights: for a model with several outputs (early exits, Matryoshka
       dims; `output_settings`), one weight per output: the loss is the weighted mean of
       every output's loss, all trained jointly. Empty: the model's output alone.
@@ -118,7 +131,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
     if distill_alpha:
       loss_sum, weight = distillation_loss(logits, batch["labels"], batch["teacher_logits"],
                                            batch["weights"], distill_alpha,
-                                           distill_temperature, batch.get("label_weights"))
+                                           distill_temperature, batch.get("label_weights"),
+                                           distill_soft_loss)
     else:
       loss_sum, weight = objective.loss(logits, batch)
     return loss_sum / weight
@@ -230,4 +244,9 @@ def distillation_settings(config: ml_collections.ConfigDict) -> dict[str, float]
   if not 0 < settings.alpha <= 1 or settings.temperature <= 0:
     raise ValueError(f"config.distill needs 0 < alpha <= 1 and temperature > 0, got alpha "
                      f"{settings.alpha}, temperature {settings.temperature}.")
-  return {"distill_alpha": settings.alpha, "distill_temperature": settings.temperature}
+  soft_loss = settings.get("soft_loss", "cross_entropy")
+  if soft_loss not in SOFT_LOSSES:
+    raise ValueError(f"Unknown config.distill.soft_loss {soft_loss!r}; choose from "
+                     f"{SOFT_LOSSES}.")
+  return {"distill_alpha": settings.alpha, "distill_temperature": settings.temperature,
+          "distill_soft_loss": soft_loss}

@@ -169,6 +169,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       teacher_folds=5,  # Out-of-fold teacher logits: the teacher never saw the example.
       alpha=0.8,  # Weight of the teacher term; 0 trains on the labels alone.
       temperature=1.0,
+      # The teacher term: "cross_entropy" with its probabilities at `temperature`, or
+      # "logit_mse" on its log-odds (Tang et al., 2019; step.distillation_loss).
+      soft_loss="cross_entropy",
       # Unlabelled transfer texts the teacher labels too (input_pipeline.transfer_ids),
       # comma-separated: "perturbed" (obfuscated copies of the training texts),
       # "augmented:K" (K copies with words dropped / replaced, n-gram spans) and/or other

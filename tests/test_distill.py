@@ -10,6 +10,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import ml_collections
 import optax
 import pytest
 
@@ -116,6 +117,35 @@ def test_distillation_loss_mixes_label_and_teacher_cross_entropies():
       rtol=1e-5)
   grad = jax.grad(lambda z: step.distillation_loss(z, labels, teacher, weights, 1.0, 2.0)[0])
   np.testing.assert_allclose(grad(jnp.asarray(teacher)), 0, atol=1e-6)
+
+
+def test_logit_mse_teacher_term_matches_half_the_squared_log_odds_difference():
+  rng = np.random.default_rng(1)
+  logits, teacher = (4 * rng.normal(size=(2, 5, 1))).astype(np.float32)
+  labels = (rng.random((5, 1)) < 0.5).astype(np.float32)
+  weights = np.array([1, 0, 1, 1, 1], np.float32)
+  total, _ = step.distillation_loss(logits, labels, teacher, weights, 0.25, 3.0,
+                                    soft_loss="logit_mse")
+  expected = sum(weights[i] * (0.75 * float(optax.sigmoid_binary_cross_entropy(
+      logits[i, 0], labels[i, 0])) + 0.25 * 0.5 * float(logits[i, 0] - teacher[i, 0])**2)
+                 for i in range(5))
+  np.testing.assert_allclose(total, expected, rtol=1e-5)
+  # Unlike the cross-entropy term, its gradient keeps the log-odds gap where both sides
+  # are confident (teacher 8, student 5: sigmoid gradient ~0.007, here 3).
+  confident = lambda loss: jax.grad(lambda z: step.distillation_loss(
+      z, np.ones((1, 1), np.float32), np.full((1, 1), 8.0, np.float32),
+      np.ones(1, np.float32), 1.0, 1.0, soft_loss=loss)[0])(jnp.full((1, 1), 5.0))
+  np.testing.assert_allclose(confident("logit_mse"), [[-3.0]], rtol=1e-6)
+  assert abs(float(confident("cross_entropy")[0, 0])) < 0.01
+
+
+def test_distillation_settings_reject_an_unknown_soft_loss():
+  config = ml_collections.ConfigDict(dict(distill=dict(alpha=0.5, temperature=1.0,
+                                                       soft_loss="kl")))
+  with pytest.raises(ValueError, match="soft_loss 'kl'"):
+    step.distillation_settings(config)
+  config.distill.soft_loss = "logit_mse"
+  assert step.distillation_settings(config)["distill_soft_loss"] == "logit_mse"
 
 
 @pytest.mark.slow
