@@ -22,8 +22,9 @@ Variants (`--config=configs/byteqrnn_toxicity.py:<arg>`, comma-separated):
   fortunes      the English fortunes (offensive vs clean fortune-cookie texts): the shipped
                 encoder taught by a fine-tuned MiniLM on the fortunes, on 4 augmented
                 copies of each and on 20,000 toxic comments (the teacher's logits ship in
-                benchmarks/results/), 4,000 steps, ~40 min on 2 CPU cores: test AUC 0.8592
-                (0.8561-0.8624) over seeds 0-2 (docs/distillation.md). With `scratch`:
+                benchmarks/results/), 6,000 steps (2/3 of each batch transfer texts), 53 min
+                on 2 CPU cores: test AUC 0.8634 (0.8619-0.8648) over seeds 0-2
+                (docs/distillation.md). With `scratch`:
                 random weights, labels only, 2,000 steps. `multilingual` keeps the TF-IDF
                 char teacher, 2,000 steps.
   multilingual  English + Spanish + Italian fortunes (needs the Debian packages
@@ -208,7 +209,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.init_from = "byteqrnn_corpus"
     config.distill.update(teacher="minilm_finetuned", teacher_path=FORTUNES_TEACHER,
                           transfer="augmented:4,toxic_comments_en:20000")
-    config.max_steps = 4000  # Still 4.7 labelled epochs: transfer texts fill half a batch.
+    # Transfer texts fill 2/3 of each batch, so 6,000 steps are still 4.66 labelled epochs
+    # and show each transfer text ~1.7 times: +0.005 test AUC (seeds 0-2) over 4,000 steps
+    # at rate 1/2 (docs/distillation.md).
+    config.max_steps = 6000
+    config.distill.transfer_rate = 0.6667
   if "full" in args:
     config.max_steps = None
   if "scratch" in args or "smoke" in args:
