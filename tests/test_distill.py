@@ -131,7 +131,7 @@ def test_logit_mse_teacher_term_matches_half_the_squared_log_odds_difference():
                  for i in range(5))
   np.testing.assert_allclose(total, expected, rtol=1e-5)
   # Unlike the cross-entropy term, its gradient keeps the log-odds gap where both sides
-  # are confident (teacher 8, student 5: sigmoid gradient ~0.007, here 3).
+  # are confident (teacher 8, student 5: sigmoid gradient ~0.006, here 3).
   confident = lambda loss: jax.grad(lambda z: step.distillation_loss(
       z, np.ones((1, 1), np.float32), np.full((1, 1), 8.0, np.float32),
       np.ones(1, np.float32), 1.0, 1.0, soft_loss=loss)[0])(jnp.full((1, 1), 5.0))
