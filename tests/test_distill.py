@@ -9,8 +9,8 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import ml_collections
+import numpy as np
 import optax
 import pytest
 
