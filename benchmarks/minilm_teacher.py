@@ -94,8 +94,10 @@ def bundle(out: str, tasks: list[str], transfer: str | None) -> None:
 
 
 def fit(bundle_dir: str, out: str, epochs: dict[str, int], folds: int, device: str,
-        deadline_s: float, seed: int, tasks: list[str]) -> None:
-  """Fine-tunes and scores each task; writes <out>/<task>.npz as each finishes."""
+        deadline_s: float, seed: int, tasks: list[str], with_features: bool = False) -> None:
+  """Fine-tunes and scores each task; writes <out>/<task>.npz as each finishes. With
+  `with_features` it also holds the pooled features the head reads (float16) of the
+  training and transfer texts, for a teacher file with features (`report`)."""
   if folds == 1 or folds < 0:
     raise ValueError(f"--folds must be 0 (in-fold training logits) or >= 2, got {folds}.")
   start = time.perf_counter()
@@ -130,7 +132,11 @@ def fit(bundle_dir: str, out: str, epochs: dict[str, int], folds: int, device: s
     fit_s = time.perf_counter() - fit_start
     log(f"{task}: {epochs[task]} epochs on {len(train_texts)} texts in {fit_s:.0f} s, "
         f"validation AUC per epoch {model.validation_aucs}")
-    arrays = {f"logits_{name}": model.decision_function(texts) for name, texts in scored.items()}
+    arrays = {}
+    for name, texts in scored.items():
+      arrays[f"logits_{name}"], features = model.encode(texts)
+      if with_features and name in ("train", "transfer"):  # What a teacher file holds.
+        arrays[f"features_{name}"] = features.astype(np.float16)
     result = dict(task=task, epochs=epochs[task],
                   best_epoch=int(np.argmax(model.validation_aucs)) + 1,
                   validation_aucs=model.validation_aucs, fit_s=fit_s, device=device,
@@ -162,8 +168,18 @@ def fit(bundle_dir: str, out: str, epochs: dict[str, int], folds: int, device: s
   log("done")
 
 
-def report(logits_dir: str, out: str) -> None:
-  """Quality rows per task (results.json) and teacher files <out>/teacher_<task>.npz."""
+def _principal_components(features: np.ndarray, dims: int) -> np.ndarray:
+  """features `[n, hidden]` centred and projected on their first `dims` principal axes
+  -> `[n, dims]` float32: what the student's feature term compares (cosine similarities of
+  centred vectors) at a fraction of the file size."""
+  centred = features.astype(np.float32) - features.astype(np.float32).mean(0)
+  _, _, axes = np.linalg.svd(centred[::max(1, len(centred) // 20_000)], full_matrices=False)
+  return centred @ axes[:dims].T
+
+
+def report(logits_dir: str, out: str, feature_dims: int = 64) -> None:
+  """Quality rows per task (results.json) and teacher files <out>/teacher_<task>.npz
+  (with the first `feature_dims` principal components of the features, if `fit` kept them)."""
   from byteflax import distill  # pylint: disable=g-import-not-at-top
   from byteflax import input_pipeline  # pylint: disable=g-import-not-at-top
   from byteflax import metrics  # pylint: disable=g-import-not-at-top
@@ -201,9 +217,16 @@ def report(logits_dir: str, out: str) -> None:
     # The transfer texts fit scored: the student names them in config.distill.transfer.
     ids = np.concatenate([ids, input_pipeline.transfer_ids(config.data, result["transfer"])])
     logits = np.concatenate([train_logits, arrays["logits_transfer"]])
+    features = None
+    if "features_train" in arrays:  # `fit --features`
+      features = _principal_components(
+          np.concatenate([arrays["features_train"], arrays["features_transfer"]]),
+          feature_dims)
+      result["feature_dims"] = features.shape[1]
     result["examples_sharing_ids"] = distill.save_teacher(
         os.path.join(out, f"teacher_{task}.npz"), ids, logits, task=task,
-        max_length=config.data.max_length, teacher="minilm_finetuned", summary=result)
+        max_length=config.data.max_length, teacher="minilm_finetuned", summary=result,
+        features=features)
     rows[task] = result
     print(json.dumps({task: result}, indent=2))
   with open(os.path.join(out, "results.json"), "w") as f:
@@ -230,18 +253,22 @@ def main():
   step.add_argument("--deadline_s", type=float, default=float("inf"))
   step.add_argument("--seed", type=int, default=0)
   step.add_argument("--tasks", default=",".join(TASKS))
+  step.add_argument("--features", action="store_true",
+                    help="also keep the pooled features of the training and transfer texts")
   step = steps.add_parser("report", help="CPU: rows and teacher files")
   step.add_argument("--logits", required=True)
   step.add_argument("--out", required=True)
+  step.add_argument("--feature_dims", type=int, default=64,
+                    help="principal components of the teacher's features kept in its file")
   args = parser.parse_args()
   if args.step == "bundle":
     bundle(args.out, args.tasks.split(","), args.transfer)
   elif args.step == "fit":
     epochs = {task: int(n) for task, n in (item.split("=") for item in args.epochs.split(","))}
     fit(args.bundle, args.out, epochs, args.folds, args.device, args.deadline_s, args.seed,
-        args.tasks.split(","))
+        args.tasks.split(","), args.features)
   else:
-    report(args.logits, args.out)
+    report(args.logits, args.out, args.feature_dims)
 
 
 if __name__ == "__main__":

@@ -167,7 +167,8 @@ class MiniLMFineTuned:
     self.device, self.model_dir, self.eval_batch_size = device, model_dir, eval_batch_size
     self.validation_aucs: list[float] = []
 
-  def _logits(self, texts: Sequence[str]):
+  def _pooled(self, texts: Sequence[str]):
+    """The encoder's mean-pooled output `[n, hidden]`: what the head reads."""
     torch = importlib.import_module("torch")
     tokens = self._tokenizer(list(texts), padding=True, truncation=True,
                              max_length=self.max_tokens, return_tensors="pt").to(self.device)
@@ -175,7 +176,10 @@ class MiniLMFineTuned:
     with torch.autocast("cuda", torch.bfloat16, enabled=self.device.startswith("cuda")):
       hidden = self._encoder(**tokens).last_hidden_state
       mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-      return self._head((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)).float()
+      return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+  def _logits(self, texts: Sequence[str]):
+    return self._head(self._pooled(texts)).float()
 
   def fit(self, train: tuple[Sequence[str], np.ndarray],
           validation: tuple[Sequence[str], np.ndarray] | None, c: float | None = None):
@@ -225,16 +229,24 @@ class MiniLMFineTuned:
     return self
 
   def decision_function(self, texts: Sequence[str]) -> np.ndarray:
-    """Log-odds `[n, labels]`; texts are batched by length so padding stays short."""
+    """Log-odds `[n, labels]`."""
+    return self.encode(texts)[0]
+
+  def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Log-odds `[n, labels]` and the pooled features the head reads `[n, hidden]`
+    (float32); texts are batched by length so padding stays short."""
     torch = importlib.import_module("torch")
     self._encoder.eval()
     order = np.argsort([len(t) for t in texts], kind="stable")
     logits = np.zeros((len(texts), self._head.out_features), np.float32)
+    features = np.zeros((len(texts), self._head.in_features), np.float32)
     with torch.no_grad():
       for start in range(0, len(texts), self.eval_batch_size):
         rows = order[start:start + self.eval_batch_size]
-        logits[rows] = self._logits([texts[i] for i in rows]).cpu().numpy()
-    return logits
+        pooled = self._pooled([texts[i] for i in rows])
+        logits[rows] = self._head(pooled).float().cpu().numpy()
+        features[rows] = pooled.float().cpu().numpy()
+    return logits, features
 
   def num_params(self) -> int:
     return sum(p.numel() for p in [*self._encoder.parameters(), *self._head.parameters()])

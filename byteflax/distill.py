@@ -29,7 +29,9 @@ An ensemble teacher is the mean of several teachers' log-odds (`average_teachers
       --config.distill.teacher_path=/tmp/average.npz --average=/tmp/char.npz,/tmp/minilm.npz
 
 File (.npz): keys `[n]` int64, logits `[n, labels]` float32, task, max_length, teacher, and the
-teacher's own validation / test ROC AUC (fit on the whole training split) for reference.
+teacher's own validation / test ROC AUC (fit on the whole training split) for reference;
+optionally features `[n, d]` float16 (a fine-tuned MiniLM's pooled features, for the
+feature term `config.distill.feature_weight`: benchmarks/minilm_teacher.py).
 """
 
 from __future__ import annotations
@@ -69,29 +71,34 @@ def _mean_per_key(keys: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def save_teacher(path: str, ids: np.ndarray, logits: np.ndarray, task: str, max_length: int,
-                 teacher: str, summary: dict[str, object]) -> int:
-  """Writes a teacher file: training ids `[n, max_length]` and their logits `[n, labels]`,
-  keyed by `input_pipeline.teacher_keys`; returns how many examples share another's ids."""
-  keys, logits = _mean_per_key(input_pipeline.teacher_keys(ids), logits)
+                 teacher: str, summary: dict[str, object],
+                 features: np.ndarray | None = None) -> int:
+  """Writes a teacher file: training ids `[n, max_length]` and their logits `[n, labels]`
+  (and features `[n, d]`, stored as float16, if given: `step.similarity_loss`), keyed by
+  `input_pipeline.teacher_keys`; returns how many examples share another's ids."""
+  all_keys = input_pipeline.teacher_keys(ids)
+  keys, logits = _mean_per_key(all_keys, logits)
   if len(keys) < len(ids):
     logging.warning(
         "%d of %d training examples have the same byte ids as another (exact duplicates, or "
         "texts equal in their first %d bytes); each such group gets its mean teacher logits.",
         len(ids) - len(keys), len(ids), max_length - 1)
+  extra = {} if features is None else {
+      "features": _mean_per_key(all_keys, features)[1].astype(np.float16)}
   _write_file(path, keys, logits, task, max_length, teacher,
-              {**summary, "examples_sharing_ids": len(ids) - len(keys)})
+              {**summary, "examples_sharing_ids": len(ids) - len(keys)}, **extra)
   return len(ids) - len(keys)
 
 
 def _write_file(path: str, keys: np.ndarray, logits: np.ndarray, task: str, max_length: int,
-                teacher: str, summary: dict[str, object]) -> None:
+                teacher: str, summary: dict[str, object], **extra: np.ndarray) -> None:
   # Written whole, then renamed: a run killed mid-write leaves no half file to trip on.
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   partial = f"{path}.partial"
   # A file object, or np.savez* would append ".npz" to the name.
   with open(partial, "wb") as f:
     np.savez_compressed(f, keys=keys, logits=logits, task=task, max_length=max_length,
-                        teacher=teacher, summary=json.dumps(summary))
+                        teacher=teacher, summary=json.dumps(summary), **extra)
   os.replace(partial, path)
 
 

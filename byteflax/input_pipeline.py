@@ -82,13 +82,19 @@ def teacher_keys(ids: np.ndarray) -> np.ndarray:
 
 
 def _with_teacher_logits(ds: tf.data.Dataset, task_name: str, data: ml_collections.ConfigDict,
-                         teacher_path: str) -> tf.data.Dataset:
-  """Adds "teacher_logits" to every example from a file written by byteflax.distill."""
+                         teacher_path: str, features: bool = False) -> tf.data.Dataset:
+  """Adds "teacher_logits" to every example from a file written by byteflax.distill, and
+  with `features` "teacher_features" from a file that holds them (minilm_teacher --features)."""
   rewrite = ("write a new one with python -m byteflax.distill and this config (--overwrite "
              "to replace this file), or delete it if training fitted it into its workdir.")
   with np.load(teacher_path) as teacher:
     keys, logits = teacher["keys"], teacher["logits"].astype(np.float32)
     written_for = (str(teacher["task"]), int(teacher["max_length"]))
+    if features and "features" not in teacher.files:
+      raise ValueError(
+          f"{teacher_path} holds no teacher features, which config.distill.feature_weight > 0 "
+          "needs: python -m benchmarks.minilm_teacher fit --features, then report.")
+    teacher_features = teacher["features"].astype(np.float32) if features else None
   if keys.dtype != np.int64:
     raise ValueError(f"{teacher_path} is keyed by id strings, an older layout; {rewrite}")
   if written_for != (task_name, data.max_length):
@@ -98,14 +104,16 @@ def _with_teacher_logits(ds: tf.data.Dataset, task_name: str, data: ml_collectio
   rows = tf.lookup.StaticHashTable(
       tf.lookup.KeyValueTensorInitializer(keys, np.arange(len(keys), dtype=np.int64)),
       default_value=-1)
-  logits = tf.constant(logits)
+  tables = {"teacher_logits": tf.constant(logits)}
+  if teacher_features is not None:
+    tables["teacher_features"] = tf.constant(teacher_features)
 
   def add(ex):
     row = rows.lookup(_fingerprints(
         tf.strings.reduce_join(tf.strings.as_string(ex["inputs"]), separator=" ")))
     with tf.control_dependencies([tf.debugging.assert_non_negative(
         row, message=f"A training example has no teacher logits in {teacher_path}; {rewrite}")]):
-      return {**ex, "teacher_logits": tf.gather(logits, row)}
+      return {**ex, **{name: tf.gather(table, row) for name, table in tables.items()}}
 
   return ds.map(add, num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -310,14 +318,16 @@ def host_batch_size(global_batch_size: int) -> int:
 
 def train_batches(task_name: str, data: ml_collections.ConfigDict, *, seed: int,
                   start_step: int = 0, teacher_path: str | None = None, transfer: str = "",
-                  transfer_rate: float = 0.5) -> Iterator[dict[str, np.ndarray]]:
+                  transfer_rate: float = 0.5, teacher_features: bool = False
+                  ) -> Iterator[dict[str, np.ndarray]]:
   """Endless, deterministic training batches, starting at batch `start_step`.
 
   The pipeline is a pure function of (task, config, seed), so resuming after a restart
   skips the batches already consumed and sees exactly what an uninterrupted run would.
   With `teacher_path` (a byteflax.distill file) batches also carry "teacher_logits"; with
   `transfer` sources too (`transfer_ids`), a `transfer_rate` share of the examples are
-  transfer texts and batches carry "label_weights".
+  transfer texts and batches carry "label_weights"; with `teacher_features` also the
+  file's "teacher_features".
   """
   batch_size = host_batch_size(data.batch_size)
   boundaries = bucket_boundaries(data)
@@ -329,7 +339,7 @@ def train_batches(task_name: str, data: ml_collections.ConfigDict, *, seed: int,
                        "a teacher (config.distill.alpha > 0).")
     ds = _with_transfer(ds, data, num_labels, transfer, transfer_rate, seed)
   if teacher_path:
-    ds = _with_teacher_logits(ds, task_name, data, teacher_path)
+    ds = _with_teacher_logits(ds, task_name, data, teacher_path, teacher_features)
   ds = _bucketed(ds, boundaries, batch_size, drop_remainder=True).skip(start_step)
   options = tf.data.Options()
   options.deterministic = True

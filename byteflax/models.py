@@ -139,6 +139,9 @@ class ByteClassifier(nn.Module):
       pool, head = heads[suffix]
       encoded = nn.with_logical_constraint(encoded, ("batch", "length", self.encoder_axis))
       pooled = pool(encoded, encoded_mask)
+      # Kept only where "intermediates" is mutable: the feature term of distillation
+      # (step.similarity_loss) reads the last exit's, the full model's.
+      self.sow("intermediates", "pooled", pooled)
       if all_dims:
         logits.append(jnp.stack([head(self.prefix(pooled, d)) for d in self.nested_dims(
             pooled.shape[-1])]).astype(jnp.float32))

@@ -98,10 +98,34 @@ def distillation_loss(logits, labels, teacher_logits, weights, alpha: float,
   return jnp.sum(per_example * weights), jnp.sum(weights)
 
 
+def similarity_loss(features, teacher_features, weights):
+  """Similarity-preserving distillation (Tung and Mori, 2019): how far the student's texts
+  lie from each other as the teacher's do.
+
+  features `[batch, d]` (the student's pooled vectors) and teacher_features
+  `[batch, d_teacher]` (the teacher's, any width) are each centred on the batch mean and
+  their rows scaled to unit length; the loss is the mean squared difference of the two
+  `[batch, batch]` cosine-similarity matrices over the pairs of real rows (weights
+  `[batch]`, 0 for padding). Only similarities are compared, so neither a projection nor
+  equal widths are needed, and a teacher's features pass on more than its one log-odds
+  per text: which texts it deems alike.
+  """
+  def cosines(x):
+    x = x.astype(jnp.float32)
+    x = x - jnp.sum(x * weights[:, None], 0) / jnp.maximum(jnp.sum(weights), 1.0)
+    x = x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
+    return x @ x.T
+
+  pairs = weights[:, None] * weights[None, :]
+  difference = jnp.square(cosines(features) - cosines(teacher_features))
+  return jnp.sum(pairs * difference) / jnp.maximum(jnp.sum(pairs), 1.0)
+
+
 def train_step(state: TrainState, batch: dict[str, jax.Array],
                objective: Objective, distill_alpha: float = 0.0,
                distill_temperature: float = 1.0,
                distill_soft_loss: str = "cross_entropy",
+               distill_feature_weight: float = 0.0,
                output_loss_weights: tuple[float, ...] = (), outputs: str = ""
                ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer step.
@@ -117,6 +141,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
       labels alone.
     distill_temperature: the distillation temperature.
     distill_soft_loss: the teacher term, "cross_entropy" or "logit_mse".
+    distill_feature_weight: weight of `similarity_loss` between the model's pooled vectors
+      and batch["teacher_features"] `[batch, d_teacher]`, added to the loss; 0: none.
     output_loss_weights: for a model with several outputs (early exits, Matryoshka
       dims; `output_settings`), one weight per output: the loss is the weighted mean of
       every output's loss, all trained jointly. Empty: the model's output alone.
@@ -141,13 +167,17 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
     # Quantization ranges follow this batch (an EMA); they are not trained by gradients.
     logits, updates = state.apply_fn(
         {"params": params, quant.COLLECTION: state.quant_stats}, *objective.model_args(batch),
-        train=True, rngs={"dropout": dropout_rng}, mutable=[quant.COLLECTION],
+        train=True, rngs={"dropout": dropout_rng},
+        mutable=[quant.COLLECTION] + (["intermediates"] if distill_feature_weight else []),
         **({outputs: True} if output_loss_weights else {}))
     if output_loss_weights:  # logits: [outputs, batch, labels].
       loss = sum(w * mean_loss(output_logits) for w, output_logits in
                  zip(output_loss_weights, logits)) / sum(output_loss_weights)
     else:
       loss = mean_loss(logits)
+    if distill_feature_weight:
+      loss += distill_feature_weight * similarity_loss(
+          updates["intermediates"]["pooled"][-1], batch["teacher_features"], batch["weights"])
     return loss, updates.get(quant.COLLECTION, state.quant_stats)
 
   (loss, quant_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -248,5 +278,9 @@ def distillation_settings(config: ml_collections.ConfigDict) -> dict[str, float]
   if soft_loss not in SOFT_LOSSES:
     raise ValueError(f"Unknown config.distill.soft_loss {soft_loss!r}; choose from "
                      f"{SOFT_LOSSES}.")
+  feature_weight = settings.get("feature_weight", 0.0)
+  if feature_weight < 0:
+    raise ValueError(f"config.distill.feature_weight must be >= 0, got {feature_weight}.")
   return {"distill_alpha": settings.alpha, "distill_temperature": settings.temperature,
-          "distill_soft_loss": soft_loss}
+          "distill_soft_loss": soft_loss,
+          **({"distill_feature_weight": feature_weight} if feature_weight else {})}

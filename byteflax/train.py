@@ -550,11 +550,14 @@ def _train_loop(trainer: Trainer, state: step_lib.TrainState, start_step: int,
   saving a checkpoint at the step it stopped at).
   """
   config, total_steps, selection = trainer.config, trainer.total_steps, trainer.selection
-  transfer = {"transfer": config.distill.transfer,
-              "transfer_rate": config.distill.transfer_rate} if (
-                  teacher_path and config.distill.get("transfer")) else {}
+  teaching = {}  # What the batches carry beyond the teacher's logits.
+  if teacher_path and config.distill.get("transfer"):
+    teaching.update(transfer=config.distill.transfer,
+                    transfer_rate=config.distill.transfer_rate)
+  if teacher_path and config.distill.get("feature_weight"):
+    teaching.update(teacher_features=True)
   batches = trainer.objective.train_batches(config.seed, start_step,
-                                            teacher_path=teacher_path, **transfer)
+                                            teacher_path=teacher_path, **teaching)
   pending_losses, window_start, window_bytes = [], time.perf_counter(), 0
   first_pending = start_step + 1
   for step in range(start_step + 1, total_steps + 1):

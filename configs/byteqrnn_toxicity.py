@@ -180,6 +180,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # their share of training examples.
       transfer="",
       transfer_rate=0.5,
+      # Weight of a second teacher term: the student's pooled vectors keep the pairwise
+      # similarities of the teacher's features (step.similarity_loss); needs a teacher file
+      # with features (benchmarks/minilm_teacher.py fit --features). 0: logits only.
+      feature_weight=0.0,
   ))
 
   config.log_every_steps = 100

@@ -148,6 +148,89 @@ def test_distillation_settings_reject_an_unknown_soft_loss():
   assert step.distillation_settings(config)["distill_soft_loss"] == "logit_mse"
 
 
+def _naive_similarity_loss(features, teacher_features, weights):
+  real = weights > 0
+
+  def cosines(x):
+    x = x[real] - x[real].mean(0)
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return [[float(a @ b) for b in x] for a in x]
+
+  student, teacher = cosines(features), cosines(teacher_features)
+  n = len(student)
+  return sum((student[i][j] - teacher[i][j])**2 for i in range(n) for j in range(n)) / n**2
+
+
+def test_similarity_loss_compares_the_batchs_cosine_similarities():
+  rng = np.random.default_rng(0)
+  features = rng.normal(size=(7, 5)).astype(np.float32)
+  teacher = rng.normal(size=(7, 9)).astype(np.float32)
+  weights = np.array([1, 1, 1, 0, 1, 1, 0], np.float32)
+  loss = step.similarity_loss(features, teacher, weights)
+  np.testing.assert_allclose(loss, _naive_similarity_loss(features, teacher, weights),
+                             rtol=1e-5)
+  assert float(loss) > 0.05
+  # Padding rows do not count, whatever they hold.
+  padded = features.copy()
+  padded[[3, 6]] = 1e3
+  np.testing.assert_allclose(step.similarity_loss(padded, teacher, weights), loss, rtol=1e-6)
+  # Only similarities count: a shifted, rotated, scaled teacher is the same teacher, and a
+  # student that is one is a perfect copy, at any width.
+  rotation = np.linalg.qr(rng.normal(size=(9, 9)))[0]
+  moved = (3.0 * teacher @ rotation + 7.0).astype(np.float32)
+  np.testing.assert_allclose(step.similarity_loss(features, moved, weights), loss, rtol=1e-4)
+  widened = np.concatenate([teacher, np.zeros((7, 4), np.float32)], axis=1) @ np.linalg.qr(
+      rng.normal(size=(13, 13)))[0]
+  assert float(step.similarity_loss(widened.astype(np.float32), teacher, weights)) < 1e-10
+  grad = jax.grad(step.similarity_loss)(jnp.asarray(features), teacher, weights)
+  assert np.isfinite(grad).all() and np.abs(grad).max() > 0
+  np.testing.assert_array_equal(np.asarray(grad)[[3, 6]], 0)
+
+
+def test_distillation_settings_check_the_feature_weight():
+  config = ml_collections.ConfigDict(dict(distill=dict(alpha=0.5, temperature=1.0,
+                                                       feature_weight=0.0)))
+  assert "distill_feature_weight" not in step.distillation_settings(config)
+  config.distill.feature_weight = 2.0
+  assert step.distillation_settings(config)["distill_feature_weight"] == 2.0
+  config.distill.feature_weight = -1.0
+  with pytest.raises(ValueError, match="feature_weight must be >= 0"):
+    step.distillation_settings(config)
+
+
+def _add_features(config, dims=3):
+  """Rewrites the config's teacher file with features `[n, dims]` made from its logits;
+  returns them by key."""
+  ids = distill.split_texts(config, "train")[0]
+  with np.load(config.distill.teacher_path) as teacher:
+    by_key = dict(zip(teacher["keys"], teacher["logits"]))
+    task, max_length = str(teacher["task"]), int(teacher["max_length"])
+  logits = np.stack([by_key[key] for key in input_pipeline.teacher_keys(ids)])
+  features = np.concatenate([logits * (d + 1) + d for d in range(dims)], axis=1)
+  distill.save_teacher(config.distill.teacher_path, ids, logits, task=task,
+                       max_length=max_length, teacher="tfidf_word", summary={},
+                       features=features)
+  with np.load(config.distill.teacher_path) as teacher:
+    assert teacher["features"].dtype == np.float16
+    return dict(zip(teacher["keys"], teacher["features"].astype(np.float32)))
+
+
+def test_teacher_features_are_read_back_with_the_logits(toy_data, tmp_path):
+  config = _config(toy_data, tmp_path)
+  distill.write_teacher(config, config.distill.teacher_path)
+  task_name = train.Trainer(config).task_name
+  batches = lambda: input_pipeline.train_batches(
+      task_name, config.data, seed=0, teacher_features=True,
+      teacher_path=config.distill.teacher_path)
+  with pytest.raises(ValueError, match="holds no teacher features"):
+    next(batches())
+  features = _add_features(config)
+  batch = next(batches())
+  assert batch["teacher_features"].shape == (config.data.batch_size, 3)
+  for key, row in zip(input_pipeline.teacher_keys(batch["inputs"]), batch["teacher_features"]):
+    np.testing.assert_array_equal(row, features[key])
+
+
 @pytest.mark.slow
 def test_train_step_is_unchanged_without_distillation(toy_data, tmp_path):
   """alpha = 0 (`:scratch`) is the plain label loss, teacher logits or not."""
@@ -162,6 +245,28 @@ def test_train_step_is_unchanged_without_distillation(toy_data, tmp_path):
   jax.tree.map(np.testing.assert_array_equal, state.params, ignored.params)
   _, distilled_metrics = distilled.run_train_step(distilled.init_state(), with_teacher)
   assert float(distilled_metrics["loss"]) != float(metrics["loss"])
+
+
+@pytest.mark.slow
+def test_feature_term_adds_its_weight_times_the_similarity_loss(toy_data, tmp_path):
+  config = _config(toy_data, tmp_path)
+  distill.write_teacher(config, config.distill.teacher_path)
+  _add_features(config)
+  batch = next(input_pipeline.train_batches(train.Trainer(config).task_name, config.data,
+                                            seed=0, teacher_features=True,
+                                            teacher_path=config.distill.teacher_path))
+  losses = {}
+  for weight in (0.0, 1.0, 2.0):
+    config.distill.feature_weight = weight
+    trainer = train.Trainer(config)
+    losses[weight] = float(trainer.run_train_step(trainer.init_state(), batch)[1]["loss"])
+  assert losses[1.0] - losses[0.0] > 1e-3
+  np.testing.assert_allclose(losses[2.0] - losses[0.0], 2 * (losses[1.0] - losses[0.0]),
+                             rtol=1e-3)
+  # The training loop hands the features to the step.
+  config.total_steps = 20
+  report = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert np.isfinite(report["test"]["loss"])
 
 
 def test_teacher_file_is_read_back_for_every_training_example(toy_data, tmp_path):
