@@ -113,7 +113,8 @@ def similarity_loss(features, teacher_features, weights):
   def cosines(x):
     x = x.astype(jnp.float32)
     x = x - jnp.sum(x * weights[:, None], 0) / jnp.maximum(jnp.sum(weights), 1.0)
-    x = x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
+    # rsqrt of a clamped square, not a clamped norm: a zero row's gradient stays finite.
+    x = x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-12))
     return x @ x.T
 
   pairs = weights[:, None] * weights[None, :]

@@ -185,6 +185,11 @@ def test_similarity_loss_compares_the_batchs_cosine_similarities():
   grad = jax.grad(step.similarity_loss)(jnp.asarray(features), teacher, weights)
   assert np.isfinite(grad).all() and np.abs(grad).max() > 0
   np.testing.assert_array_equal(np.asarray(grad)[[3, 6]], 0)
+  # A row at the batch mean (its centred vector zero) keeps the gradient finite.
+  at_mean = np.round(4 * features)  # Small integers: the means below are exact.
+  at_mean[1] = at_mean[[0, 2, 4, 5]].mean(0)  # Then also the mean of all five real rows.
+  assert np.isfinite(jax.grad(step.similarity_loss)(jnp.asarray(at_mean), teacher,
+                                                    weights)).all()
 
 
 def test_distillation_settings_check_the_feature_weight():
