@@ -28,7 +28,9 @@ training texts). Then `--folds` fits of that many epochs on the other folds give
 training text an out-of-fold logit, as byteflax.distill does for TF-IDF (`--folds=0` keeps
 the in-fold logits, as Tang et al. did: one fit, for a CPU budget). Tasks run in order and each
 writes its file at once; a fold that would start after `--deadline_s` is skipped (the report
-then says the training logits are in-fold).
+then says the training logits are in-fold). `fit --features` also keeps the pooled features
+the head reads, and `report` writes their first `--feature_dims` principal components into
+the teacher file, for the student's feature term (config.distill.feature_weight).
 """
 
 from __future__ import annotations
