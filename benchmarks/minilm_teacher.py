@@ -174,7 +174,8 @@ def _principal_components(features: np.ndarray, dims: int) -> np.ndarray:
   """features `[n, hidden]` centred and projected on their first `dims` principal axes
   -> `[n, dims]` float32: what the student's feature term compares (cosine similarities of
   centred vectors) at a fraction of the file size."""
-  centred = features.astype(np.float32) - features.astype(np.float32).mean(0)
+  features = features.astype(np.float32)  # float16 as fit keeps them.
+  centred = features - features.mean(0)
   _, _, axes = np.linalg.svd(centred[::max(1, len(centred) // 20_000)], full_matrices=False)
   return centred @ axes[:dims].T
 
