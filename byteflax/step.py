@@ -271,6 +271,9 @@ def distillation_settings(config: ml_collections.ConfigDict) -> dict[str, float]
   """train_step's distill_* arguments: empty unless config.distill.alpha > 0."""
   settings = config.get("distill")
   if not settings or not settings.alpha:
+    if settings and settings.get("feature_weight"):
+      raise ValueError("config.distill.feature_weight > 0 needs a teacher: set "
+                       "config.distill.alpha > 0 too.")
     return {}
   if not 0 < settings.alpha <= 1 or settings.temperature <= 0:
     raise ValueError(f"config.distill needs 0 < alpha <= 1 and temperature > 0, got alpha "

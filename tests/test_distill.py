@@ -201,6 +201,9 @@ def test_distillation_settings_check_the_feature_weight():
   config.distill.feature_weight = -1.0
   with pytest.raises(ValueError, match="feature_weight must be >= 0"):
     step.distillation_settings(config)
+  config.distill.update(alpha=0.0, feature_weight=2.0)  # No teacher: not silently ignored.
+  with pytest.raises(ValueError, match="needs a teacher"):
+    step.distillation_settings(config)
 
 
 def _add_features(config, dims=3):
