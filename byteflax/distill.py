@@ -30,8 +30,9 @@ An ensemble teacher is the mean of several teachers' log-odds (`average_teachers
 
 File (.npz): keys `[n]` int64, logits `[n, labels]` float32, task, max_length, teacher, and the
 teacher's own validation / test ROC AUC (fit on the whole training split) for reference;
-optionally features `[n, d]` float16 (a fine-tuned MiniLM's pooled features, for the
-feature term `config.distill.feature_weight`: benchmarks/minilm_teacher.py).
+optionally features `[n, d]` int8 and feature_scales `[n, 1]` float32 (a fine-tuned
+MiniLM's pooled features, for the feature term `config.distill.feature_weight`:
+benchmarks/minilm_teacher.py).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def save_teacher(path: str, ids: np.ndarray, logits: np.ndarray, task: str, max_
                  teacher: str, summary: dict[str, object],
                  features: np.ndarray | None = None) -> int:
   """Writes a teacher file: training ids `[n, max_length]` and their logits `[n, labels]`
-  (and features `[n, d]`, stored as float16, if given: `step.similarity_loss`), keyed by
+  (and features `[n, d]`, stored as int8 with a scale per row, if given:
+  `step.similarity_loss`, `input_pipeline.quantize_rows`), keyed by
   `input_pipeline.teacher_keys`; returns how many examples share another's ids."""
   all_keys = input_pipeline.teacher_keys(ids)
   keys, logits = _mean_per_key(all_keys, logits)
@@ -83,8 +85,10 @@ def save_teacher(path: str, ids: np.ndarray, logits: np.ndarray, task: str, max_
         "%d of %d training examples have the same byte ids as another (exact duplicates, or "
         "texts equal in their first %d bytes); each such group gets its mean teacher logits.",
         len(ids) - len(keys), len(ids), max_length - 1)
-  extra = {} if features is None else {
-      "features": _mean_per_key(all_keys, features)[1].astype(np.float16)}
+  extra = {}
+  if features is not None:
+    codes, scales = input_pipeline.quantize_rows(_mean_per_key(all_keys, features)[1])
+    extra = {"features": codes, "feature_scales": scales}
   _write_file(path, keys, logits, task, max_length, teacher,
               {**summary, "examples_sharing_ids": len(ids) - len(keys)}, **extra)
   return len(ids) - len(keys)

@@ -219,8 +219,24 @@ def _add_features(config, dims=3):
                        max_length=max_length, teacher="tfidf_word", summary={},
                        features=features)
   with np.load(config.distill.teacher_path) as teacher:
-    assert teacher["features"].dtype == np.float16
-    return dict(zip(teacher["keys"], teacher["features"].astype(np.float32)))
+    assert teacher["features"].dtype == np.int8
+    stored = input_pipeline.dequantize_rows(teacher["features"], teacher["feature_scales"])
+    by_key = dict(zip(teacher["keys"], stored))
+  for key, row in zip(input_pipeline.teacher_keys(ids), features):
+    np.testing.assert_allclose(by_key[key], row, atol=np.abs(row).max() / 254 + 1e-6)
+  return by_key
+
+
+def test_rows_quantize_to_int8_within_half_a_step():
+  rng = np.random.default_rng(0)
+  features = rng.normal(size=(50, 16)).astype(np.float32) * rng.uniform(0.01, 100, (50, 1))
+  features[3] = 0.0  # An all-zero row stays zero, not NaN.
+  codes, scales = input_pipeline.quantize_rows(features)
+  assert codes.dtype == np.int8 and scales.shape == (50, 1)
+  restored = input_pipeline.dequantize_rows(codes, scales)
+  assert np.all(np.abs(restored - features) <= scales / 2 * (1 + 1e-6))
+  np.testing.assert_array_equal(restored[3], 0.0)
+  assert np.all(np.abs(codes).max(axis=1)[np.arange(50) != 3] == 127)  # Full range per row.
 
 
 def test_teacher_features_are_read_back_with_the_logits(toy_data, tmp_path):
@@ -230,7 +246,7 @@ def test_teacher_features_are_read_back_with_the_logits(toy_data, tmp_path):
   batches = lambda: input_pipeline.train_batches(
       task_name, config.data, seed=0, teacher_features=True,
       teacher_path=config.distill.teacher_path)
-  with pytest.raises(ValueError, match="holds no teacher features"):
+  with pytest.raises(ValueError, match=r"holds no \(int8\) teacher features"):
     next(batches())
   features = _add_features(config)
   batch = next(batches())
