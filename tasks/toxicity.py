@@ -268,8 +268,10 @@ def decode_text(data: bytes, source: str, invalid_utf8: str = "replace") -> str:
       logging.warning("%s; the undecodable bytes read as U+FFFD (data.invalid_utf8="
                       "'replace').", where)
       return data.decode(encoding, errors="replace")
+  if data.startswith(codecs.BOM_UTF8):  # Positions below count from after the mark.
+    data = data[len(codecs.BOM_UTF8):]
   try:
-    return data.decode("utf-8-sig")
+    return data.decode("utf-8")
   except UnicodeDecodeError as error:
     line = data.count(b"\n", 0, error.start) + 1
     column = error.start - data.rfind(b"\n", 0, error.start)
@@ -284,7 +286,7 @@ def decode_text(data: bytes, source: str, invalid_utf8: str = "replace") -> str:
           if len(bad_lines) > 1 else "")
   logging.warning("%s%s; every invalid byte reads as U+FFFD (data.invalid_utf8='replace').",
                   where, more)
-  return data.decode("utf-8-sig", errors="replace")
+  return data.decode("utf-8", errors="replace")
 
 
 def _is_utf8(data: bytes) -> bool:

@@ -353,15 +353,18 @@ def test_file_task_missing_path_and_too_few_examples(tmp_path):
     toxicity.register_file_task(train, validation_fraction=0.6)
 
 
+@pytest.mark.parametrize("bom", [b"", codecs.BOM_UTF8], ids=["plain", "utf8_bom"])
 @pytest.mark.parametrize("extension", ["csv", "jsonl"])
-def test_invalid_utf8_reads_as_replacement_or_names_the_line(tmp_path, extension, caplog):
+def test_invalid_utf8_reads_as_replacement_or_names_the_line(tmp_path, extension, bom,
+                                                             caplog):
   def row(text, label):
     return (f"{text},{label}\n" if extension == "csv"
             else f'{{"text": "{text}", "label": {label}}}\n').encode("utf-8", "surrogateescape")
 
   header = b"text,label\n" if extension == "csv" else b""
   # "\udce9" encodes (surrogateescape) to the lone byte 0xe9: a Latin-1 "é".
-  data = header + row("fine", 1) + row("also fine", 0) + row("caf\udce9 bad", 1)
+  # Excel's "CSV UTF-8" starts with a BOM; the column still counts the line's bytes.
+  data = bom + header + row("fine", 1) + row("also fine", 0) + row("caf\udce9 bad", 1)
   path = _write(tmp_path / f"mixed.{extension}", data)
   examples = toxicity.read_labelled_file(path)
   assert examples[-1] == ("caf\ufffd bad", (1,))
