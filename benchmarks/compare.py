@@ -51,7 +51,6 @@ from byteflax import export
 from byteflax import input_pipeline
 from byteflax import metrics
 from byteflax import perturb
-from byteflax import report
 from byteflax import splitter
 from byteflax import train
 
@@ -143,7 +142,7 @@ def tflite_rows(export_dir: str, test: TestSet, latency_runs: int) -> list[dict]
 
 def jax_row(workdir: str, task_name: str, test: TestSet, latency_runs: int) -> dict:
   """A trained byte model evaluated in JAX at its max_length (float32 params)."""
-  config = report.run_config(workdir)
+  config = train.run_config(workdir)
   trainer = train.Trainer(config)
   if trainer.task_name != task_name:
     raise ValueError(f"{workdir} was trained on {trainer.task_name!r}, not {task_name!r}.")

@@ -1,9 +1,10 @@
 r"""Exported TFLite models vs the JAX model: file size, test ROC AUC, latency, logit error.
 
-  python -m byteflax.export --config=configs/byteqrnn_toxicity.py:qat \
-      --workdir=/tmp/byteqrnn_qat --out=/tmp/byteqrnn_qat/export
-  python benchmarks/export_benchmark.py --config=configs/byteqrnn_toxicity.py:qat \
-      --workdir=/tmp/byteqrnn_qat --export_dir=/tmp/byteqrnn_qat/export
+  python -m byteflax.export --workdir=/tmp/byteqrnn_qat --out=/tmp/byteqrnn_qat/export
+  python benchmarks/export_benchmark.py --workdir=/tmp/byteqrnn_qat \
+      --export_dir=/tmp/byteqrnn_qat/export
+
+Both read the run's config.json unless --config (with overrides) is given.
 
 Every number is measured here: ROC AUC on the test split is computed from the logits that
 the LiteRT interpreter returns (TFLite rows) or that the JAX model returns (JAX rows), on
@@ -40,7 +41,8 @@ from byteflax import train
 LENGTH_GROUPS = ((0, 128), (128, 512), (512, 1_000_000))
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "The config the run in --workdir was trained with.", lock_config=True)
+    "config", None, "The config the run in --workdir was trained with; default: the run's "
+    "own config.json.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The exported run.")
 _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "--out of byteflax.export.")
 _OUT = flags.DEFINE_string("out", None, "JSON results; default <export_dir>/benchmark.json.")
@@ -119,7 +121,9 @@ def format_table(results: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  results = benchmark(_CONFIG.value, _WORKDIR.value, _EXPORT_DIR.value, _SPLIT.value,
+  config = (_CONFIG.value if _CONFIG.value is not None
+            else train.run_config(_WORKDIR.value))
+  results = benchmark(config, _WORKDIR.value, _EXPORT_DIR.value, _SPLIT.value,
                       _LATENCY_RUNS.value)
   print(format_table(results))
   out = _OUT.value or os.path.join(_EXPORT_DIR.value, "benchmark.json")
@@ -129,5 +133,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config", "workdir", "export_dir"])
+  flags.mark_flags_as_required(["workdir", "export_dir"])
   app.run(main)

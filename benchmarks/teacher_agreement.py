@@ -30,8 +30,8 @@ from byteflax import classify
 from byteflax import distill
 from byteflax import input_pipeline
 from byteflax import metrics as metrics_lib
-from byteflax import report
 from byteflax import splitter
+from byteflax import train
 
 
 def teacher_logits(path: str, ids: np.ndarray) -> np.ndarray:
@@ -77,7 +77,7 @@ def _unpadded(ids: np.ndarray) -> list[np.ndarray]:
 
 
 def measure(workdir: str, max_texts: int) -> dict:
-  config = report.run_config(workdir)
+  config = train.run_config(workdir)
   teacher_path = distill.prepare_teacher(config, workdir)
   if teacher_path is None:
     raise ValueError(f"The run in {workdir} was not distilled (config.distill.alpha is 0).")

@@ -38,7 +38,6 @@ import numpy as np
 
 from byteflax import export
 from byteflax import input_pipeline
-from byteflax import report
 from byteflax import splitter
 from byteflax import train
 from tasks import toxicity
@@ -121,7 +120,7 @@ def load(model: str, batch_size: int = 64, num_threads: int = 1) -> Classifier:
       raise FileNotFoundError(f"No such TFLite model: {model!r} (python -m byteflax.export "
                               f"writes {', '.join(export.FILES.values())}).")
     return TFLiteTextClassifier(model, num_threads)
-  config = report.run_config(model)  # Raises naming the workdir if it is not a run.
+  config = train.run_config(model)  # Raises naming the workdir if it is not a run.
   trainer = train.Trainer(config)
   variables, _ = train.load_variables(model, trainer)
   return JaxClassifier(trainer.model, variables, trainer.label_names, config.data.max_length,

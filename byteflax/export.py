@@ -1,10 +1,9 @@
 r"""Exports a trained classifier to TFLite: float32 and full-integer int8, with a manifest.
 
-  python -m byteflax.export --config=configs/byteqrnn_toxicity.py:qat \
-      --workdir=/tmp/byteqrnn_qat --out=/tmp/byteqrnn_qat/export [--length=1024] \
-      [--lengths=32,64,128,256,512,1024]
+  python -m byteflax.export --workdir=/tmp/byteqrnn_qat --out=/tmp/byteqrnn_qat/export \
+      [--length=1024] [--lengths=32,64,128,256,512,1024] [--config=<file> <overrides>]
 
-writes `model_float.tflite`, `model_int8.tflite`, `model_int8_full.tflite` and
+(the run's own config.json unless --config is given) writes `model_float.tflite`, `model_int8.tflite`, `model_int8_full.tflite` and
 `manifest.json` into --out. The path is jax2tf (graph mode, no XLA ops) ->
 `tf.lite.TFLiteConverter` -> the LiteRT interpreter. Two int8 forms, for two kinds of
 hardware (docs/export.md measures both):
@@ -390,8 +389,8 @@ def export(config: ml_collections.ConfigDict, workdir: str, out_dir: str,
 def main():
   """The CLI; its flags are defined here so that importing this module defines none."""
   config = config_flags.DEFINE_config_file(
-      "config", None, "The config the run in --workdir was trained with.",
-      lock_config=True)
+      "config", None, "The config the run in --workdir was trained with; default: the "
+      "run's own config.json.", lock_config=True)
   workdir = flags.DEFINE_string("workdir", None,
                                 "Run whose model (its selected checkpoint) is exported.")
   out = flags.DEFINE_string("out", None, "Directory for the .tflite files and manifest.json.")
@@ -403,13 +402,15 @@ def main():
   calibration = flags.DEFINE_integer(
       "calibration_examples", 200, "Training examples that calibrate int8 activation ranges.")
 
-  flags.mark_flags_as_required(["config", "workdir", "out"])
+  flags.mark_flags_as_required(["workdir", "out"])
 
   def run(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    manifest = export(config.value, workdir.value, out.value, length.value,
-                      calibration.value, [int(n) for n in lengths.value or ()])
+    run_config = (config.value if config.value is not None
+                  else train.run_config(workdir.value))
+    manifest = export(run_config, workdir.value, out.value, length.value, calibration.value,
+                      [int(n) for n in lengths.value or ()])
     print(json.dumps({"out": out.value, **{name: file["bytes"] for name, file in
                                            manifest["files"].items()}}, indent=2))
 

@@ -2,6 +2,7 @@ r"""Entry point: train or evaluate a byteflax model from a Python config.
 
   python -m byteflax.main --config=configs/byteqrnn_toxicity.py --workdir=/tmp/run \
       [--config.optim.learning_rate=1e-3 ...] [--mode=train|eval]
+  python -m byteflax.main --workdir=/tmp/run --mode=eval   # with the run's own config.json
   python -m byteflax.main --list_tasks
 """
 
@@ -62,8 +63,14 @@ def main(argv):
   if _LIST_TASKS.value:
     print("\n".join(sorted(seqio.TaskRegistry.names() | seqio.MixtureRegistry.names())))
     return
-  if _CONFIG.value is None or _WORKDIR.value is None:
-    raise app.UsageError("--config and --workdir are required.")
+  if _WORKDIR.value is None:
+    raise app.UsageError("--workdir is required.")
+  config = _CONFIG.value
+  if config is None:
+    if _MODE.value == "train":
+      raise app.UsageError("--config is required to train (--mode=eval without it reads "
+                           f"the run's own {train.CONFIG_FILE}).")
+    config = train.run_config(_WORKDIR.value)
   if _DISTRIBUTED.value:
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value,
@@ -71,9 +78,9 @@ def main(argv):
   elif any(flag.present for flag in (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID)):
     raise app.UsageError("--coordinator_address, --num_processes and --process_id need "
                          "--distributed.")
-  logging.info("Config:\n%s", _CONFIG.value)
+  logging.info("Config:\n%s", config)
   run = train.train_and_evaluate if _MODE.value == "train" else train.evaluate_checkpoint
-  report = run(_CONFIG.value, _WORKDIR.value)
+  report = run(config, _WORKDIR.value)
   if report.get("preempted"):
     # Exit 0: the scheduler asked us to stop, and the checkpoint to resume from is saved.
     print(f"Preempted at step {report['step']}; rerun the same command to resume.")

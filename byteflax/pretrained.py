@@ -74,10 +74,8 @@ def write(workdir: str, name: str, out_dir: str = PRETRAINED_DIR,
   """Writes <out_dir>/<name>.npz and .json from the newest checkpoint of an encoder-decoder
   pretraining run; returns the manifest."""
   # pylint: disable=g-import-not-at-top  (TensorFlow / SeqIO, not needed to load)
-  import ml_collections
   from byteflax import train
-  with open(os.path.join(workdir, "config.json")) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config = train.run_config(workdir)
   if not train.is_encoder_decoder_run(workdir):
     raise ValueError(f"{workdir} is not an encoder-decoder (pretraining) run.")
   variables, step = train.load_variables(workdir, train.Trainer(config), ("params",))

@@ -33,15 +33,6 @@ THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 RELIABILITY_BINS = 10
 
 
-def run_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a run was trained with, from its config.json."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"No config.json in {workdir}: not a byteflax.main workdir.")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
-
-
 def predict(config: ml_collections.ConfigDict, workdir: str, split: str
             ) -> tuple[np.ndarray, np.ndarray, int]:
   """Probabilities and labels `[examples, labels]` of the newest checkpoint on a split,
@@ -171,7 +162,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def write_card(workdir: str, export_dir: str | None = None, out: str | None = None,
                latency_runs: int = 100) -> str:
   """Writes the card and its plots; returns the card's path."""
-  config = run_config(workdir)
+  config = train.run_config(workdir)
   eval_path = os.path.join(workdir, "eval.json")
   if not os.path.exists(eval_path):
     raise FileNotFoundError(f"No eval.json in {workdir}; finish training (or run "

@@ -39,6 +39,8 @@ from byteflax import pretrained
 from byteflax import quant
 from byteflax import step as step_lib
 
+CONFIG_FILE = "config.json"  # The run's config, written into its workdir when it starts.
+
 
 def training_steps(config: ml_collections.ConfigDict, task_name: str) -> tuple[int, str]:
   """`step.step_budget` of the task's training split: how many steps to train, and a line
@@ -388,8 +390,9 @@ def load_variables(workdir: str, trainer: Trainer,
   except (ValueError, KeyError) as error:
     raise ValueError(
         f"The checkpoint at step {step} in {directory} does not hold {sorted(target)} of "
-        f"this model ({type(error).__name__}: {error}); config.model_name, config.model "
-        "and config.quant.enabled must match the run it came from.") from error
+        f"this model ({type(error).__name__}: {error}); config.model_name, config.model, "
+        "config.quant.enabled and the labels (config.data) must match the run it came "
+        f"from, as in its {CONFIG_FILE}.") from error
   logging.info("Loaded %s from step %d of %s.", sorted(target), step, directory)
   return restored, step
 
@@ -618,13 +621,23 @@ def _selection_metrics(selection: Selection | None, results: dict[str, dict[str,
   return {selection.eval_name: {key: float(value) for key, value in scored.items()}}
 
 
+def run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run was trained with, from the config.json `train_and_evaluate` wrote:
+  what evaluating, exporting or scoring with the run needs unless the user passes one."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"No {CONFIG_FILE} in {workdir}: not a byteflax.main workdir.")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains (resuming from the newest checkpoint in workdir), then writes eval.json."""
   os.makedirs(workdir, exist_ok=True)
   trainer = Trainer(config)
   writer = MetricsLogger(workdir)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
+    with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
   manager = checkpoint_manager(workdir, config)
   state = restore_latest(manager, trainer)

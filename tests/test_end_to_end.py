@@ -52,6 +52,8 @@ def test_cli_trains_resumes_without_retraining_and_evaluates(tmp_path):
 
   evaluated = _main(config, f"--workdir={tmp_path}", "--mode=eval")
   assert f"test ROC AUC: {report['test']['auc']:.4f}" in evaluated.stdout
+  with_own_config = _main(f"--workdir={tmp_path}", "--mode=eval")  # Its config.json.
+  assert f"test ROC AUC: {report['test']['auc']:.4f}" in with_own_config.stdout
 
 
 def test_cli_trains_on_a_user_jsonl_file(tmp_path):

@@ -78,6 +78,16 @@ def test_tiny_run_learns_the_toy_task(toy_data, tmp_path):
   with open(tmp_path / "eval.json") as f:
     assert json.load(f)["test"]["auc"] == report["test"]["auc"]
   assert os.listdir(tmp_path / "checkpoints")
+  # The run's config.json alone rebuilds its model and data (eval, export, classify use it).
+  own_config = train.run_config(str(tmp_path))
+  assert own_config.data.train_path == config.data.train_path
+  assert train.evaluate_checkpoint(own_config, str(tmp_path))["test"]["auc"] == (
+      report["test"]["auc"])
+
+
+def test_run_config_needs_a_workdir(tmp_path):
+  with pytest.raises(FileNotFoundError, match="not a byteflax.main workdir"):
+    train.run_config(str(tmp_path))
 
 
 def test_resumed_run_equals_uninterrupted_run(toy_data, tmp_path):
@@ -261,6 +271,13 @@ def test_cli_list_tasks():
   result = _main("--list_tasks")
   assert result.returncode == 0, result.stderr
   assert "fortunes_offensive_en" in result.stdout.split()
+
+
+def test_cli_needs_a_config_to_train(tmp_path):
+  result = _main(f"--workdir={tmp_path}")
+  assert result.returncode != 0
+  assert "--config is required to train" in result.stderr
+  assert not os.listdir(tmp_path)
 
 
 def test_eval_mode_without_checkpoint_is_a_clear_error(tmp_path):
