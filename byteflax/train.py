@@ -631,9 +631,41 @@ def run_config(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
+# What a run's checkpoints were trained on: a resumed run must keep it (the rest, e.g. the
+# step budget or the evals, may change between the runs of one workdir).
+RUN_IDENTITY = ("model_name", "model", "data.task", "data.train_path", "data.validation_path",
+                "data.test_path", "data.text_key", "data.label_keys",
+                "data.validation_fraction", "data.split_seed")
+
+
+def check_same_run(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Raises if workdir holds checkpoints of a run whose `RUN_IDENTITY` differs from config's
+  (e.g. the default command rerun without the data flags in a workdir of one's own files)."""
+  checkpoints = os.path.join(workdir, "checkpoints")
+  if not (os.path.exists(os.path.join(workdir, CONFIG_FILE)) and os.path.isdir(checkpoints)
+          and os.listdir(checkpoints)):
+    return
+  stored = run_config(workdir).to_dict()
+  new = json.loads(config.to_json_best_effort())
+
+  def value(tree, key):
+    for name in key.split("."):
+      tree = tree.get(name) if isinstance(tree, dict) else None
+    return tree
+
+  differences = [f"{key} is {value(stored, key)!r} there, {value(new, key)!r} here"
+                 for key in RUN_IDENTITY if value(stored, key) != value(new, key)]
+  if differences:
+    raise ValueError(
+        f"{workdir} holds checkpoints of another run: {'; '.join(differences)}. Pass another "
+        "--workdir, or the run's own config (`--mode=eval` without --config evaluates it as "
+        "it was trained).")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains (resuming from the newest checkpoint in workdir), then writes eval.json."""
   os.makedirs(workdir, exist_ok=True)
+  check_same_run(config, workdir)
   trainer = Trainer(config)
   writer = MetricsLogger(workdir)
   if jax.process_index() == 0:

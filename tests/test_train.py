@@ -115,6 +115,23 @@ def test_finished_run_is_not_retrained(toy_data, tmp_path):
   assert report["step"] == 10
 
 
+def test_a_workdir_resumes_only_its_own_run(toy_data, tmp_path):
+  config = _config(toy_data, total_steps=10)
+  train.train_and_evaluate(config, str(tmp_path))
+  with open(tmp_path / "config.json") as f:
+    written = f.read()
+  other_data = _config(toy_data, total_steps=10, **{"data.test_path": None})
+  with pytest.raises(ValueError, match="data.test_path is .*test.csv' there, None here"):
+    train.train_and_evaluate(other_data, str(tmp_path))
+  with pytest.raises(ValueError, match="model"):
+    train.train_and_evaluate(_config(toy_data, **{"model.qrnn_features": 16}), str(tmp_path))
+  with open(tmp_path / "config.json") as f:
+    assert f.read() == written
+  # A longer budget resumes the same run.
+  assert train.train_and_evaluate(_config(toy_data, total_steps=12), str(tmp_path))[
+      "step"] == 12
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(toy_data, tmp_path):
   config = _config(toy_data, total_steps=40, log_every_steps=1,
                    **{"checkpoint.every_steps": 1, "optim.learning_rate": 1e30,
