@@ -142,7 +142,17 @@ def read_inputs(texts: Sequence[str], path: str | None, text_key: str,
       data = f.read()
   else:
     data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode()
-  return toxicity.decode_text(data, path or "stdin").splitlines()
+  return _lines(toxicity.decode_text(data, path or "stdin"))
+
+
+def _lines(text: str) -> list[str]:
+  """One text per line, split at "\n" (or "\r\n") only, as `wc -l` counts: str.splitlines
+  would also split at U+2028, U+0085 or a form feed inside a text, and the scores would no
+  longer line up with the input's lines."""
+  lines = text.split("\n")
+  if lines[-1] == "":
+    lines.pop()
+  return [line.removesuffix("\r") for line in lines]
 
 
 def write_outputs(texts: Sequence[str], probabilities: np.ndarray,

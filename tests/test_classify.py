@@ -69,6 +69,10 @@ def test_inputs_from_arguments_files_and_stdin(tmp_path, caplog):
   assert "line 1" in caplog.text
   stdin = io.TextIOWrapper(io.BytesIO("hello\nwörld\n".encode()))
   assert classify.read_inputs([], None, "text", stdin=stdin) == ["hello", "wörld"]
+  # One text per "\n": separators that str.splitlines also splits at stay inside a text.
+  inside = "a\u2028b\x85c\x0cd\re"
+  stdin = io.TextIOWrapper(io.BytesIO(f"{inside}\r\n\n\nlast".encode()), newline="")
+  assert classify.read_inputs([], None, "text", stdin=stdin) == [inside, "", "", "last"]
   with pytest.raises(ValueError, match="not both"):
     classify.read_inputs(["a"], str(lines), "text")
 
