@@ -404,7 +404,7 @@ def write_workdir(fit_dir: str, seed: int, workdir: str) -> None:
   state = state.replace(params=kept["params"], quant_stats=kept["quant_stats"],
                         step=np.asarray(kept["step"], np.int32))
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
+  with open(os.path.join(workdir, train.CONFIG_FILE), "w") as f:
     f.write(config.to_json_best_effort(indent=2))
   manager = train.checkpoint_manager(workdir, config)
   manager.save(int(kept["step"]), args=ocp.args.StandardSave(state), force=True)

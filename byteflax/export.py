@@ -3,10 +3,10 @@ r"""Exports a trained classifier to TFLite: float32 and full-integer int8, with 
   python -m byteflax.export --workdir=/tmp/byteqrnn_qat --out=/tmp/byteqrnn_qat/export \
       [--length=1024] [--lengths=32,64,128,256,512,1024] [--config=<file> <overrides>]
 
-(the run's own config.json unless --config is given) writes `model_float.tflite`, `model_int8.tflite`, `model_int8_full.tflite` and
-`manifest.json` into --out. The path is jax2tf (graph mode, no XLA ops) ->
-`tf.lite.TFLiteConverter` -> the LiteRT interpreter. Two int8 forms, for two kinds of
-hardware (docs/export.md measures both):
+(the run's own config.json unless --config is given) writes `model_float.tflite`,
+`model_int8.tflite`, `model_int8_full.tflite` and `manifest.json` into --out. The path is
+jax2tf (graph mode, no XLA ops) -> `tf.lite.TFLiteConverter` -> the LiteRT interpreter. Two
+int8 forms, for two kinds of hardware (docs/export.md measures both):
 - `model_int8.tflite`, for CPUs (phones): int8 weights (per output channel); each conv /
   matmul quantizes its input on the fly and runs in int8 (XNNPack's dynamically quantized
   kernels), the elementwise recurrence stays float32. No calibration. The fastest file on a
