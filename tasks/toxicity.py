@@ -281,12 +281,16 @@ def decode_text(data: bytes, source: str, invalid_utf8: str = "replace") -> str:
                        "-f latin1 -t utf-8), or set data.invalid_utf8='replace'.") from error
   bad_lines = sorted({number for number, raw in enumerate(data.split(b"\n"), start=1)
                       if not _is_utf8(raw)})
-  more = (f" (and on {len(bad_lines) - 1} more lines: "
-          f"{', '.join(map(str, bad_lines[1:11]))}{', ...' if len(bad_lines) > 11 else ''})"
+  more = (f" (and on {len(bad_lines) - 1} more lines: {_line_list(bad_lines[1:])})"
           if len(bad_lines) > 1 else "")
   logging.warning("%s%s; every invalid byte reads as U+FFFD (data.invalid_utf8='replace').",
                   where, more)
   return data.decode("utf-8", errors="replace")
+
+
+def _line_list(lines: Sequence[int], shown: int = 10) -> str:
+  """"3, 7, 12" for a log: the first `shown` line numbers, then "..." if there are more."""
+  return ", ".join(map(str, lines[:shown])) + (", ..." if len(lines) > shown else "")
 
 
 def _is_utf8(data: bytes) -> bool:
@@ -345,12 +349,33 @@ def _csv_records(text: str, path: str, delimiter: str | None, required_keys: Seq
           f"{path}, line 1: header has no column {missing}; columns: {reader.fieldnames}. "
           "Name yours with text_key / label_keys (e.g. --config.data.text_key=comment "
           "--config.data.label_keys=toxic,insult).")
+    repeated = [k for k in required_keys if reader.fieldnames.count(k) > 1]
+    if repeated:  # DictReader would silently keep the last of them.
+      raise ValueError(f"{path}, line 1: header names column {repeated} more than once; "
+                       f"columns: {reader.fieldnames}. Rename all but one.")
+    empty_rows = []
     for record in reader:
+      # Spreadsheets export their blank rows as bare delimiters (",,"): skipped, as the csv
+      # module skips empty lines, rather than read as an example whose label is "".
+      if _is_blank_row(record):
+        empty_rows.append(reader.line_num)
+        continue
       # DictReader fills short rows with None, which callers report as missing.
       yield reader.line_num, record
   except csv.Error as error:  # E.g. a field over csv.field_size_limit.
     # line_num counts the lines of the records read whole; the bad one starts after them.
     raise ValueError(f"{path}, line {reader.line_num + 1}: unreadable CSV ({error}).") from error
+  if empty_rows:
+    logging.warning("%s: skipped %d rows with every field empty (lines %s).", path,
+                    len(empty_rows), _line_list(empty_rows))
+
+
+def _is_blank_row(record: Mapping[str | None, object]) -> bool:
+  """Whether a `csv.DictReader` record holds nothing but whitespace (fields past the header's
+  come as a list under the key None; those missing in a short row as None)."""
+  fields = [value for key, value in record.items() if key is not None]
+  fields += record.get(None) or []
+  return not any(field and field.strip() for field in fields)
 
 
 def _json_lines_records(text: str, path: str) -> Iterator[tuple[int, dict[str, object]]]:

@@ -420,6 +420,24 @@ def test_csv_header_names_are_stripped(tmp_path):
   assert toxicity.read_labelled_file(path) == [("you idiot", (1,)), ("nice day", (0,))]
 
 
+def test_csv_rows_of_bare_delimiters_are_skipped_and_logged(tmp_path, caplog):
+  """Spreadsheets export blank rows as ",,"; a row with a text but no label still fails."""
+  path = _write(tmp_path / "sheet.csv", "text,label\nyou idiot,1\n,,,\nnice day,0\n , \n,\n")
+  with caplog.at_level(logging.WARNING):
+    assert toxicity.read_labelled_file(path) == [("you idiot", (1,)), ("nice day", (0,))]
+  assert "sheet.csv: skipped 3 rows with every field empty (lines 3, 5, 6)" in caplog.text
+  with pytest.raises(ValueError, match=r"half.csv, line 3: label 'label' is ''"):
+    toxicity.read_labelled_file(_write(tmp_path / "half.csv", "text,label\na,1\nb,\n"))
+
+
+def test_a_csv_header_naming_a_needed_column_twice_is_an_error(tmp_path):
+  path = _write(tmp_path / "twice.csv", "text,label,label\nyou idiot,1,0\nnice day,0,1\n")
+  with pytest.raises(ValueError, match=r"twice.csv, line 1: header names column \['label'\] "
+                                       "more than once"):
+    toxicity.read_labelled_file(path)
+  assert toxicity.read_texts(path) == ["you idiot", "nice day"]  # Labels unused: no clash.
+
+
 def test_utf16_without_a_byte_order_mark_is_an_error_naming_the_encoding(tmp_path):
   path = _write(tmp_path / "wide.csv", "text,label\nfine,0\nbad,1\n".encode("utf-16-le"))
   with pytest.raises(ValueError, match="wide.csv, line 1: .* looks UTF-16"):
