@@ -206,7 +206,7 @@ def float_scores(model, variables, inputs: np.ndarray, sequences: np.ndarray,
 
 def measure_agreement(workdir: str, beam_size: int, max_length: int, examples: int) -> dict:
   """uint8 vs float top sequences of a trained run on its task's validation inputs."""
-  config = pretrain_fortunes.get_config()
+  config = train.run_config(workdir)  # As it was trained: its task, model and lengths.
   model, variables, step = generate.load_model(config, workdir)
   inputs = generate.pad_inputs(validation_inputs(config.data.task, config, examples),
                                config.data)
@@ -426,7 +426,8 @@ def main():
                       help="TFLite decode_step calls per timing.")
   parser.add_argument("--max_length", type=int, default=64, help="Beam search steps.")
   parser.add_argument("--workdir", default=None,
-                      help="A trained configs/pretrain_fortunes.py run: uint8 agreement; "
+                      help="A trained encoder-decoder run (e.g. configs/pretrain_fortunes.py): "
+                           "uint8 agreement; "
                            "with --export, the run that export came from.")
   parser.add_argument("--export", default=None,
                       help="An export of --workdir by byteflax.export_seq2seq: TFLite vs "

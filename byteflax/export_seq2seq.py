@@ -1,10 +1,9 @@
 r"""Exports a trained encoder-decoder to TFLite: `encode` and `decode_step` signatures.
 
-  python -m byteflax.export_seq2seq --config=configs/pretrain_corpus.py \
-      --config.data.corpus_dir=/tmp/corpus --workdir=/tmp/pretrain_corpus \
-      --out=/tmp/pretrain_corpus/export [--rows=1,4] [--cache_length=64]
+  python -m byteflax.export_seq2seq --workdir=/tmp/pretrain_corpus \
+      --out=/tmp/pretrain_corpus/export [--rows=1,4] [--cache_length=64] [--config=...]
 
-writes `seq2seq_float.tflite`, `seq2seq_int8.tflite` (int8 weights, dynamically quantized
+(the run's own config.json unless --config is given) writes `seq2seq_float.tflite`, `seq2seq_int8.tflite` (int8 weights, dynamically quantized
 matmuls: `export.INT8`) and `manifest.json` into --out; `python -m byteflax.generate
 --tflite=<out>` searches over them (beam search, greedy or sampling, float or uint8
 scores). Same path as the classifiers' export (jax2tf graph mode -> TFLiteConverter).
@@ -242,7 +241,8 @@ def export_encoder_decoder(config: ml_collections.ConfigDict, workdir: str, out_
 def main():
   """The CLI; its flags are defined here so that importing this module defines none."""
   config = config_flags.DEFINE_config_file(
-      "config", None, "The config the run in --workdir was trained with.", lock_config=True)
+      "config", None, "The config the run in --workdir was trained with; default: the "
+      "run's own config.json.", lock_config=True)
   workdir = flags.DEFINE_string("workdir", None, "Run whose newest checkpoint is exported.")
   out = flags.DEFINE_string("out", None, "Directory for the .tflite files and manifest.json.")
   rows = flags.DEFINE_list("rows", ["1", "4"],
@@ -250,12 +250,14 @@ def main():
   cache_length = flags.DEFINE_integer(
       "cache_length", 64, "Causal decoders: positions the KV cache holds (the longest "
       "output). MAtt's state has no length.")
-  flags.mark_flags_as_required(["config", "workdir", "out"])
+  flags.mark_flags_as_required(["workdir", "out"])
 
   def run(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    manifest = export_encoder_decoder(config.value, workdir.value, out.value,
+    run_config = (config.value if config.value is not None
+                  else train.run_config(workdir.value))
+    manifest = export_encoder_decoder(run_config, workdir.value, out.value,
                                       [int(r) for r in rows.value], cache_length.value)
     print(json.dumps({"out": out.value, **{name: file["bytes"] for name, file in
                                            manifest["files"].items()}}, indent=2))

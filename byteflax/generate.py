@@ -1,6 +1,6 @@
 r"""Generates text with a trained encoder-decoder: beam search, greedy decoding or sampling.
 
-  python -m byteflax.generate --config=configs/pretrain_fortunes.py --workdir=/tmp/pretrain \
+  python -m byteflax.generate --workdir=/tmp/pretrain \
       --input="Whenever you find yourself on the side of the <extra_id_0>, pause." \
       [--beam_size=4] [--max_length=64] [--alpha=0.6] [--num_return=1] \
       [--temperature=0] [--seed=0] [--scorer=float|uint8]
@@ -8,8 +8,9 @@ r"""Generates text with a trained encoder-decoder: beam search, greedy decoding 
   python -m byteflax.generate --tflite=/tmp/pretrain/export[/seq2seq_int8.tflite] \
       --input="..." [the same options]
 
---config is the config the run in --workdir was trained with (same overrides); the newest
-checkpoint is restored through `train.load_variables`. --input may be repeated (one batch).
+The run in --workdir generates with its own config.json (or --config, the config it was
+trained with, same overrides); its newest checkpoint is restored through
+`train.load_variables`. --input may be repeated (one batch).
 Beam search with --beam_size > 1; --beam_size=1 decodes greedily, or samples from
 softmax(logits / T) with --temperature=T > 0. --scorer=uint8 scores beams as the on-device
 op does (`beam_search.Uint8Scorer`).
@@ -240,10 +241,11 @@ def tflite_path(path: str) -> str:
 def main():
   """The CLI; its flags are defined here so that importing this module defines none."""
   config = config_flags.DEFINE_config_file(
-      "config", None, "The config the run in --workdir was trained with.", lock_config=True)
+      "config", None, "The config the run in --workdir was trained with; default: the "
+      "run's own config.json.", lock_config=True)
   workdir = flags.DEFINE_string("workdir", None, "Run whose newest checkpoint generates.")
   tflite = flags.DEFINE_string(
-      "tflite", None, "Instead of --config and --workdir: an export of "
+      "tflite", None, "Instead of --workdir: an export of "
       "byteflax.export_seq2seq (a directory: its float file; or one of its .tflite files), "
       "run in the LiteRT interpreter.")
   inputs = flags.DEFINE_multi_string(
@@ -262,9 +264,10 @@ def main():
   def run(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if (tflite.value is None) == (workdir.value is None or config.value is None):
-      raise app.UsageError("Pass --config and --workdir (a checkpoint), or --tflite (an "
-                           "export), not both.")
+    if (tflite.value is None) == (workdir.value is None):
+      raise app.UsageError("Pass --workdir (a checkpoint), or --tflite (an export), not both.")
+    if tflite.value is not None and config.value is not None:
+      raise app.UsageError("--config goes with --workdir; an export carries its own.")
     if not flags.FLAGS["verbosity"].present:
       # Only the generated text on a terminal: orbax logs dozens of lines per restore.
       logging.set_verbosity(logging.WARNING)
@@ -282,14 +285,16 @@ def main():
       print(f"{path}: {'MAtt' if model.max_positions is None else 'causal'} decoder, "
             "LiteRT interpreter")
     else:
-      trained, variables, step = load_model(config.value, workdir.value)
-      ids = [encode_input(text, config.value.data.max_length) for text in inputs.value]
+      run_config = (config.value if config.value is not None
+                    else train.run_config(workdir.value))
+      trained, variables, step = load_model(run_config, workdir.value)
+      ids = [encode_input(text, run_config.data.max_length) for text in inputs.value]
       rng = options.pop("rng")
       decode = jax.jit(functools.partial(generate, trained, **options))
-      result = jax.device_get(decode(variables, pad_inputs(ids, config.value.data), rng=rng))
+      result = jax.device_get(decode(variables, pad_inputs(ids, run_config.data), rng=rng))
       results = [beam_search.Hypotheses(*(field[i:i + 1] for field in result))
                  for i in range(len(ids))]
-      print(f"checkpoint step {step}, {config.value.model.decoder.attention_kind} decoder")
+      print(f"checkpoint step {step}, {run_config.model.decoder.attention_kind} decoder")
     for text, result in zip(inputs.value, results):
       print(f"input: {text}")
       for rank, (sequence, score) in enumerate(zip(result.sequences[0], result.scores[0]),

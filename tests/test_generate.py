@@ -81,12 +81,13 @@ def test_load_model_errors(tmp_path):
 
 @pytest.mark.slow
 def test_generate_cli_on_a_trained_smoke_run(tmp_path):
-  """Trains the smoke pretraining config through the CLI, then generates from it."""
+  """Trains the smoke pretraining config through the CLI, then generates from it (with the
+  run's own config.json: no --config), exports it and generates from the export."""
   config = ["--config=configs/pretrain_fortunes.py:smoke", f"--workdir={tmp_path}"]
   subprocess.run([sys.executable, "-m", "byteflax.main", *config], cwd=REPO, check=True,
                  capture_output=True)
   result = subprocess.run(
-      [sys.executable, "-m", "byteflax.generate", *config, "--max_length=16",
+      [sys.executable, "-m", "byteflax.generate", f"--workdir={tmp_path}", "--max_length=16",
        "--input=Some <extra_id_0> text.", "--input=Another one", "--beam_size=3",
        "--num_return=2", "--scorer=uint8"], cwd=REPO, check=True, capture_output=True,
       text=True)
@@ -97,7 +98,7 @@ def test_generate_cli_on_a_trained_smoke_run(tmp_path):
   assert all(line.startswith(("  1. [", "  2. [")) for line in lines[2:4] + lines[5:7])
   # Exported, the same search over LiteRT returns the same hypotheses.
   export_dir = tmp_path / "export"
-  subprocess.run([sys.executable, "-m", "byteflax.export_seq2seq", *config,
+  subprocess.run([sys.executable, "-m", "byteflax.export_seq2seq", f"--workdir={tmp_path}",
                   f"--out={export_dir}", "--rows=1,3"], cwd=REPO, check=True,
                  capture_output=True)
   exported = subprocess.run(
@@ -108,11 +109,24 @@ def test_generate_cli_on_a_trained_smoke_run(tmp_path):
   assert exported[0].endswith("seq2seq_float.tflite: MAtt decoder, LiteRT interpreter")
   hypotheses = lambda lines: [line.split("] ", 1)[-1] for line in lines[1:]]
   assert hypotheses(exported) == hypotheses(lines), (exported, lines)
+  # The decoding benchmark's uint8 agreement reads the run's config too (a smoke model).
+  subprocess.run([sys.executable, "-m", "benchmarks.decode", f"--out={tmp_path / 'bench'}",
+                  "--parts", "jax", f"--workdir={tmp_path}", "--positions", "16", "1024",
+                  "--rounds=1", "--steps=2", "--max_length=4", "--agreement_examples=4"],
+                 cwd=REPO, check=True, capture_output=True)
+  with open(tmp_path / "bench" / "decode.json") as f:
+    agreement = json.load(f)["uint8_agreement"]
+  assert agreement["checkpoint_step"] == 40 and agreement["examples"] == 4, agreement
+  assert agreement["mismatches"] == len(agreement["score_regret_of_mismatches"])
   missing = subprocess.run(
       [sys.executable, "-m", "byteflax.generate", "--config=configs/pretrain_fortunes.py:smoke",
        f"--workdir={tmp_path / 'none'}", "--input=x"], cwd=REPO, capture_output=True,
       text=True)
   assert missing.returncode != 0 and "No checkpoint" in missing.stderr
+  both = subprocess.run(
+      [sys.executable, "-m", "byteflax.generate", f"--tflite={export_dir}", *config[:1],
+       "--input=x"], cwd=REPO, capture_output=True, text=True)
+  assert both.returncode != 0 and "an export carries its own" in both.stderr
 
 
 @pytest.mark.slow
