@@ -1,11 +1,9 @@
 r"""Early exit: test ROC AUC against layers used and per-comment latency (int8 TFLite, 1 thread).
 
-  python -m byteflax.early_exit --config=configs/byteqrnn_toxicity.py:early_exit \
-      --workdir=/tmp/ee --export
-  python -m byteflax.export --config=configs/byteqrnn_toxicity.py:early_exit \
-      --workdir=/tmp/ee --out=/tmp/ee/export      # the same params as one plain graph
-  python -m benchmarks.early_exit --config=configs/byteqrnn_toxicity.py:early_exit \
-      --workdir=/tmp/ee --plain_export=/tmp/ee/export --out=benchmarks/results/early_exit
+  python -m byteflax.early_exit --workdir=/tmp/ee --export
+  python -m byteflax.export --workdir=/tmp/ee --out=/tmp/ee/export  # one plain graph
+  python -m benchmarks.early_exit --workdir=/tmp/ee --plain_export=/tmp/ee/export \
+      --out=benchmarks/results/early_exit
 
 For thresholds of the validation sweep in <workdir>/early_exit.json (the chosen one, and
 those whose validation mean layers are nearest to --layer_targets), it times the chained
@@ -35,6 +33,8 @@ from byteflax import distill
 from byteflax import early_exit
 from byteflax import export
 from byteflax import splitter
+from byteflax import train
+
 
 def timed_thresholds(report: dict, targets: list[float]) -> list[dict]:
   """Validation sweep rows: the chosen threshold's, the full model's (t = 1) and those
@@ -136,7 +136,8 @@ def plot(results: dict, path: str) -> None:
 def main():
   """The CLI; its flags are defined here so that importing this module defines none."""
   config = config_flags.DEFINE_config_file(
-      "config", None, "The early-exit run's config.", lock_config=True)
+      "config", None, "The early-exit run's config; default: its own config.json.",
+      lock_config=True)
   workdir = flags.DEFINE_string("workdir", None, "The run, after python -m byteflax.early_exit "
                                  "--export.")
   plain_export = flags.DEFINE_string("plain_export", None,
@@ -148,13 +149,14 @@ def main():
   layer_targets = flags.DEFINE_list(
       "layer_targets", ["1.0", "1.25", "1.5", "1.75", "2.0", "2.5", "3.0"],
       "Validation mean layers whose nearest thresholds are timed.")
-  flags.mark_flags_as_required(["config", "workdir"])
+  flags.mark_flags_as_required(["workdir"])
 
   def run(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    results = benchmark(config.value, workdir.value, plain_export.value, texts.value,
-                        rounds.value, warmup.value, [float(t) for t in layer_targets.value])
+    results = benchmark(train.run_config(workdir.value, config.value), workdir.value,
+                        plain_export.value, texts.value, rounds.value, warmup.value,
+                        [float(t) for t in layer_targets.value])
     results_io.report(results, format_table(results), out.value, "early_exit", plot)
 
   app.run(run)

@@ -121,8 +121,7 @@ def format_table(results: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  config = (_CONFIG.value if _CONFIG.value is not None
-            else train.run_config(_WORKDIR.value))
+  config = train.run_config(_WORKDIR.value, _CONFIG.value)
   results = benchmark(config, _WORKDIR.value, _EXPORT_DIR.value, _SPLIT.value,
                       _LATENCY_RUNS.value)
   print(format_table(results))

@@ -1,8 +1,7 @@
 r"""Early exit: a ByteQRNN with a classifier after every layer stops at the first confident one.
 
   python -m byteflax.main --config=configs/byteqrnn_toxicity.py:early_exit --workdir=/tmp/ee
-  python -m byteflax.early_exit --config=configs/byteqrnn_toxicity.py:early_exit \
-      --workdir=/tmp/ee [--tolerance=0.005] [--export]
+  python -m byteflax.early_exit --workdir=/tmp/ee [--tolerance=0.005] [--export] [--config=...]
 
 Training (`config.model.early_exit=True`): the exits (pooling + head after QRNN layer k) are
 trained jointly, the loss a weighted mean of theirs (`step.exit_settings`: by default
@@ -277,19 +276,21 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, tolerance: float,
 def main():
   """The CLI; its flags are defined here so that importing this module defines none."""
   config = config_flags.DEFINE_config_file(
-      "config", None, "The config the run in --workdir was trained with.", lock_config=True)
+      "config", None, "The config the run in --workdir was trained with; default: the "
+      "run's own config.json.", lock_config=True)
   workdir = flags.DEFINE_string("workdir", None, "An early-exit run.")
   tolerance = flags.DEFINE_float(
       "tolerance", 0.005, "Largest validation ROC AUC loss against the full model.")
   write_export = flags.DEFINE_bool(
       "export", False, f"Also write <workdir>/{EXPORT_DIR}/ with the chained-exit TFLite "
       "files.")
-  flags.mark_flags_as_required(["config", "workdir"])
+  flags.mark_flags_as_required(["workdir"])
 
   def run(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    report = evaluate(config.value, workdir.value, tolerance.value, write_export.value)
+    report = evaluate(train.run_config(workdir.value, config.value), workdir.value,
+                      tolerance.value, write_export.value)
     chosen = report["chosen"]
     print(json.dumps({"per_exit_roc_auc": report["per_exit_roc_auc"],
                       "threshold": chosen["threshold"],

@@ -407,9 +407,8 @@ def main():
   def run(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    run_config = (config.value if config.value is not None
-                  else train.run_config(workdir.value))
-    manifest = export(run_config, workdir.value, out.value, length.value, calibration.value,
+    manifest = export(train.run_config(workdir.value, config.value), workdir.value,
+                      out.value, length.value, calibration.value,
                       [int(n) for n in lengths.value or ()])
     print(json.dumps({"out": out.value, **{name: file["bytes"] for name, file in
                                            manifest["files"].items()}}, indent=2))

@@ -255,10 +255,9 @@ def main():
   def run(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    run_config = (config.value if config.value is not None
-                  else train.run_config(workdir.value))
-    manifest = export_encoder_decoder(run_config, workdir.value, out.value,
-                                      [int(r) for r in rows.value], cache_length.value)
+    manifest = export_encoder_decoder(train.run_config(workdir.value, config.value),
+                                      workdir.value, out.value, [int(r) for r in rows.value],
+                                      cache_length.value)
     print(json.dumps({"out": out.value, **{name: file["bytes"] for name, file in
                                            manifest["files"].items()}}, indent=2))
 

@@ -285,8 +285,7 @@ def main():
       print(f"{path}: {'MAtt' if model.max_positions is None else 'causal'} decoder, "
             "LiteRT interpreter")
     else:
-      run_config = (config.value if config.value is not None
-                    else train.run_config(workdir.value))
+      run_config = train.run_config(workdir.value, config.value)
       trained, variables, step = load_model(run_config, workdir.value)
       ids = [encode_input(text, run_config.data.max_length) for text in inputs.value]
       rng = options.pop("rng")

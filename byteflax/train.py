@@ -621,9 +621,13 @@ def _selection_metrics(selection: Selection | None, results: dict[str, dict[str,
   return {selection.eval_name: {key: float(value) for key, value in scored.items()}}
 
 
-def run_config(workdir: str) -> ml_collections.ConfigDict:
+def run_config(workdir: str, given: ml_collections.ConfigDict | None = None
+               ) -> ml_collections.ConfigDict:
   """The config a run was trained with, from the config.json `train_and_evaluate` wrote:
-  what evaluating, exporting or scoring with the run needs unless the user passes one."""
+  what evaluating, exporting or scoring with the run needs, unless the user gives one
+  (`given`, e.g. a --config flag's value, is then returned as it is)."""
+  if given is not None:
+    return given
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     raise FileNotFoundError(f"No {CONFIG_FILE} in {workdir}: not a byteflax.main workdir.")

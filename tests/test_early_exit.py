@@ -185,8 +185,9 @@ def test_cli_trains_chooses_and_exports(tmp_path):
             "--config.model.qrnn_layers=2", f"--workdir={tmp_path}"]
   subprocess.run([sys.executable, "-m", "byteflax.main", *config], cwd=REPO, check=True,
                  capture_output=True)
-  subprocess.run([sys.executable, "-m", "byteflax.early_exit", *config, "--export"],
-                 cwd=REPO, check=True, capture_output=True)
+  # Without --config: the run's own config.json (its 2 layers and smoke sizes).
+  subprocess.run([sys.executable, "-m", "byteflax.early_exit", f"--workdir={tmp_path}",
+                  "--export"], cwd=REPO, check=True, capture_output=True)
   with open(tmp_path / early_exit.REPORT_FILE) as f:
     report = json.load(f)
   assert len(report["per_exit_roc_auc"]["validation"]) == 2
