@@ -130,16 +130,16 @@ def load(model: str, batch_size: int = 64, num_threads: int = 1) -> Classifier:
 def read_inputs(texts: Sequence[str], path: str | None, text_key: str,
                 stdin=sys.stdin) -> list[str]:
   """The texts to score: arguments, else a file (.csv / .tsv / .jsonl / .json: `text_key`;
-  anything else: one text per line), else stdin (one per line)."""
+  anything else: one text per line; .gz / .bz2 / .xz decompressed), else stdin (one per
+  line)."""
   if texts and path:
     raise ValueError("Give texts as arguments or --input, not both.")
   if texts:
     return list(texts)
-  if path and os.path.splitext(path)[1].lower() in toxicity.FILE_FORMATS:
+  if path and toxicity.file_format(path):
     return toxicity.read_texts(path, text_key)
   if path:
-    with open(path, "rb") as f:
-      data = f.read()
+    data = toxicity.read_bytes(path)
   else:
     data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode()
   return _lines(toxicity.decode_text(data, path or "stdin"))

@@ -24,12 +24,15 @@ final trim only touch output features), so "label" needs no vocabulary of its ow
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+import bz2
 import codecs
 import csv
 import functools
+import gzip
 import hashlib
 import io
 import json
+import lzma
 import math
 import os
 import re
@@ -53,6 +56,8 @@ CIVIL_COMMENTS_ATTRIBUTES = ("toxicity", "severe_toxicity", "obscene", "threat",
 # dataset's own convention calls a comment toxic when at least half did.
 LABEL_THRESHOLD = 0.5
 FILE_FORMATS = (".csv", ".tsv", ".jsonl", ".json")
+# A compressed file is read through the standard library: train.csv.gz is a CSV file.
+COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 # A .csv file's delimiter is read off its header line: Excel writes ";" in many locales.
 CSV_DELIMITERS = ",;\t|"
 # The csv module refuses fields over 128 KiB by default; real comments can be longer (they
@@ -229,8 +234,7 @@ def _decode(path: str, invalid_utf8: str) -> str:
   """The file's text (`decode_text`); invalid bytes raise or become U+FFFD."""
   if invalid_utf8 not in INVALID_UTF8:
     raise ValueError(f"data.invalid_utf8 must be one of {INVALID_UTF8}, got {invalid_utf8!r}.")
-  with open(path, "rb") as f:
-    data = f.read()
+  data = read_bytes(path)
   first_line = data[:data.find(b"\n")] if b"\n" in data else data
   if _bom_encoding(data) is None and first_line.count(0) * 3 > len(first_line):
     # UTF-8 reads such a file without complaint, and the header then matches no column.
@@ -239,6 +243,27 @@ def _decode(path: str, invalid_utf8: str) -> str:
         "file looks UTF-16 or UTF-32 without a byte-order mark. Re-encode it as UTF-8 (e.g. "
         "iconv -f UTF-16LE -t UTF-8).")
   return decode_text(data, path, invalid_utf8)
+
+
+def read_bytes(path: str) -> bytes:
+  """The contents of `path`, decompressed if its name ends in one of `COMPRESSIONS`."""
+  opener = COMPRESSIONS.get(os.path.splitext(path)[1].lower(), open)
+  try:
+    with opener(path, "rb") as f:
+      return f.read()
+  except (EOFError, OSError, lzma.LZMAError) as error:
+    if opener is open or isinstance(error, FileNotFoundError):
+      raise
+    raise ValueError(f"{path}: cannot decompress it ({type(error).__name__}: {error}).") from error
+
+
+def file_format(path: str) -> str | None:
+  """The format of a data file, one of `FILE_FORMATS`, from its name, past a compression
+  suffix ("train.jsonl.gz" is ".jsonl"); None for any other name."""
+  root, extension = os.path.splitext(path.lower())
+  if extension in COMPRESSIONS:
+    extension = os.path.splitext(root)[1]
+  return extension if extension in FILE_FORMATS else None
 
 
 def _bom_encoding(data: bytes) -> str | None:
@@ -305,7 +330,8 @@ def read_records(path: str, required_keys: Sequence[str], invalid_utf8: str = "r
                  ) -> Iterator[tuple[int, Mapping[str, object]]]:
   """(line number, record) of each record of a CSV file with a header row or a JSONL file.
 
-  The format comes from the extension: `.csv` (the delimiter, one of `CSV_DELIMITERS`,
+  The format comes from the extension (past a `COMPRESSIONS` suffix, e.g. train.csv.gz,
+  which is decompressed): `.csv` (the delimiter, one of `CSV_DELIMITERS`,
   is the one the header line uses; quoting as the csv module reads it by default), `.tsv`
   (tab-separated), `.jsonl` (one JSON object per line; blank lines are skipped) or `.json`
   (JSON Lines too, as Hugging Face's `to_json` writes it, or one array of objects); text
@@ -320,9 +346,11 @@ def read_records(path: str, required_keys: Sequence[str], invalid_utf8: str = "r
   """
   if not os.path.isfile(path):
     raise FileNotFoundError(f"No such data file: {path!r}.")
-  extension = os.path.splitext(path)[1].lower()
-  if extension not in FILE_FORMATS:
-    raise ValueError(f"{path}: unknown format {extension!r}; use one of {FILE_FORMATS}.")
+  extension = file_format(path)
+  if extension is None:
+    raise ValueError(f"{path}: unknown format {os.path.splitext(path)[1]!r}; name it "
+                     f"*{', *'.join(FILE_FORMATS)}, each optionally compressed "
+                     f"({', '.join(COMPRESSIONS)}).")
   text = _decode(path, invalid_utf8)
   if extension in (".csv", ".tsv"):
     yield from _csv_records(text, path, "\t" if extension == ".tsv" else None, required_keys)

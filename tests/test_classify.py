@@ -1,5 +1,6 @@
 """Scoring texts (byteflax.classify): JAX and LiteRT agree on any input; files in and out."""
 
+import gzip
 import io
 import json
 import logging as std_logging
@@ -75,6 +76,11 @@ def test_inputs_from_arguments_files_and_stdin(tmp_path, caplog):
   assert classify.read_inputs([], None, "text", stdin=stdin) == [inside, "", "", "last"]
   with pytest.raises(ValueError, match="not both"):
     classify.read_inputs(["a"], str(lines), "text")
+  # Compressed files are decompressed first, whatever their inner format.
+  (tmp_path / "in.jsonl.gz").write_bytes(gzip.compress(jsonl.read_bytes()))
+  assert classify.read_inputs([], str(tmp_path / "in.jsonl.gz"), "text") == ["one", "two"]
+  (tmp_path / "in.txt.gz").write_bytes(gzip.compress(b"x\ny\n"))
+  assert classify.read_inputs([], str(tmp_path / "in.txt.gz"), "text") == ["x", "y"]
 
 
 def test_outputs_as_csv_or_json_lines(tmp_path):

@@ -4,11 +4,14 @@ Fortune texts are never copied here: tests build synthetic fortune trees in tmp_
 read the installed package files.
 """
 
+import bz2
 import codecs
 import csv
+import gzip
 import importlib.metadata
 import json
 import logging
+import lzma
 import os
 
 import numpy as np
@@ -436,6 +439,21 @@ def test_a_csv_header_naming_a_needed_column_twice_is_an_error(tmp_path):
                                        "more than once"):
     toxicity.read_labelled_file(path)
   assert toxicity.read_texts(path) == ["you idiot", "nice day"]  # Labels unused: no clash.
+
+
+@pytest.mark.parametrize("suffix, compress", [(".gz", gzip.compress), (".bz2", bz2.compress),
+                                              (".xz", lzma.compress)])
+def test_compressed_files_read_as_their_inner_format(tmp_path, suffix, compress):
+  rows = "text;label\nyou idiot;1\nnice day;0\n"
+  path = _write(tmp_path / f"train.csv{suffix}", compress(rows.encode()))
+  assert toxicity.read_labelled_file(path) == [("you idiot", (1,)), ("nice day", (0,))]
+  jsonl = _write(tmp_path / f"t.JSONL{suffix}", compress(b'{"text": "a", "label": 1}\n'))
+  assert toxicity.read_labelled_file(jsonl) == [("a", (1,))]
+  broken = _write(tmp_path / f"broken.csv{suffix}", compress(rows.encode())[:-8])
+  with pytest.raises(ValueError, match=f"broken.csv{suffix}: cannot decompress it"):
+    toxicity.read_labelled_file(broken)
+  with pytest.raises(ValueError, match=r"a.txt.gz: unknown format '.gz'; name it \*.csv"):
+    toxicity.read_labelled_file(_write(tmp_path / "a.txt.gz", gzip.compress(b"x")))
 
 
 def test_utf16_without_a_byte_order_mark_is_an_error_naming_the_encoding(tmp_path):
