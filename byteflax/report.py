@@ -159,6 +159,26 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
           + ["| " + " | ".join(row) + " |" for row in rows])
 
 
+def _data_name(config: ml_collections.ConfigDict, task: str) -> str:
+  """The data a run trained on, for a title: its training file's name, or the task."""
+  return os.path.basename(config.data.train_path) if config.data.train_path else task
+
+
+def _data_description(config: ml_collections.ConfigDict, task: str) -> str:
+  """Where the splits come from: the user's files (a missing split carved from the
+  training file, as `toxicity.read_file_splits` does), or the registered task."""
+  if not config.data.train_path:
+    return f"Task `{task}`."
+  carved = (f"{config.data.validation_fraction:.0%} of the training file's distinct texts "
+            f"(seed {config.data.split_seed})")
+  files = [f"{split} `{path}`" if path else f"{split}: {carved}"
+           for split, path in (("train", config.data.train_path),
+                               ("validation", config.data.validation_path),
+                               ("test", config.data.test_path))]
+  return (f"Files ({'; '.join(files)}); text `{config.data.text_key}`, labels "
+          f"{', '.join(f'`{name}`' for name in input_pipeline.label_keys(config.data))}.")
+
+
 def write_card(workdir: str, export_dir: str | None = None, out: str | None = None,
                latency_runs: int = 100) -> str:
   """Writes the card and its plots; returns the card's path."""
@@ -175,7 +195,7 @@ def write_card(workdir: str, export_dir: str | None = None, out: str | None = No
   out_dir = os.path.dirname(os.path.abspath(out))
   os.makedirs(out_dir, exist_ok=True)
 
-  lines = [f"# Model card: {config.model_name} on {evaluation['task']}", "",
+  lines = [f"# Model card: {config.model_name} on {_data_name(config, evaluation['task'])}", "",
            f"Generated {datetime.date.today().isoformat()} by `python -m byteflax.report "
            f"--workdir={workdir}" + (f" --export_dir={export_dir}" if export_dir else "")
            + f"` from the checkpoint at step {step}.", ""]
@@ -201,7 +221,7 @@ def write_card(workdir: str, export_dir: str | None = None, out: str | None = No
             config.to_json_best_effort(indent=2), "```", "</details>", ""]
 
   sizes = _split_sizes(config)
-  lines += ["## Data", "", f"Task `{evaluation['task']}`.", ""]
+  lines += ["## Data", "", _data_description(config, evaluation["task"]), ""]
   lines += _table(["split", "examples", "positive rate"],
                   [[split, f"{n:,}", ", ".join(f"{rate:.1%}" for rate in rates)]
                    for split, (n, rates) in sizes.items()])
@@ -268,9 +288,11 @@ def write_card(workdir: str, export_dir: str | None = None, out: str | None = No
   lines += ["## Plots", ""]
   lines += [f"![{caption}]({filename})" for caption, filename in plots]
   lines += ["", "## Limitations", "",
-            "Metrics are from one training run on the splits above; labels of the embedded "
-            "task are per source file (noisy). Check the threshold table against your own "
-            "data before choosing an operating point.", ""]
+            f"Metrics are from one training run (seed {config.seed}) on the splits above"
+            + ("; the fortunes' labels are per source file (noisy)"
+               if evaluation["task"].startswith("fortunes_") else "")
+            + ". Check the threshold table against your own data before choosing an "
+            "operating point.", ""]
   with open(out, "w") as f:
     f.write("\n".join(lines))
   return out

@@ -68,6 +68,11 @@ def test_cli_train_export_then_model_card_and_comparison(tmp_path):
     test_auc = json.load(f)["test"]["auc"]
   # The card's AUC is recomputed from the checkpoint: it must equal eval.json's.
   assert f"ROC AUC {test_auc:.4f} on 120 examples" in card
+  assert card.startswith("# Model card: byte_qrnn on train.jsonl\n")
+  assert (f"Files (train `{tmp_path / 'train.jsonl'}`; validation: 10% of the training "
+          f"file's distinct texts (seed 0); test `{tmp_path / 'test.jsonl'}`); text `text`, "
+          "labels `label`.") in card
+  assert "seed 0) on the splits above. Check" in card  # Nothing about the fortunes' labels.
   for section in ("## Data", "## Metrics", "(best F1)", "expected calibration error",
                   "model_int8.tflite", "| train | 360 |", "| test | 120 |"):
     assert section in card, section
