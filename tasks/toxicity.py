@@ -200,8 +200,8 @@ def _add_task(name: str, source: seqio.DataSource, names: Sequence[str],
 # User files.
 
 
-def _parse_label(value: object, path: str, line: int, key: str) -> int:
-  """0/1 from 0/1, a probability (>= 0.5 is 1), a bool, or "true"/"false"."""
+def _label(value: object) -> int | None:
+  """0/1 from 0/1, a probability (>= 0.5 is 1), a bool, or "true"/"false"; else None."""
   if isinstance(value, str):
     lowered = value.strip().lower()
     if lowered in ("true", "false"):
@@ -213,6 +213,18 @@ def _parse_label(value: object, path: str, line: int, key: str) -> int:
       number = math.nan
     if 0.0 <= number <= 1.0:
       return int(number >= LABEL_THRESHOLD)
+  return None
+
+
+def _is_label(value: object) -> bool:
+  return _label(value) is not None
+
+
+def _parse_label(value: object, path: str, line: int, key: str) -> int:
+  """`_label` of a record's field; raises naming the line if it is not a label."""
+  label = _label(value)
+  if label is not None:
+    return label
   raise ValueError(
       f"{path}, line {line}: label {key!r} is {value!r}; expected 0/1, a probability in "
       f"[0, 1] or true/false.")
@@ -365,7 +377,8 @@ def _csv_records(text: str, path: str, delimiter: str | None, required_keys: Seq
   """`read_records` of CSV `text` (`delimiter` None: the header line's)."""
   # newline="": the csv module sees line endings (and newlines inside quotes) as written.
   f = io.StringIO(text, newline="")
-  reader = csv.DictReader(f, delimiter=delimiter or _delimiter(f))
+  delimiter = delimiter or _delimiter(f)
+  reader = csv.DictReader(f, delimiter=delimiter)
   try:
     if reader.fieldnames is None:
       raise ValueError(f"{path}: no examples (empty file).")
@@ -381,21 +394,61 @@ def _csv_records(text: str, path: str, delimiter: str | None, required_keys: Seq
     if repeated:  # DictReader would silently keep the last of them.
       raise ValueError(f"{path}, line 1: header names column {repeated} more than once; "
                        f"columns: {reader.fieldnames}. Rename all but one.")
+    label_columns = [reader.fieldnames.index(k) for k in required_keys[1:]]
+    # The file's lines as the reader counts them, split once a record spans several.
+    text_lines = functools.cache(lambda: io.StringIO(text, newline="").readlines())
     empty_rows = []
+    end_of_previous = reader.line_num  # The header's last line.
     for record in reader:
+      # A record is numbered by the line it starts on (a quoted field may span lines).
+      line, end_of_previous = end_of_previous + 1, reader.line_num
       # Spreadsheets export their blank rows as bare delimiters (",,"): skipped, as the csv
       # module skips empty lines, rather than read as an example whose label is "".
       if _is_blank_row(record):
-        empty_rows.append(reader.line_num)
+        empty_rows.append(line)
         continue
+      swallowed = reader.line_num > line and _swallowed_row(
+          record, text_lines(), line, reader.line_num, delimiter, len(reader.fieldnames),
+          label_columns)
+      if swallowed:  # Training on it would lose those rows.
+        raise ValueError(
+            f"{path}, lines {line}-{reader.line_num}: a field opens with a quote and runs to "
+            f"line {reader.line_num}, taking in lines that read as rows of their own (e.g. "
+            f"{swallowed!r}). Remove the stray quote, or quote the whole text with its "
+            'quotes doubled ("""Hi"" she said").')
       # DictReader fills short rows with None, which callers report as missing.
-      yield reader.line_num, record
+      yield line, record
   except csv.Error as error:  # E.g. a field over csv.field_size_limit.
     # line_num counts the lines of the records read whole; the bad one starts after them.
     raise ValueError(f"{path}, line {reader.line_num + 1}: unreadable CSV ({error}).") from error
   if empty_rows:
     logging.warning("%s: skipped %d rows with every field empty (lines %s).", path,
                     len(empty_rows), _line_list(empty_rows))
+
+
+def _swallowed_row(record: Mapping[str | None, object], lines: Sequence[str], first: int,
+                   last: int, delimiter: str, num_columns: int,
+                   label_columns: Sequence[int]) -> str | None:
+  """A row of the file that a stray quote swallowed into the record of lines first-last,
+  or None. A field that opens with a quote runs to the next quote; the csv module then
+  reads on past a quote that does not end the field (strict=False). So a record is
+  suspect only if its lines are not strict CSV, and is caught if one of its multi-line
+  fields holds a line that parses as a row (as many fields as the header, a label in each
+  of `label_columns`). A real multi-line text, quoted as CSV quotes it, is strict: the
+  95,383 multi-line comments of toxic_comments_en's CSV all are, though lines of some of
+  them parse as rows ("1,000 edits are ...", "True, it works ...")."""
+  try:
+    for _ in csv.reader(lines[first - 1:last], delimiter=delimiter, strict=True):
+      pass
+    return None
+  except csv.Error:
+    pass
+  inner = [line for value in record.values() if isinstance(value, str) and "\n" in value
+           for line in value.splitlines()]
+  for line, fields in zip(inner, csv.reader(inner, delimiter=delimiter)):
+    if len(fields) == num_columns and all(_is_label(fields[i]) for i in label_columns):
+      return line
+  return None
 
 
 def _is_blank_row(record: Mapping[str | None, object]) -> bool:

@@ -456,6 +456,31 @@ def test_compressed_files_read_as_their_inner_format(tmp_path, suffix, compress)
     toxicity.read_labelled_file(_write(tmp_path / "a.txt.gz", gzip.compress(b"x")))
 
 
+@pytest.mark.parametrize("name, delimiter", [("a.csv", ","), ("a.tsv", "\t")])
+def test_a_stray_quote_that_swallows_rows_is_an_error_naming_the_lines(tmp_path, name,
+                                                                        delimiter):
+  d = delimiter
+  rows = [f"text{d}label", f'"Hi there{d}1', f"normal text{d}0", f'another "quoted" word{d}1',
+          f"last one{d}0"]
+  path = _write(tmp_path / name, "\n".join(rows) + "\n")
+  with pytest.raises(ValueError, match=rf"{name}, lines 2-4: a field opens with a quote .* "
+                                       r"\(e.g. 'Hi there"):
+    toxicity.read_labelled_file(path)
+  unclosed = _write(tmp_path / f"unclosed{name}", "\n".join(rows[:3] + rows[4:]) + "\n")
+  with pytest.raises(ValueError, match=r"lines 2-4: a field opens with a quote and runs to"):
+    toxicity.read_labelled_file(unclosed)
+  # Multi-line texts quoted as CSV quotes them read as they are, even with lines that would
+  # parse as rows; so does a quote that opens a one-line text (the csv module drops it).
+  texts = ["Two paragraphs.\n\n1,000 edits\nTrue, it works", 'He said "no"', "plain"]
+  with open(tmp_path / f"fine{name}", "w", newline="", encoding="utf-8") as f:
+    csv.writer(f, delimiter=delimiter).writerows(
+        [["label", "text"], *[[i % 2, text] for i, text in enumerate(texts)]])
+  with open(tmp_path / f"fine{name}", "a", encoding="utf-8") as f:
+    f.write(f'1{d}"Hello" is what she said\n')
+  assert toxicity.read_labelled_file(str(tmp_path / f"fine{name}")) == [
+      (texts[0], (0,)), (texts[1], (1,)), (texts[2], (0,)), ("Hello is what she said", (1,))]
+
+
 def test_utf16_without_a_byte_order_mark_is_an_error_naming_the_encoding(tmp_path):
   path = _write(tmp_path / "wide.csv", "text,label\nfine,0\nbad,1\n".encode("utf-16-le"))
   with pytest.raises(ValueError, match="wide.csv, line 1: .* looks UTF-16"):
