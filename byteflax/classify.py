@@ -121,7 +121,7 @@ def load(model: str, batch_size: int = 64, num_threads: int = 1) -> Classifier:
                               f"writes {', '.join(export.FILES.values())}).")
     return TFLiteTextClassifier(model, num_threads)
   config = train.run_config(model)  # Raises naming the workdir if it is not a run.
-  trainer = train.Trainer(config)
+  trainer = train.Trainer(config, training=False)
   variables, _ = train.load_variables(model, trainer)
   return JaxClassifier(trainer.model, variables, trainer.label_names, config.data.max_length,
                        input_pipeline.bucket_boundaries(config.data), batch_size)

@@ -323,7 +323,7 @@ def export(config: ml_collections.ConfigDict, workdir: str, out_dir: str,
   lengths = sorted({*(lengths or default_lengths(length)), length})
   if lengths[0] < 2 or lengths[-1] > length:
     raise ValueError(f"Signature lengths must be in [2, {length}], got {lengths}.")
-  trainer = train.Trainer(config)
+  trainer = train.Trainer(config, training=False)
   variables, step = train.load_variables(workdir, trainer, collections=("params",))
   params = jax.device_get(variables["params"])
   model = inference_model(trainer)
@@ -333,8 +333,14 @@ def export(config: ml_collections.ConfigDict, workdir: str, out_dir: str,
                     "JAX model yet (export.INT8_FULL_EXPORTABLE).", INT8_FULL_FILE,
                     config.model_name)
     quantizations.remove(INT8_FULL)
-  representative_ids = (calibration_examples(config, lengths, num_calibration_examples)
-                        if INT8_FULL in quantizations else None)
+  representative_ids = None
+  if INT8_FULL in quantizations:
+    try:
+      representative_ids = calibration_examples(config, lengths, num_calibration_examples)
+    except FileNotFoundError as error:  # A run copied without its data: the rest needs none.
+      logging.warning("Not writing %s: its calibration reads the training data (%s).",
+                      INT8_FULL_FILE, error)
+      quantizations.remove(INT8_FULL)
   os.makedirs(out_dir, exist_ok=True)
   sizes = {}
   for quantization in quantizations:

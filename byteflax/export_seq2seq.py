@@ -199,7 +199,7 @@ def export_encoder_decoder(config: ml_collections.ConfigDict, workdir: str, out_
         f"config.model_name is {config.model_name!r}; byteflax.export_seq2seq exports "
         f"encoder-decoders ({seq2seq.MODEL_NAME!r}); export classifiers with "
         "byteflax.export.")
-  trainer = train.Trainer(config)
+  trainer = train.Trainer(config, training=False)
   model = inference_model(trainer.model, config.model)
   variables, step = train.load_variables(workdir, trainer, collections=("params",))
   params = jax.device_get(variables["params"])

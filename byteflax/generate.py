@@ -213,7 +213,7 @@ def load_model(config: ml_collections.ConfigDict, workdir: str
         f"config.model_name is {config.model_name!r}, which does not generate text; "
         f"generation needs an encoder-decoder ({seq2seq.MODEL_NAME!r}, e.g. "
         "configs/pretrain_fortunes.py).")
-  trainer = train.Trainer(config)
+  trainer = train.Trainer(config, training=False)
   variables, step = train.load_variables(workdir, trainer)
   return trainer.model, variables, step
 

@@ -16,6 +16,7 @@ those to metrics, and yields the batches. The loop, steps, sharding and checkpoi
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -43,8 +44,15 @@ class Classification:
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
-    self.task_name = input_pipeline.resolve_task(config.data)
-    self.label_names = toxicity.label_names(self.task_name)
+    self.label_names = (input_pipeline.label_keys(config.data) if config.data.train_path
+                        else toxicity.label_names(config.data.task))
+
+  @functools.cached_property
+  def task_name(self) -> str:
+    """The SeqIO task. A user's files are read when it is first asked for (training sizes
+    its budget on them at once), not to build the model: a trained run scores texts or
+    exports without its data files."""
+    return input_pipeline.resolve_task(self.config.data)
 
   def build_model(self) -> nn.Module:
     return models.build_model(self.config.model_name, len(self.label_names),
@@ -94,15 +102,20 @@ class SpanCorruption:
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
-    self.task_name = config.data.task
-    if config.data.get("train_path"):  # Local text files (comma-separated globs).
-      self.task_name = pretraining.register_text_files_task(
-          config.data.train_path.split(","), config.data.text_format)
-    elif config.data.get("corpus_dir"):  # python -m byteflax.corpus's output.
-      self.task_name = pretraining.register_corpus(config.data.corpus_dir)
-    elif not self.task_name:
+    if not (config.data.task or config.data.get("train_path")
+            or config.data.get("corpus_dir")):
       raise ValueError("This config pretrains on a corpus: set --config.data.corpus_dir to "
                        "a folder that python -m byteflax.corpus --out=DIR built.")
+
+  @functools.cached_property
+  def task_name(self) -> str:
+    """The SeqIO task, registered when first asked for (as `Classification.task_name`)."""
+    if self.config.data.get("train_path"):  # Local text files (comma-separated globs).
+      return pretraining.register_text_files_task(
+          self.config.data.train_path.split(","), self.config.data.text_format)
+    if self.config.data.get("corpus_dir"):  # python -m byteflax.corpus's output.
+      return pretraining.register_corpus(self.config.data.corpus_dir)
+    return self.config.data.task
 
   def build_model(self) -> nn.Module:
     return seq2seq.build_encoder_decoder(

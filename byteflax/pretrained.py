@@ -78,7 +78,8 @@ def write(workdir: str, name: str, out_dir: str = PRETRAINED_DIR,
   config = train.run_config(workdir)
   if not train.is_encoder_decoder_run(workdir):
     raise ValueError(f"{workdir} is not an encoder-decoder (pretraining) run.")
-  variables, step = train.load_variables(workdir, train.Trainer(config), ("params",))
+  variables, step = train.load_variables(workdir, train.Trainer(config, training=False),
+                                     ("params",))
   encoder = flax.traverse_util.flatten_dict(variables["params"]["encoder"], sep="/")
   os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, f"{name}.npz")

@@ -68,8 +68,12 @@ def _training_examples(task_name: str, why_needed: str) -> int:
 class Trainer:
   """Owns the mesh, the jitted steps and their shardings for one config."""
 
-  def __init__(self, config: ml_collections.ConfigDict, devices=None):
-    """devices: the mesh's devices (default: all); tests compare meshes of one process."""
+  def __init__(self, config: ml_collections.ConfigDict, devices=None, *,
+               training: bool = True):
+    """devices: the mesh's devices (default: all); tests compare meshes of one process.
+    training=False: a model to apply (score texts, export), not to train: nothing here
+    reads the training data (no step budget, no epoch-based evals, no `train_step`), so a
+    run copied without its data files still loads."""
     self.config = config
     self.objective = objectives.for_config(config)
     distillation = step_lib.distillation_settings(config)
@@ -77,17 +81,20 @@ class Trainer:
       raise ValueError(f"config.distill.alpha = {config.distill.alpha} distils a classifier's "
                        f"logits, but this config trains {type(self.objective).__name__}; set "
                        "it to 0.")
-    self.task_name = self.objective.task_name
     self.label_names = getattr(self.objective, "label_names", ())
     self.model = self.objective.build_model()
     self.mesh = partitioning.make_mesh(config.mesh, devices)
-    self.total_steps, self.budget = training_steps(config, self.task_name)
+    # The optimizer state's structure, which checkpoints hold, does not depend on the budget.
+    self.total_steps, self.budget = (training_steps(config, self.task_name) if training
+                                     else (1, "not training"))
     # Parsed here so that a wrong select_by fails before any teacher fit or training step.
     self.selection = Selection.from_config(config)
     # Evals every so many epochs need the epoch's length in steps.
+    by_epochs = training and any(evaluation.get("every_epochs")
+                                 for evaluation in config.evals.values())
     self.epoch_steps = step_lib.steps_per_epoch(config, _training_examples(
-        self.task_name, "config.evals.*.every_epochs cannot place its evals")) if any(
-            evaluation.get("every_epochs") for evaluation in config.evals.values()) else None
+        self.task_name, "config.evals.*.every_epochs cannot place its evals")
+                                                ) if by_epochs else None
     self.tx, self.schedule = step_lib.make_optimizer(config.optim, self.total_steps)
 
     def init_boxed(rng):
@@ -106,16 +113,22 @@ class Trainer:
                            out_shardings=self.state_sharding)
     self._abstract_state = nn.meta.unbox(abstract)
     self.batch_sharding = partitioning.batch_sharding(self.mesh)
-    self.train_step = jax.jit(
-        functools.partial(step_lib.train_step, objective=self.objective,
-                          **distillation, **step_lib.output_settings(config, self.model)),
-        in_shardings=(self.state_sharding, self.batch_sharding),
-        out_shardings=(self.state_sharding, None), donate_argnums=(0,))
+    if training:
+      self.train_step = jax.jit(
+          functools.partial(step_lib.train_step, objective=self.objective,
+                            **distillation, **step_lib.output_settings(config, self.model)),
+          in_shardings=(self.state_sharding, self.batch_sharding),
+          out_shardings=(self.state_sharding, None), donate_argnums=(0,))
     # Eval outputs are small ([batch, labels]): replicated, so every host can read them.
     self.eval_step = jax.jit(
         functools.partial(step_lib.eval_step, objective=self.objective),
         in_shardings=(self.state_sharding, self.batch_sharding),
         out_shardings=jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec()))
+
+  @property
+  def task_name(self) -> str:
+    """The objective's SeqIO task (reading a user's files the first time it is asked for)."""
+    return self.objective.task_name
 
   def eval_is_due(self, name: str, step: int) -> bool:
     """Whether eval `name` runs after training step `step`: every `every_steps` steps, and

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import seqio
 
+from byteflax import classify
 from byteflax import models
 from byteflax import train
 from configs import byteqrnn_toxicity
@@ -83,6 +84,21 @@ def test_tiny_run_learns_the_toy_task(toy_data, tmp_path):
   assert own_config.data.train_path == config.data.train_path
   assert train.evaluate_checkpoint(own_config, str(tmp_path))["test"]["auc"] == (
       report["test"]["auc"])
+  # A copy of the run whose data files are not where they were still scores texts (the
+  # model needs no data); training from it stops naming the missing file.
+  copied = tmp_path.parent / f"{tmp_path.name}_copied"
+  shutil.copytree(tmp_path, copied)
+  with open(copied / train.CONFIG_FILE) as f:
+    moved = json.load(f)
+  moved["data"]["train_path"] = str(tmp_path / "gone" / "train.csv")
+  moved["data"]["test_path"] = str(tmp_path / "gone" / "test.csv")
+  with open(copied / train.CONFIG_FILE, "w") as f:
+    json.dump(moved, f)
+  texts = ["apple river dammit stone", "quiet green table"]
+  np.testing.assert_allclose(classify.load(str(copied)).predict(texts),
+                             classify.load(str(tmp_path)).predict(texts), atol=1e-6)
+  with pytest.raises(FileNotFoundError, match="gone/train.csv"):
+    train.Trainer(train.run_config(str(copied)))
 
 
 def test_run_config_needs_a_workdir(tmp_path):
