@@ -3,10 +3,11 @@ r"""Exports a trained encoder-decoder to TFLite: `encode` and `decode_step` sign
   python -m byteflax.export_seq2seq --workdir=/tmp/pretrain_corpus \
       --out=/tmp/pretrain_corpus/export [--rows=1,4] [--cache_length=64] [--config=...]
 
-(the run's own config.json unless --config is given) writes `seq2seq_float.tflite`, `seq2seq_int8.tflite` (int8 weights, dynamically quantized
-matmuls: `export.INT8`) and `manifest.json` into --out; `python -m byteflax.generate
---tflite=<out>` searches over them (beam search, greedy or sampling, float or uint8
-scores). Same path as the classifiers' export (jax2tf graph mode -> TFLiteConverter).
+(the run's own config.json unless --config is given) writes `seq2seq_float.tflite`,
+`seq2seq_int8.tflite` (int8 weights, dynamically quantized matmuls: `export.INT8`) and
+`manifest.json` into --out; `python -m byteflax.generate --tflite=<out>` searches over
+them (beam search, greedy or sampling, float or uint8 scores). Same path as the
+classifiers' export (jax2tf graph mode -> TFLiteConverter).
 
 On-device contract (signatures sharing one copy of the weights):
 - `encode_<n>`, one per input length n (the training length buckets): `ids` int32
