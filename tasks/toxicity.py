@@ -216,10 +216,6 @@ def _label(value: object) -> int | None:
   return None
 
 
-def _is_label(value: object) -> bool:
-  return _label(value) is not None
-
-
 def _parse_label(value: object, path: str, line: int, key: str) -> int:
   """`_label` of a record's field; raises naming the line if it is not a label."""
   label = _label(value)
@@ -400,8 +396,12 @@ def _csv_records(text: str, path: str, delimiter: str | None, required_keys: Seq
     empty_rows = []
     end_of_previous = reader.line_num  # The header's last line.
     for record in reader:
-      # A record is numbered by the line it starts on (a quoted field may span lines).
-      line, end_of_previous = end_of_previous + 1, reader.line_num
+      # A record is numbered by the line it starts on: its last line less the line breaks
+      # inside its quoted fields (blank lines before it are skipped; a quote left open at
+      # the end of the file also holds the last line's break).
+      line = max(end_of_previous + 1, reader.line_num - sum(
+          len(_LINE_BREAK.findall(value)) for value in _fields(record) if value))
+      end_of_previous = reader.line_num
       # Spreadsheets export their blank rows as bare delimiters (",,"): skipped, as the csv
       # module skips empty lines, rather than read as an example whose label is "".
       if _is_blank_row(record):
@@ -443,20 +443,29 @@ def _swallowed_row(record: Mapping[str | None, object], lines: Sequence[str], fi
     return None
   except csv.Error:
     pass
-  inner = [line for value in record.values() if isinstance(value, str) and "\n" in value
-           for line in value.splitlines()]
+  inner = [line for value in _fields(record) if value and _LINE_BREAK.search(value)
+           for line in _LINE_BREAK.split(value)]
   for line, fields in zip(inner, csv.reader(inner, delimiter=delimiter)):
-    if len(fields) == num_columns and all(_is_label(fields[i]) for i in label_columns):
+    if len(fields) == num_columns and all(_label(fields[i]) is not None
+                                          for i in label_columns):
       return line
   return None
 
 
+def _fields(record: Mapping[str | None, object]) -> list[str | None]:
+  """The fields of a `csv.DictReader` record: those past the header's come as a list under
+  the key None, those missing in a short row as None."""
+  return [value for key, value in record.items() if key is not None] + (record.get(None) or [])
+
+
+# The line ends that a text file read with newline="" yields lines at, as the csv module
+# counts them (in `line_num`) and keeps them inside quoted fields.
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
 def _is_blank_row(record: Mapping[str | None, object]) -> bool:
-  """Whether a `csv.DictReader` record holds nothing but whitespace (fields past the header's
-  come as a list under the key None; those missing in a short row as None)."""
-  fields = [value for key, value in record.items() if key is not None]
-  fields += record.get(None) or []
-  return not any(field and field.strip() for field in fields)
+  """Whether a `csv.DictReader` record holds nothing but whitespace."""
+  return not any(field and field.strip() for field in _fields(record))
 
 
 def _json_lines_records(text: str, path: str) -> Iterator[tuple[int, dict[str, object]]]:

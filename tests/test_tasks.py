@@ -327,6 +327,8 @@ def test_jsonl_file_task_with_given_splits_and_two_labels(tmp_path):
     ("a.csv", "text,label\nhi,1\nshort\n", r"a.csv, line 3: 'label' is missing"),
     ("a.csv", "text,label\nhi,1\nhi,maybe\n", r"a.csv, line 3: label 'label' is 'maybe'"),
     ("a.csv", "text,label\nhi,2\n", r"line 2: label 'label' is '2'"),
+    # Lines count as written: quoted line breaks (\r\n, \r, \n) and blank lines included.
+    ("a.csv", 'text,label\n"two\r\nlines\rthree",1\n\nbad,x\n', r"a.csv, line 6: label"),
     ("a.csv", "", r"a.csv: no examples"),
     ("a.csv", "text,label\n", r"a.csv: no examples"),
     ("a.jsonl", "\n", r"a.jsonl: no examples"),
