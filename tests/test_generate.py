@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from benchmarks import decode
 from byteflax import beam_search
 from byteflax import generate
 from byteflax import seq2seq
@@ -110,12 +111,7 @@ def test_generate_cli_on_a_trained_smoke_run(tmp_path):
   hypotheses = lambda lines: [line.split("] ", 1)[-1] for line in lines[1:]]
   assert hypotheses(exported) == hypotheses(lines), (exported, lines)
   # The decoding benchmark's uint8 agreement reads the run's config too (a smoke model).
-  subprocess.run([sys.executable, "-m", "benchmarks.decode", f"--out={tmp_path / 'bench'}",
-                  "--parts", "jax", f"--workdir={tmp_path}", "--positions", "16", "1024",
-                  "--rounds=1", "--steps=2", "--max_length=4", "--agreement_examples=4"],
-                 cwd=REPO, check=True, capture_output=True)
-  with open(tmp_path / "bench" / "decode.json") as f:
-    agreement = json.load(f)["uint8_agreement"]
+  agreement = decode.measure_agreement(str(tmp_path), beam_size=3, max_length=4, examples=4)
   assert agreement["checkpoint_step"] == 40 and agreement["examples"] == 4, agreement
   assert agreement["mismatches"] == len(agreement["score_regret_of_mismatches"])
   missing = subprocess.run(
