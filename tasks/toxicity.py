@@ -399,8 +399,10 @@ def _csv_records(text: str, path: str, delimiter: str | None, required_keys: Seq
       # A record is numbered by the line it starts on: its last line less the line breaks
       # inside its quoted fields (blank lines before it are skipped; a quote left open at
       # the end of the file also holds the last line's break).
-      line = max(end_of_previous + 1, reader.line_num - sum(
-          len(_LINE_BREAK.findall(value)) for value in _fields(record) if value))
+      line = end_of_previous + 1
+      if reader.line_num > line:  # Most records are one line: no fields to scan.
+        line = max(line, reader.line_num - sum(
+            len(_LINE_BREAK.findall(value)) for value in _fields(record) if value))
       end_of_previous = reader.line_num
       # Spreadsheets export their blank rows as bare delimiters (",,"): skipped, as the csv
       # module skips empty lines, rather than read as an example whose label is "".
