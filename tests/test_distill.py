@@ -62,6 +62,7 @@ def test_default_config_distills_and_its_variants_opt_out():
   fortunes = byteqrnn_toxicity.get_config("fortunes")
   assert fortunes.distill.teacher == "minilm_finetuned"
   assert os.path.exists(fortunes.distill.teacher_path) and fortunes.distill.transfer
+  assert fortunes.distill.feature_weight == 1.0  # The file holds the teacher's features.
   assert byteqrnn_toxicity.get_config("multilingual").distill.teacher == "tfidf_char"
   assert byteqrnn_toxicity.get_config("multilingual").distill.alpha > 0
   for variant in ("scratch", "smoke", "qat", "multilingual,scratch", "fortunes,scratch"):
@@ -80,12 +81,16 @@ def test_default_config_distills_and_its_variants_opt_out():
 @pytest.mark.slow
 def test_shipped_fortunes_teacher_holds_every_text_the_recipe_trains_on():
   """`:fortunes` reads a teacher file from the repository; training stops at the first
-  text it lacks, so every training fortune and every transfer text must have a logit."""
+  text it lacks, so every training fortune and every transfer text must have a logit
+  and, for the feature term, a feature row."""
   config = byteqrnn_toxicity.get_config("fortunes")
   with np.load(config.distill.teacher_path) as teacher:
     keys = set(teacher["keys"].tolist())
     assert str(teacher["task"]) == input_pipeline.resolve_task(config.data)
     assert int(teacher["max_length"]) == config.data.max_length
+    assert teacher["features"].dtype == np.int8
+    assert teacher["features"].shape[0] == teacher["feature_scales"].shape[0] == len(keys)
+    assert np.all(np.isfinite(teacher["feature_scales"])) and teacher["logits"].shape[0] == len(keys)
   train_ids, _ = input_pipeline.task_examples(config.data, "train", config.data.max_length)
   transfer_ids = input_pipeline.transfer_ids(config.data, config.distill.transfer)
   assert len(transfer_ids) == 4 * len(train_ids) + 20_000  # augmented:4,toxic_comments_en:20000
