@@ -431,6 +431,8 @@ def test_csv_rows_of_bare_delimiters_are_skipped_and_logged(tmp_path, caplog):
   with caplog.at_level(logging.WARNING):
     assert toxicity.read_labelled_file(path) == [("you idiot", (1,)), ("nice day", (0,))]
   assert "sheet.csv: skipped 3 rows with every field empty (lines 3, 5, 6)" in caplog.text
+  toxicity.read_labelled_file(_write(tmp_path / "one.csv", "text,label\n,\nnice day,0\n"))
+  assert "one.csv: skipped 1 row with every field empty (line 2)" in caplog.text
   with pytest.raises(ValueError, match=r"half.csv, line 3: label 'label' is ''"):
     toxicity.read_labelled_file(_write(tmp_path / "half.csv", "text,label\na,1\nb,\n"))
 
