@@ -153,10 +153,16 @@ def fortunes_documents(debian_root: str = FORTUNES_ROOT,
   for root, language_of, is_rot13 in (
       (debian_root, _fortune_language, _is_rot13),
       (english_root, lambda relative: "en", _is_english_rot13)):
-    paths = sorted(p for p in glob.glob(os.path.join(root, "**", "*"), recursive=True)
-                   if os.path.isfile(p) and not p.endswith((".dat", ".u8")))
+    # Each file once, named by where it is: fortunes-it links its files into the top level
+    # (`adams -> it/adams`), where a path would call them English.
+    root = os.path.realpath(root)
+    paths = sorted({os.path.realpath(p)
+                    for p in glob.glob(os.path.join(root, "**", "*"), recursive=True)
+                    if os.path.isfile(p) and not p.endswith((".dat", ".u8"))})
     for path in paths:
       relative = os.path.relpath(path, root)
+      if relative.startswith(os.pardir):  # A link out of the collection.
+        continue
       for text in fortunes.read_fortune_file(path, rot13=is_rot13(relative)):
         yield language_of(relative), text
 

@@ -124,12 +124,15 @@ def test_fortunes_reader_decodes_rot13_and_names_languages(tmp_path):
   (debian / "es" / "off" / "x").write_text("Ubyn zhaqb\n%\n")  # "Hola mundo" in ROT13.
   (debian / "es" / "x.dat").write_bytes(b"\x00index")  # strfile index: skipped.
   (debian / "plain").write_text("first\n%\nsecond\n")
+  (debian / "it").mkdir()
+  (debian / "it" / "leggi").write_text("Ciao\n%\n")
+  (debian / "leggi").symlink_to(os.path.join("it", "leggi"))  # As fortunes-it links them.
   english.mkdir()
   (english / "murphy").write_text("a law\n%\n")
   (english / "murphy-o").write_text("n ehqr ynj\n%\n")  # "a rude law" in ROT13.
   documents = list(corpus.fortunes_documents(str(debian), str(english)))
   assert sorted(documents) == sorted([("es", "Hola mundo"), ("en", "first"),
-                                      ("en", "second"), ("en", "a law"),
+                                      ("en", "second"), ("it", "Ciao"), ("en", "a law"),
                                       ("en", "a rude law")])
 
 
