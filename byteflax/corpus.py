@@ -256,6 +256,32 @@ def _source_documents(name: str, workers: int) -> Documents:
   return readers[name]()
 
 
+def unlabelled_documents(source: str, language: str = "en",
+                         exclude: frozenset[bytes] | set[bytes] = frozenset(),
+                         workers: int = 1) -> list[str]:
+  """One source's distinct documents in `language`, as its reader yields them (a fortune
+  keeps its layout), none of them a held-out text of a classification task nor one whose
+  `dedup_key` is in `exclude`: unlabelled text for a teacher to score
+  (config.distill.transfer's `corpus_<source>`). Raises FileNotFoundError naming the
+  install command when the source is not installed or yields no such document."""
+  held_out = held_out_keys()
+  seen, texts = set(), []
+  try:
+    for document_language, text in _source_documents(source, workers):
+      key = dedup_key(text)
+      if (document_language == language and text.strip() and key not in seen
+          and key not in held_out and key not in exclude):
+        seen.add(key)
+        texts.append(text)
+  except (FileNotFoundError, ImportError) as error:
+    raise FileNotFoundError(f"Corpus source {source!r} is not installed ({error}); install: "
+                            f"{INSTALL_HINTS[source]}") from error
+  if not texts:
+    raise FileNotFoundError(f"Corpus source {source!r} has no {language!r} document that is "
+                            f"not a text of the task; install: {INSTALL_HINTS[source]}")
+  return texts
+
+
 # ---------------------------------------------------------------------------------------
 # Writing
 

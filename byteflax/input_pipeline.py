@@ -28,6 +28,7 @@ import seqio
 import tensorflow as tf
 
 from byteflax import augment
+from byteflax import corpus
 from byteflax import perturb
 from byteflax import splitter
 from tasks import pretraining
@@ -158,6 +159,7 @@ TRANSFER_PERTURB_SEED = 1  # benchmarks/compare.py perturbs the test texts with 
 TRANSFER_AUGMENTED = "augmented"
 TRANSFER_AUGMENT_SEED = 2
 TRANSFER_SAMPLE_SEED = 3
+TRANSFER_CORPUS = "corpus_"
 
 
 def texts_from_ids(ids: np.ndarray) -> list[str]:
@@ -183,6 +185,12 @@ def transfer_ids(data: ml_collections.ConfigDict, sources: str) -> np.ndarray:
     <task>[:N]   the training texts of another registered task (e.g. the 147k comments for
                  the fortunes); with N, N of them drawn at random (seed 3; fewer are a
                  subset of more).
+    corpus_<source>[:N]  English documents of a source of the offline pretraining corpus
+                 (byteflax/corpus.py: fortunes, gcide, manpages, handbook, toxic_comments)
+                 that are none of this task's texts nor a held-out text of any
+                 classification task, e.g. `corpus_fortunes` for the fortunes in Debian's
+                 English collection (apt-get install fortunes) that the task does not hold;
+                 N drawn as for a task. What it holds follows the installed packages.
   The same config always gives the same ids, so a teacher file written for them (keyed by
   `teacher_keys`) matches the training batches.
   """
@@ -204,11 +212,16 @@ def transfer_ids(data: ml_collections.ConfigDict, sources: str) -> np.ndarray:
                          f"{TRANSFER_PERTURBED!r} takes no count.")
       ids.append(splitter.ByteSplitter(data.max_length).encode_batch(texts)[0])
     elif name in seqio.TaskRegistry.names():
-      ids.append(_task_sample(source, name, count, data))
+      ids.append(_sample(_split_ids(name, "train", data, data.max_length)[0], source, name,
+                         count))
+    elif name.startswith(TRANSFER_CORPUS):
+      ids.append(_sample(_corpus_ids(source, name.removeprefix(TRANSFER_CORPUS), data),
+                         source, name, count))
     else:
       raise ValueError(f"Unknown transfer source {source!r} in config.distill.transfer: "
-                       f"{TRANSFER_PERTURBED!r}, '{TRANSFER_AUGMENTED}:K' or a registered "
-                       f"task[:N] ({sorted(seqio.TaskRegistry.names())}).")
+                       f"{TRANSFER_PERTURBED!r}, '{TRANSFER_AUGMENTED}:K', a registered "
+                       f"task[:N] ({sorted(seqio.TaskRegistry.names())}) or "
+                       f"'{TRANSFER_CORPUS}<source>[:N]' ({', '.join(corpus.SOURCES)}).")
   if not ids:
     raise ValueError(f"config.distill.transfer={sources!r} names no source.")
   return np.concatenate(ids)
@@ -219,19 +232,33 @@ def _transfer_copies(source: str, count: str) -> int:
   return _count(source, count, "copies", f"{TRANSFER_AUGMENTED}:8") if count else 1
 
 
-def _task_sample(source: str, task_name: str, count: str, data: ml_collections.ConfigDict
-                 ) -> np.ndarray:
-  """The byte ids of a task's training texts: all of them, or `count` drawn at random."""
-  ids = _split_ids(task_name, "train", data, data.max_length)[0]
+def _sample(ids: np.ndarray, source: str, name: str, count: str) -> np.ndarray:
+  """Byte ids `[n, length]` of a source's texts: all of them, or `count` drawn at random."""
   if not count:
     return ids
-  size = _count(source, count, "texts", f"{task_name}:20000")
+  size = _count(source, count, "texts", f"{name}:20000")
   if size > len(ids):
-    raise ValueError(f"Transfer source {source!r} in config.distill.transfer: {task_name!r} "
-                     f"has {len(ids):,} training texts, fewer than {size:,}.")
+    raise ValueError(f"Transfer source {source!r} in config.distill.transfer: {name!r} "
+                     f"has {len(ids):,} texts, fewer than {size:,}.")
   # A prefix of one fixed permutation: a smaller sample is a subset of a larger one.
   order = np.random.default_rng(TRANSFER_SAMPLE_SEED).permutation(len(ids))
   return ids[np.sort(order[:size])]
+
+
+def _corpus_ids(source: str, corpus_source: str, data: ml_collections.ConfigDict
+                ) -> np.ndarray:
+  """Byte ids of a corpus source's English documents that are none of the task's texts,
+  compared whole (up to whitespace) and as the model reads them (cut to max_length)."""
+  if corpus_source not in corpus.SOURCES:
+    raise ValueError(f"Transfer source {source!r} in config.distill.transfer: no corpus "
+                     f"source {corpus_source!r}; choose from {', '.join(corpus.SOURCES)}.")
+  task_name = resolve_task(data)
+  task_ids = np.concatenate([_split_ids(task_name, split, data, data.max_length)[0]
+                             for split in seqio.get_mixture_or_task(task_name).splits])
+  texts = corpus.unlabelled_documents(
+      corpus_source, exclude={corpus.dedup_key(text) for text in texts_from_ids(task_ids)})
+  ids = splitter.ByteSplitter(data.max_length).encode_batch(texts)[0]
+  return ids[~np.isin(teacher_keys(ids), teacher_keys(task_ids))]
 
 
 def _count(source: str, count: str, what: str, example: str) -> int:

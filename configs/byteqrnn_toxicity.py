@@ -176,8 +176,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # Unlabelled transfer texts the teacher labels too (input_pipeline.transfer_ids),
       # comma-separated: "perturbed" (obfuscated copies of the training texts),
       # "augmented:K" (K copies with words dropped / replaced, n-gram spans) and/or other
-      # tasks' names (":N" for N of their texts, seeded); "" for none. transfer_rate:
-      # their share of training examples.
+      # tasks' names (":N" for N of their texts, seeded) and/or "corpus_<source>[:N]"
+      # (English documents of an offline corpus source that the task lacks,
+      # byteflax/corpus.py); "" for none. transfer_rate: their share of training examples.
       transfer="",
       transfer_rate=0.5,
       # Weight of a second teacher term: the student's pooled vectors keep the pairwise

@@ -15,6 +15,7 @@ import optax
 import pytest
 
 from byteflax import augment
+from byteflax import corpus
 from byteflax import distill
 from byteflax import input_pipeline
 from byteflax import step
@@ -392,10 +393,41 @@ def test_a_tasks_transfer_texts_are_a_seeded_sample_of_its_training_texts(toy_da
   np.testing.assert_array_equal(fifty, input_pipeline.transfer_ids(config.data,
                                                                    f"{task_name}:50"))
   assert rows(input_pipeline.transfer_ids(config.data, f"{task_name}:20")) < rows(fifty)
-  with pytest.raises(ValueError, match=f"has {len(every)} training texts, fewer than 100,000"):
+  with pytest.raises(ValueError, match=f"has {len(every)} texts, fewer than 100,000"):
     input_pipeline.transfer_ids(config.data, f"{task_name}:100000")
   with pytest.raises(ValueError, match="number of texts must be an integer >= 1"):
     input_pipeline.transfer_ids(config.data, f"{task_name}:0")
+
+
+def test_corpus_transfer_texts_are_new_english_documents(toy_data, tmp_path, monkeypatch):
+  """`corpus_<source>`: a corpus source's English documents, none a text of the task (in
+  any split, up to whitespace) or a held-out text of another task; each once."""
+  config = _config(toy_data, tmp_path)
+  train_text = distill.split_texts(config, "train")[1][0]
+  test_text = distill.split_texts(config, "test")[1][0]
+  documents = [("en", "A fortune the task lacks.\n\t\t-- Anon"), ("de", "Ein Glückskeks."),
+               ("en", " \n"), ("en", train_text.replace(" ", "\n  ", 1)), ("en", test_text),
+               ("en", "Held out elsewhere."), ("en", "Another new one."),
+               ("en", "A fortune the task lacks.\n\t\t-- Anon")]
+  monkeypatch.setattr(corpus, "_source_documents", lambda source, workers: iter(documents))
+  monkeypatch.setattr(corpus, "held_out_keys",
+                      lambda: {corpus.dedup_key("Held  out elsewhere.")})
+  transfer = input_pipeline.transfer_ids(config.data, "corpus_fortunes")
+  assert input_pipeline.texts_from_ids(transfer) == [
+      "A fortune the task lacks.\n\t\t-- Anon", "Another new one."]
+  np.testing.assert_array_equal(
+      input_pipeline.transfer_ids(config.data, "corpus_fortunes:1"),
+      input_pipeline.transfer_ids(config.data, "corpus_fortunes:1"))
+  with pytest.raises(ValueError, match="'corpus_fortunes' has 2 texts, fewer than 3"):
+    input_pipeline.transfer_ids(config.data, "corpus_fortunes:3")
+  with pytest.raises(ValueError, match="no corpus source 'tweets'"):
+    input_pipeline.transfer_ids(config.data, "corpus_tweets")
+
+  def not_installed(source, workers):
+    raise FileNotFoundError("/usr/share/dictd/gcide.dict.dz")
+  monkeypatch.setattr(corpus, "_source_documents", not_installed)
+  with pytest.raises(FileNotFoundError, match="install: apt-get install dict-gcide"):
+    input_pipeline.transfer_ids(config.data, "corpus_gcide")
 
 
 def test_transfer_errors(toy_data, tmp_path):
