@@ -424,9 +424,9 @@ def _csv_records(text: str, path: str, delimiter: str | None, required_keys: Seq
     # line_num counts the lines of the records read whole; the bad one starts after them.
     raise ValueError(f"{path}, line {reader.line_num + 1}: unreadable CSV ({error}).") from error
   if empty_rows:
+    rows, lines = ("row", "line") if len(empty_rows) == 1 else ("rows", "lines")
     logging.warning("%s: skipped %d %s with every field empty (%s %s).", path,
-                    len(empty_rows), "row" if len(empty_rows) == 1 else "rows",
-                    "line" if len(empty_rows) == 1 else "lines", _line_list(empty_rows))
+                    len(empty_rows), rows, lines, _line_list(empty_rows))
 
 
 def _swallowed_row(record: Mapping[str | None, object], lines: Sequence[str], first: int,

@@ -91,7 +91,8 @@ def test_shipped_fortunes_teacher_holds_every_text_the_recipe_trains_on():
     assert int(teacher["max_length"]) == config.data.max_length
     assert teacher["features"].dtype == np.int8
     assert teacher["features"].shape[0] == teacher["feature_scales"].shape[0] == len(keys)
-    assert np.all(np.isfinite(teacher["feature_scales"])) and teacher["logits"].shape[0] == len(keys)
+    assert np.all(np.isfinite(teacher["feature_scales"]))
+    assert teacher["logits"].shape[0] == len(keys)
   train_ids, _ = input_pipeline.task_examples(config.data, "train", config.data.max_length)
   transfer_ids = input_pipeline.transfer_ids(config.data, config.distill.transfer)
   assert len(transfer_ids) == 4 * len(train_ids) + 20_000  # augmented:4,toxic_comments_en:20000
