@@ -264,6 +264,19 @@ def out_of_fold_logits(model, texts: list[str], labels: np.ndarray, c: float, fo
   logits = np.zeros(labels.shape, np.float32)
   for fold in range(folds):
     train_rows, held_out = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
+    # A class whose few examples all fall in this fold leaves the fit one class (a bare
+    # solver error in sklearn); say which label and what to change.
+    for j in range(labels.shape[1]):
+      seen = np.unique(labels[train_rows, j])
+      if len(seen) == 1:
+        missing = 1 - int(seen[0])
+        raise ValueError(
+            f"Out-of-fold teacher logits: label column {j}'s "
+            f"{int(np.sum(labels[:, j] == missing))} example(s) of class {missing} among the "
+            f"{len(texts)} training examples all fall in fold {fold + 1} of {folds}, so the "
+            "fit on the other folds sees one class. Add examples of that class, use fewer "
+            "folds (config.distill.teacher_folds), or train on the labels alone "
+            "(config.distill.alpha=0).")
     model.fit(([texts[i] for i in train_rows], labels[train_rows]), None, c=c)
     logits[held_out] = model.decision_function([texts[i] for i in held_out])
   return logits

@@ -36,6 +36,22 @@ def test_tfidf_tunes_c_on_validation_and_ranks_the_classes():
   assert not np.allclose(other.decision_function(texts), scores)
 
 
+def test_out_of_fold_logits_name_a_class_that_one_fold_holds_whole():
+  """One offensive text among 30: the fold that holds it leaves the other folds' fit one
+  class; the error says which label, and what to change (sklearn's says neither)."""
+  texts, labels = _texts(30, 0)
+  labels[:] = 0
+  labels[7] = 1
+  model = baselines.TfidfLogisticRegression("char")
+  with pytest.raises(ValueError, match=r"label column 0's 1 example\(s\) of class 1 among the "
+                     r"30 training examples all fall in fold \d of 5.*teacher_folds"):
+    baselines.out_of_fold_logits(model, texts, labels, c=1.0, folds=5, seed=0)
+  # With examples of both classes outside every fold, each example gets held-out logits.
+  labels[:4] = 1
+  logits = baselines.out_of_fold_logits(model, texts, labels, c=1.0, folds=2, seed=0)
+  assert logits.shape == (30, 1) and np.all(np.isfinite(logits))
+
+
 def test_unknown_baselines_are_errors():
   with pytest.raises(ValueError, match="tfidf_char, tfidf_word, minilm, minilm_finetuned"):
     baselines.build("bert")
