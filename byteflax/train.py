@@ -420,6 +420,11 @@ def initial_params(trainer: Trainer, params: Any) -> Any:
   shipped = pretrained.path_of(init_from)
   if shipped:
     return load_shipped_encoder(shipped, trainer, params)
+  if not os.path.isdir(init_from):
+    raise FileNotFoundError(
+        f"config.init_from={init_from!r} is no shipped encoder ({pretrained.names()}), no "
+        ".npz and no run's workdir; pass one of them, or --config.init_from= (empty) for "
+        "random weights.")
   if (isinstance(trainer.objective, objectives.Classification)
       and is_encoder_decoder_run(init_from)):
     return load_pretrained_encoder(init_from, trainer, params)

@@ -80,6 +80,11 @@ def test_shipped_encoder_file_loads_exactly_and_checks_its_hash(tmp_path, monkey
   for path_key in set(loaded) - set(_flat(source["encoder"])):  # Pooling and head: fresh.
     np.testing.assert_array_equal(loaded[path_key], fresh[path_key])
 
+  finetune.init_from = "tiny_q192"  # A name that is not shipped: says what is.
+  with pytest.raises(FileNotFoundError, match=r"init_from='tiny_q192' is no shipped encoder "
+                     r"\(\['tiny'\]\)"):
+    train.initial_params(classifier, fresh)
+  finetune.init_from = "tiny"
   with open(path, "ab") as f:
     f.write(b"\0")
   with pytest.raises(ValueError, match="does not match the sha256"):
