@@ -194,7 +194,7 @@ def test_missing_checkpoints_are_clear_errors(tmp_path):
   with pytest.raises(FileNotFoundError, match="No checkpoint under"):
     export.export(config, str(tmp_path / "nothing"), str(tmp_path / "out"))
   config.init_from = str(tmp_path / "no_float_run")
-  with pytest.raises(FileNotFoundError, match="No checkpoint under"):
+  with pytest.raises(FileNotFoundError, match="no_float_run' is no shipped encoder"):
     train.train_and_evaluate(config, str(tmp_path / "qat"))
 
 
