@@ -40,12 +40,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 import functools
 import json
-import os
 import time
 
 from absl import app
 from absl import flags
 from absl import logging
+from etils import epath
 import jax
 from jax.experimental import multihost_utils
 import ml_collections
@@ -54,6 +54,8 @@ import numpy as np
 
 from byteflax import baselines
 from byteflax import input_pipeline
+from byteflax import paths
+
 
 def split_texts(config: ml_collections.ConfigDict, split: str
                 ) -> tuple[np.ndarray, list[str], np.ndarray]:
@@ -97,16 +99,17 @@ def save_teacher(path: str, ids: np.ndarray, logits: np.ndarray, task: str, max_
 def _write_file(path: str, keys: np.ndarray, logits: np.ndarray, task: str, max_length: int,
                 teacher: str, summary: dict[str, object], **extra: np.ndarray) -> None:
   # Written whole, then renamed: a run killed mid-write leaves no half file to trip on.
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  partial = f"{path}.partial"
+  path = paths.absolute(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  partial = path.with_name(f"{path.name}.partial")
   # A file object, or np.savez* would append ".npz" to the name.
-  with open(partial, "wb") as f:
+  with partial.open("wb") as f:
     np.savez_compressed(f, keys=keys, logits=logits, task=task, max_length=max_length,
                         teacher=teacher, summary=json.dumps(summary), **extra)
-  os.replace(partial, path)
+  partial.replace(path)
 
 
-def average_teachers(paths: Sequence[str], path: str, task: str, max_length: int
+def average_teachers(sources: Sequence[str], path: str, task: str, max_length: int
                      ) -> dict[str, object]:
   """Writes an ensemble teacher to `path`: the mean log-odds of several teacher files.
 
@@ -114,20 +117,20 @@ def average_teachers(paths: Sequence[str], path: str, task: str, max_length: int
   that every file covers (e.g. a file with transfer texts and one without: the training
   examples); how many each file loses is in the returned summary and the log.
   """
-  if len(paths) < 2:
-    raise ValueError(f"Averaging needs two or more teacher files, got {list(paths)}.")
-  if len(set(paths)) < len(paths):  # The mean would weight that file twice.
-    raise ValueError(f"A teacher file is named twice in {list(paths)}.")
+  if len(sources) < 2:
+    raise ValueError(f"Averaging needs two or more teacher files, got {list(sources)}.")
+  if len(set(sources)) < len(sources):  # The mean would weight that file twice.
+    raise ValueError(f"A teacher file is named twice in {list(sources)}.")
   teachers = []
-  for source in paths:
-    with np.load(source) as f:
+  for source in sources:
+    with epath.Path(source).open("rb") as file, np.load(file) as f:
       written_for = (str(f["task"]), int(f["max_length"]))
       if written_for != (task, max_length):
         raise ValueError(f"{source} holds teacher logits for task {written_for[0]!r} at "
                          f"max_length {written_for[1]}, not {task!r} at {max_length}.")
       teachers.append((source, str(f["teacher"]), f["keys"], f["logits"].astype(np.float32)))
   if len({logits.shape[1] for *_, logits in teachers}) > 1:
-    raise ValueError(f"The files {list(paths)} have different numbers of labels.")
+    raise ValueError(f"The files {list(sources)} have different numbers of labels.")
   common = functools.reduce(np.intersect1d, [keys for _, _, keys, _ in teachers])
   # Keys are unique and sorted (`_mean_per_key`), so each file's rows are found by search.
   mean = np.mean([logits[np.searchsorted(keys, common)] for _, _, keys, logits in teachers],
@@ -182,9 +185,9 @@ def _averaged_sources(path: str) -> list[str] | None:
 
   A run resumed with another config.distill.average_with must not reuse the old mean.
   """
-  if not os.path.exists(path):
+  if not epath.Path(path).exists():
     return None
-  with np.load(path) as f:
+  with epath.Path(path).open("rb") as file, np.load(file) as f:
     return list(json.loads(str(f["summary"]))["averaged"])
 
 
@@ -207,21 +210,21 @@ def prepare_teacher(config: ml_collections.ConfigDict, workdir: str) -> str | No
                      "with config.distill.teacher_path set, average the files once with "
                      "python -m byteflax.distill --average=... instead.")
   if distill.teacher_path:
-    if not os.path.exists(distill.teacher_path):
+    if not epath.Path(distill.teacher_path).exists():
       raise FileNotFoundError(
           f"No teacher logits at config.distill.teacher_path={distill.teacher_path!r}; write "
           "them first (python -m byteflax.distill --config=<this config>), or leave it unset "
           "to have training fit the teacher into its workdir.")
     return distill.teacher_path
-  path = os.path.join(workdir, f"teacher_{distill.teacher}.npz")
-  if jax.process_index() == 0 and not os.path.exists(path):
+  path = str(epath.Path(workdir) / f"teacher_{distill.teacher}.npz")
+  if jax.process_index() == 0 and not epath.Path(path).exists():
     logging.info("Fitting the %s teacher (%d out-of-fold fits) into %s.", distill.teacher,
                  distill.teacher_folds, path)
     start = time.perf_counter()
     summary = write_teacher(config, path)
     logging.info("Teacher written in %.0f s: %s", time.perf_counter() - start, summary)
   if average_with:
-    fitted, path = path, os.path.join(workdir, f"teacher_{distill.teacher}_averaged.npz")
+    fitted, path = path, str(epath.Path(workdir) / f"teacher_{distill.teacher}_averaged.npz")
     sources = [fitted, *average_with]
     if jax.process_index() == 0 and _averaged_sources(path) != sources:
       summary = average_teachers(sources, path,
@@ -251,7 +254,7 @@ def main():
     path = config.value.distill.teacher_path
     if not path:
       raise app.UsageError("Set --config.distill.teacher_path (where to write the logits).")
-    if os.path.exists(path) and not overwrite.value:
+    if epath.Path(path).exists() and not overwrite.value:
       raise app.UsageError(f"{path} exists (config.distill.teacher_path); pass --overwrite "
                            "to replace it, or set --config.distill.teacher_path to a new file.")
     if average.value:

@@ -34,10 +34,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 import functools
 import json
-import os
 
 from absl import app
 from absl import flags
+from etils import epath
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -259,17 +259,15 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, tolerance: float,
                               if row["threshold"] == chosen["threshold"])},
       "sweep": {"validation": validation_sweep, "test": test_sweep},
   }
-  with open(os.path.join(workdir, REPORT_FILE), "w") as f:
-    json.dump(report, f, indent=2)
+  (epath.Path(workdir) / REPORT_FILE).write_text(json.dumps(report, indent=2))
   if write_export:
-    out = os.path.join(workdir, EXPORT_DIR)
-    os.makedirs(out, exist_ok=True)
+    out = epath.Path(workdir) / EXPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
     params = jax.device_get(variables["params"])
     model = export.inference_model(trainer)
     for quantization, filename in FILES.items():
-      with open(os.path.join(out, filename), "wb") as f:
-        f.write(convert(model, params, export.default_lengths(config.data.max_length),
-                        quantization))
+      (out / filename).write_bytes(convert(
+          model, params, export.default_lengths(config.data.max_length), quantization))
   return report
 
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 import dataclasses
 import json
-import os
 import tempfile
 import time
 from typing import Any
@@ -44,6 +43,7 @@ from typing import Any
 from absl import app
 from absl import flags
 from absl import logging
+from etils import epath
 import flax.linen as nn
 import jax
 from jax.experimental import jax2tf
@@ -266,8 +266,7 @@ def time_each(predicts: dict[str, Callable[[Any], object]], inputs: Sequence[Any
 
 def exported_files(export_dir: str) -> list[str]:
   """The .tflite files an export wrote (its manifest's; float first)."""
-  with open(os.path.join(export_dir, MANIFEST_FILE)) as f:
-    written = json.load(f)["files"]
+  written = json.loads((epath.Path(export_dir) / MANIFEST_FILE).read_text())["files"]
   return [name for name in FILES.values() if name in written]
 
 
@@ -341,13 +340,13 @@ def export(config: ml_collections.ConfigDict, workdir: str, out_dir: str,
       logging.warning("Not writing %s: its calibration reads the training data (%s).",
                       INT8_FULL_FILE, error)
       quantizations.remove(INT8_FULL)
-  os.makedirs(out_dir, exist_ok=True)
+  out = epath.Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
   sizes = {}
   for quantization in quantizations:
     flatbuffer = convert(model, params, lengths, quantization,
                          representative_ids if quantization == INT8_FULL else None)
-    with open(os.path.join(out_dir, FILES[quantization]), "wb") as f:
-      f.write(flatbuffer)
+    (out / FILES[quantization]).write_bytes(flatbuffer)
     sizes[FILES[quantization]] = len(flatbuffer)
     logging.info("Wrote %s (%d bytes).", FILES[quantization], len(flatbuffer))
   quant_config = quant.QuantConfig.from_config(config.get("quant"))
@@ -387,8 +386,7 @@ def export(config: ml_collections.ConfigDict, workdir: str, out_dir: str,
       "quantization_aware_training": dataclasses.asdict(quant_config),
       "config": json.loads(config.to_json_best_effort()),
   }
-  with open(os.path.join(out_dir, MANIFEST_FILE), "w") as f:
-    json.dump(manifest, f, indent=2)
+  (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
   return manifest
 
 

@@ -31,11 +31,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 import functools
 import json
-import os
 
 from absl import app
 from absl import flags
 from absl import logging
+from etils import epath
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -206,12 +206,12 @@ def export_encoder_decoder(config: ml_collections.ConfigDict, workdir: str, out_
   params = jax.device_get(variables["params"])
   lengths = input_pipeline.bucket_boundaries(config.data)
   rows = sorted(set(rows))
-  os.makedirs(out_dir, exist_ok=True)
+  out = epath.Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
   sizes = {}
   for quantization, filename in FILES.items():
     flatbuffer = convert(model, params, lengths, rows, cache_length, quantization)
-    with open(os.path.join(out_dir, filename), "wb") as f:
-      f.write(flatbuffer)
+    (out / filename).write_bytes(flatbuffer)
     sizes[filename] = len(flatbuffer)
     logging.info("Wrote %s (%d bytes).", filename, len(flatbuffer))
   leaves = jax.tree.leaves(cache_shapes(model, params, 1, cache_length))
@@ -234,8 +234,7 @@ def export_encoder_decoder(config: ml_collections.ConfigDict, workdir: str, out_
                 for (quantization, name), size in zip(FILES.items(), sizes.values())},
       "config": json.loads(config.to_json_best_effort()),
   }
-  with open(os.path.join(out_dir, MANIFEST_FILE), "w") as f:
-    json.dump(manifest, f, indent=2)
+  (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
   return manifest
 
 

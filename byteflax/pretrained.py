@@ -21,6 +21,7 @@ import sys
 
 from absl import app
 from absl import flags
+from etils import epath
 import flax
 import numpy as np
 
@@ -45,7 +46,7 @@ def names() -> list[str]:
 def sha256(path: str) -> str:
   """A file's sha256 (hex), read in 1 MiB blocks."""
   digest = hashlib.sha256()
-  with open(path, "rb") as f:
+  with epath.Path(path).open("rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
       digest.update(block)
   return digest.hexdigest()
@@ -55,17 +56,16 @@ def load(path: str) -> dict[str, np.ndarray]:
   """Flat {"module/.../name": float32 array} of an encoder file, after checking it against
   the sha256 in the manifest beside it."""
   manifest_path = path[:-4] + ".json"
-  if not os.path.exists(path):
+  if not epath.Path(path).exists():
     raise FileNotFoundError(f"No pretrained encoder {path}; shipped: {names()}.")
-  if not os.path.exists(manifest_path):
+  if not epath.Path(manifest_path).exists():
     raise FileNotFoundError(f"{path} has no manifest {manifest_path}; write both with "
                             "python -m byteflax.pretrained.")
-  with open(manifest_path) as f:
-    expected = json.load(f)["sha256"]
+  expected = json.loads(epath.Path(manifest_path).read_text())["sha256"]
   if sha256(path) != expected:
     raise ValueError(f"{path} does not match the sha256 in {manifest_path} (corrupt or "
                      "replaced); write it again with python -m byteflax.pretrained.")
-  with np.load(path) as arrays:
+  with epath.Path(path).open("rb") as file, np.load(file) as arrays:
     return {key: arrays[key].astype(np.float32) for key in arrays.files}
 
 
@@ -81,14 +81,13 @@ def write(workdir: str, name: str, out_dir: str = PRETRAINED_DIR,
   variables, step = train.load_variables(workdir, train.Trainer(config, training=False),
                                      ("params",))
   encoder = flax.traverse_util.flatten_dict(variables["params"]["encoder"], sep="/")
-  os.makedirs(out_dir, exist_ok=True)
-  path = os.path.join(out_dir, f"{name}.npz")
-  with open(path, "wb") as f:
+  epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
+  path = epath.Path(out_dir) / f"{name}.npz"
+  with path.open("wb") as f:
     np.savez_compressed(f, **{k: np.asarray(v, np.float16) for k, v in encoder.items()})
   evaluation = {}
-  if os.path.exists(os.path.join(workdir, "eval.json")):
-    with open(os.path.join(workdir, "eval.json")) as f:
-      evaluation = json.load(f)
+  if (epath.Path(workdir) / "eval.json").exists():
+    evaluation = json.loads((epath.Path(workdir) / "eval.json").read_text())
   corpus = {}
   corpus_dir = corpus_dir or config.data.get("corpus_dir")
   if corpus_dir and os.path.exists(os.path.join(corpus_dir, "manifest.json")):
@@ -96,14 +95,13 @@ def write(workdir: str, name: str, out_dir: str = PRETRAINED_DIR,
       full = json.load(f)
     corpus = {key: full[key] for key in ("command", "created", "removed", "train_by_source",
                                          "train_by_language")}
-  manifest = {"name": name, "sha256": sha256(path), "bytes": os.path.getsize(path),
+  manifest = {"name": name, "sha256": sha256(path), "bytes": path.stat().length,
               "dtype": "float16", "num_params": int(sum(v.size for v in encoder.values())),
               "step": int(step), "workdir": workdir, "command": " ".join(["python -m byteflax.pretrained", *sys.argv[1:]]),
               "model_name": config.model_name,
               "encoder_config": json.loads(config.model.encoder.to_json()),
               "evaluation": evaluation, "corpus": corpus}
-  with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
-    json.dump(manifest, f, indent=2)
+  (epath.Path(out_dir) / f"{name}.json").write_text(json.dumps(manifest, indent=2))
   return manifest
 
 

@@ -19,6 +19,7 @@ import os
 
 from absl import app
 from absl import flags
+from etils import epath
 import jax
 import ml_collections
 import numpy as np
@@ -26,6 +27,7 @@ import numpy as np
 from byteflax import export
 from byteflax import input_pipeline
 from byteflax import metrics as metrics_lib
+from byteflax import paths
 from byteflax import train
 from tasks import toxicity
 
@@ -82,8 +84,13 @@ def reliability_bins(labels: np.ndarray, probs: np.ndarray, bins: int = RELIABIL
   return rows, float(error / len(probs))
 
 
-def _plots(out_dir: str, workdir: str, label: str, labels: np.ndarray, probs: np.ndarray,
-           reliability: list[dict[str, float]]) -> list[tuple[str, str]]:
+def _save_png(figure, path: epath.Path) -> None:
+  with path.open("wb") as f:  # A file object: savefig's own paths are local only.
+    figure.savefig(f, format="png", dpi=110)
+
+
+def _plots(out_dir: epath.Path, workdir: str, label: str, labels: np.ndarray,
+           probs: np.ndarray, reliability: list[dict[str, float]]) -> list[tuple[str, str]]:
   """Writes the PNGs; returns [(caption, file name)]."""
   try:
     import matplotlib  # pylint: disable=g-import-not-at-top  (the "bench" extra)
@@ -95,10 +102,10 @@ def _plots(out_dir: str, workdir: str, label: str, labels: np.ndarray, probs: np
   written = []
 
   history = []
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
-  if os.path.exists(metrics_path):
-    with open(metrics_path) as f:
-      history = [json.loads(line) for line in f if line.strip()]
+  metrics_path = epath.Path(workdir) / "metrics.jsonl"
+  if metrics_path.exists():
+    history = [json.loads(line) for line in metrics_path.read_text().splitlines()
+               if line.strip()]
   train_points = [(r["step"], r["train/loss"]) for r in history if "train/loss" in r]
   validation_points = [(r["step"], r["validation/auc"]) for r in history
                        if "validation/auc" in r]
@@ -114,7 +121,7 @@ def _plots(out_dir: str, workdir: str, label: str, labels: np.ndarray, probs: np
       right.legend(loc="upper right")
     ax.legend(loc="upper left")
     figure.tight_layout()
-    figure.savefig(os.path.join(out_dir, "training.png"), dpi=110)
+    _save_png(figure, out_dir / "training.png")
     written.append(("Training curves", "training.png"))
 
   grid = np.linspace(0.01, 0.99, 99)
@@ -126,7 +133,7 @@ def _plots(out_dir: str, workdir: str, label: str, labels: np.ndarray, probs: np
   ax.legend()
   ax.grid(True, alpha=0.3)
   figure.tight_layout()
-  figure.savefig(os.path.join(out_dir, "thresholds.png"), dpi=110)
+  _save_png(figure, out_dir / "thresholds.png")
   written.append(("Precision, recall and F1 by threshold (test)", "thresholds.png"))
 
   figure, ax = pyplot.subplots(figsize=(4.5, 4.5))
@@ -137,7 +144,7 @@ def _plots(out_dir: str, workdir: str, label: str, labels: np.ndarray, probs: np
   ax.set_ylabel("observed positive rate")
   ax.legend()
   figure.tight_layout()
-  figure.savefig(os.path.join(out_dir, "reliability.png"), dpi=110)
+  _save_png(figure, out_dir / "reliability.png")
   written.append(("Reliability diagram (test)", "reliability.png"))
   pyplot.close("all")
   return written
@@ -183,17 +190,16 @@ def write_card(workdir: str, export_dir: str | None = None, out: str | None = No
                latency_runs: int = 100) -> str:
   """Writes the card and its plots; returns the card's path."""
   config = train.run_config(workdir)
-  eval_path = os.path.join(workdir, "eval.json")
-  if not os.path.exists(eval_path):
+  eval_path = epath.Path(workdir) / "eval.json"
+  if not eval_path.exists():
     raise FileNotFoundError(f"No eval.json in {workdir}; finish training (or run "
                             "byteflax.main --mode=eval) first.")
-  with open(eval_path) as f:
-    evaluation = json.load(f)
+  evaluation = json.loads(eval_path.read_text())
   probs, labels, step = predict(config, workdir, "test")
   label_names = toxicity.label_names(evaluation["task"])
-  out = out or os.path.join(workdir, "model_card", "model_card.md")
-  out_dir = os.path.dirname(os.path.abspath(out))
-  os.makedirs(out_dir, exist_ok=True)
+  out = paths.absolute(out or epath.Path(workdir) / "model_card" / "model_card.md")
+  out_dir = out.parent
+  out_dir.mkdir(parents=True, exist_ok=True)
 
   lines = [f"# Model card: {config.model_name} on {_data_name(config, evaluation['task'])}", "",
            f"Generated {datetime.date.today().isoformat()} by `python -m byteflax.report "
@@ -293,9 +299,8 @@ def write_card(workdir: str, export_dir: str | None = None, out: str | None = No
                if evaluation["task"].startswith("fortunes_") else "")
             + ". Check the threshold table against your own data before choosing an "
             "operating point.", ""]
-  with open(out, "w") as f:
-    f.write("\n".join(lines))
-  return out
+  out.write_text("\n".join(lines))
+  return str(out)
 
 
 def main():

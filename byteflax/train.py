@@ -15,7 +15,6 @@ import dataclasses
 import functools
 import json
 import math
-import os
 import signal
 import threading
 import time
@@ -23,6 +22,7 @@ from typing import Any
 
 from absl import logging
 from clu import metric_writers
+from etils import epath
 import flax
 import flax.linen as nn
 import jax
@@ -35,6 +35,7 @@ import seqio
 from byteflax import distill
 from byteflax import objectives
 from byteflax import partitioning
+from byteflax import paths
 from byteflax import pretrained
 from byteflax import quant
 from byteflax import step as step_lib
@@ -255,7 +256,7 @@ def checkpoint_manager(workdir: str, config: ml_collections.ConfigDict
     keep.append(ocp.checkpoint_managers.BestN(
         get_metric_fn=selection.score, n=1, keep_checkpoints_without_metrics=False))
   return _CheckpointManager(
-      os.path.join(os.path.abspath(workdir), "checkpoints"),
+      paths.absolute(workdir) / "checkpoints",
       options=ocp.CheckpointManagerOptions(
           save_interval_steps=config.checkpoint.every_steps,
           preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(keep),
@@ -294,9 +295,9 @@ def _model_checkpoint(workdir: str, selection: Selection | None = None
                       ) -> tuple[ocp.CheckpointManager, int, str]:
   """A read-only manager of a run's checkpoints, the step of its model (`selection`'s best,
   else the newest) and the directory."""
-  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  directory = paths.absolute(workdir) / "checkpoints"
   manager = step = None
-  if os.path.isdir(directory):
+  if directory.is_dir():
     manager = _CheckpointManager(
         directory, options=ocp.CheckpointManagerOptions(read_only=True),
         item_handlers=ocp.PyTreeCheckpointHandler())
@@ -420,7 +421,7 @@ def initial_params(trainer: Trainer, params: Any) -> Any:
   shipped = pretrained.path_of(init_from)
   if shipped:
     return load_shipped_encoder(shipped, trainer, params)
-  if not os.path.isdir(init_from):
+  if not epath.Path(init_from).is_dir():
     raise FileNotFoundError(
         f"config.init_from={init_from!r} is no shipped encoder ({pretrained.names()}), no "
         ".npz and no run's workdir; pass one of them, or --config.init_from= (empty) for "
@@ -437,12 +438,12 @@ class MetricsLogger:
   def __init__(self, workdir: str):
     self.is_chief = jax.process_index() == 0
     self._writer = metric_writers.create_default_writer(workdir, just_logging=not self.is_chief)
-    self._jsonl_path = os.path.join(workdir, "metrics.jsonl")
+    self._jsonl_path = epath.Path(workdir) / "metrics.jsonl"
 
   def write_scalars(self, step: int, scalars: dict[str, float]):
     self._writer.write_scalars(step, scalars)
     if self.is_chief:
-      with open(self._jsonl_path, "a") as f:
+      with self._jsonl_path.open("a") as f:
         f.write(json.dumps({"step": int(step), **{k: float(v) for k, v in scalars.items()}})
                 + "\n")
 
@@ -517,8 +518,7 @@ def write_final_eval(workdir: str, trainer: Trainer, state: step_lib.TrainState,
   report = {"step": step, **chose, "task": trainer.task_name,
             "num_params": count_params(state.params), **results}
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "eval.json"), "w") as f:
-      json.dump(report, f, indent=2)
+    (epath.Path(workdir) / "eval.json").write_text(json.dumps(report, indent=2))
   return report
 
 
@@ -646,11 +646,10 @@ def run_config(workdir: str, given: ml_collections.ConfigDict | None = None
   (`given`, e.g. a --config flag's value, is then returned as it is)."""
   if given is not None:
     return given
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
+  path = epath.Path(workdir) / CONFIG_FILE
+  if not path.exists():
     raise FileNotFoundError(f"No {CONFIG_FILE} in {workdir}: not a byteflax.main workdir.")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
 # What a run's checkpoints were trained on: a resumed run must keep it (the rest, e.g. the
@@ -663,9 +662,9 @@ RUN_IDENTITY = ("model_name", "model", "data.task", "data.train_path", "data.val
 def check_same_run(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Raises if workdir holds checkpoints of a run whose `RUN_IDENTITY` differs from config's
   (e.g. the default command rerun without the data flags in a workdir of one's own files)."""
-  checkpoints = os.path.join(workdir, "checkpoints")
-  if not (os.path.exists(os.path.join(workdir, CONFIG_FILE)) and os.path.isdir(checkpoints)
-          and os.listdir(checkpoints)):
+  checkpoints = epath.Path(workdir) / "checkpoints"
+  if not ((epath.Path(workdir) / CONFIG_FILE).exists() and checkpoints.is_dir()
+          and any(checkpoints.iterdir())):
     return
   stored = run_config(workdir).to_dict()
   new = json.loads(config.to_json_best_effort())
@@ -686,13 +685,12 @@ def check_same_run(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains (resuming from the newest checkpoint in workdir), then writes eval.json."""
-  os.makedirs(workdir, exist_ok=True)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   check_same_run(config, workdir)
   trainer = Trainer(config)
   writer = MetricsLogger(workdir)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    (epath.Path(workdir) / CONFIG_FILE).write_text(config.to_json_best_effort(indent=2))
   manager = checkpoint_manager(workdir, config)
   state = restore_latest(manager, trainer)
   if state is None:
@@ -737,7 +735,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   state = restore_latest(manager, trainer)
   if state is None:
     raise FileNotFoundError(
-        f"No checkpoint under {os.path.join(workdir, 'checkpoints')}; train first "
+        f"No checkpoint under {epath.Path(workdir) / 'checkpoints'}; train first "
         "(--mode=train).")
   writer = MetricsLogger(workdir)
   report = write_final_eval(workdir, trainer, state, writer, manager)

@@ -38,10 +38,12 @@ import os
 import re
 
 from absl import logging
+from etils import epath
 import numpy as np
 import seqio
 import tensorflow as tf
 
+from byteflax import paths as byteflax_paths
 from tasks import fortunes
 from tasks import toxic_comments
 
@@ -254,15 +256,18 @@ def _decode(path: str, invalid_utf8: str) -> str:
 
 
 def read_bytes(path: str) -> bytes:
-  """The contents of `path`, decompressed if its name ends in one of `COMPRESSIONS`."""
-  opener = COMPRESSIONS.get(os.path.splitext(path)[1].lower(), open)
-  try:
-    with opener(path, "rb") as f:
+  """The contents of `path` (on local disk or in a bucket, gs://...), decompressed if its
+  name ends in one of `COMPRESSIONS`."""
+  decompress = COMPRESSIONS.get(os.path.splitext(path)[1].lower())
+  with epath.Path(path).open("rb") as f:
+    if decompress is None:
       return f.read()
-  except (EOFError, OSError, lzma.LZMAError) as error:
-    if opener is open or isinstance(error, FileNotFoundError):
-      raise
-    raise ValueError(f"{path}: cannot decompress it ({type(error).__name__}: {error}).") from error
+    try:
+      with decompress(f, "rb") as decompressed:
+        return decompressed.read()
+    except (EOFError, OSError, lzma.LZMAError) as error:
+      raise ValueError(
+          f"{path}: cannot decompress it ({type(error).__name__}: {error}).") from error
 
 
 def file_format(path: str) -> str | None:
@@ -352,7 +357,7 @@ def read_records(path: str, required_keys: Sequence[str], invalid_utf8: str = "r
     ValueError: unknown extension, a CSV header without `required_keys`, or a bad line
       (the message names the line).
   """
-  if not os.path.isfile(path):
+  if not epath.Path(path).is_file():
     raise FileNotFoundError(f"No such data file: {path!r}.")
   extension = file_format(path)
   if extension is None:
@@ -685,7 +690,7 @@ def register_file_task(train_path: str, test_path: str | None = None,
   Returns:
     The registered task name, "file_<hash>".
   """
-  paths = [None if p is None else os.path.abspath(p)
+  paths = [None if p is None else str(byteflax_paths.absolute(p))
            for p in (train_path, test_path, validation_path)]
   key = json.dumps([paths, text_key, list(label_keys), validation_fraction, seed, invalid_utf8])
   name = "file_" + hashlib.sha256(key.encode()).hexdigest()[:12]

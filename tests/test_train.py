@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+from etils import epath
 import jax
 import numpy as np
 import pytest
@@ -146,6 +147,71 @@ def test_a_workdir_resumes_only_its_own_run(toy_data, tmp_path):
   # A longer budget resumes the same run.
   assert train.train_and_evaluate(_config(toy_data, total_steps=12), str(tmp_path))[
       "step"] == 12
+
+
+def test_a_gs_workdir_keeps_every_file_in_the_bucket(toy_data, tmp_path, monkeypatch):
+  """--workdir=gs://BUCKET/run, a TPU pod's shared workdir: what a run writes and reads (its
+  data files, config, metrics, teacher file, checkpoints, eval.json) is in the bucket, and
+  nothing lands in a local folder named gs:. A local folder stands in for the bucket behind
+  etils.epath (orbax's path library, which the loop uses); orbax's and TensorBoard's own
+  gs:// writers (tensorstore, tf.io.gfile) are handed the same folder and checked to be
+  asked for gs://."""
+  bucket = tmp_path / "bucket"
+  shutil.copytree(toy_data, bucket / "data")
+
+  def local(path):
+    return str(path).replace("gs://bucket", str(bucket), 1)
+
+  def in_bucket(function, path, *args, **kwargs):
+    return function(local(path), *args, **kwargs)
+
+  def both_in_bucket(function, path, destination, *args, **kwargs):
+    return function(local(path), local(destination), *args, **kwargs)
+
+  asked_for = []
+
+  class BucketCheckpoints(train._CheckpointManager):  # pylint: disable=protected-access
+
+    def __init__(self, directory, *args, **kwargs):
+      asked_for.append(str(directory))
+      super().__init__(local(directory), *args, **kwargs)
+
+  monkeypatch.setattr(train, "_CheckpointManager", BucketCheckpoints)
+  create_writer = train.metric_writers.create_default_writer
+  monkeypatch.setattr(train.metric_writers, "create_default_writer",
+                      lambda logdir, **kwargs: create_writer(local(logdir), **kwargs))
+  monkeypatch.chdir(tmp_path)  # Where os.path would have put gs:/bucket/run.
+  # With TensorFlow installed epath sends gs:// to tf.io.gfile, past the backend table that
+  # epath.testing.mock_epath replaces; without it, to that table.
+  monkeypatch.setattr(epath.gpath, "_is_tf_installed", lambda: False)
+  config = _config(toy_data, total_steps=10,
+                   **{"distill.alpha": 0.5, "distill.teacher": "tfidf_char",
+                      "data.train_path": "gs://bucket/data/train.csv",
+                      "data.test_path": "gs://bucket/data/test.csv"})
+  texts = ["apple river dammit stone", "quiet green table"]
+  with epath.testing.mock_epath(
+      **{name: in_bucket for name in ("exists", "glob", "isdir", "listdir", "makedirs",
+                                      "mkdir", "open", "remove", "rmtree", "stat", "walk")},
+      **{name: both_in_bucket for name in ("copy", "rename", "replace")}):
+    report = train.train_and_evaluate(config, "gs://bucket/run")
+    own_config = train.run_config("gs://bucket/run")
+    assert train.evaluate_checkpoint(own_config, "gs://bucket/run")["test"]["auc"] == (
+        report["test"]["auc"])
+    scores = classify.load("gs://bucket/run").predict(texts)
+    # A run that starts from the bucket's run (config.init_from) reads its checkpoint there.
+    finetune = _config(toy_data, total_steps=2, init_from="gs://bucket/run")
+    train.train_and_evaluate(finetune, "gs://bucket/finetune")
+
+  run = bucket / "run"
+  assert {"config.json", "metrics.jsonl", "eval.json", "teacher_tfidf_char.npz"} <= {
+      path.name for path in run.iterdir()}
+  assert json.loads((run / "eval.json").read_text())["test"]["auc"] == report["test"]["auc"]
+  assert 10 in _losses(run)
+  assert os.listdir(run / "checkpoints") and os.listdir(bucket / "finetune" / "checkpoints")
+  assert set(asked_for) == {"gs://bucket/run/checkpoints", "gs://bucket/finetune/checkpoints"}
+  assert list(tmp_path.iterdir()) == [bucket], "a file went to local disk, not the bucket"
+  # The same run read from local disk: the bucket held the model itself.
+  np.testing.assert_allclose(classify.load(str(run)).predict(texts), scores, atol=1e-6)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(toy_data, tmp_path):

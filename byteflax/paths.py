@@ -1,0 +1,24 @@
+"""Paths that may name a bucket: on a TPU VM a run's workdir is gs://BUCKET/run.
+
+What a run reads and writes under its workdir (checkpoints, config.json, metrics.jsonl,
+eval.json, teacher files, exports) goes through `etils.epath`, orbax's own path library,
+which reaches gs://, s3:// and local disk alike. `os.path` and `open()` would not: to them
+gs://b/run is the local directory <cwd>/gs:/b/run, so each TPU worker would write its own
+disk and the bucket would stay empty.
+"""
+
+from __future__ import annotations
+
+from etils import epath
+
+
+def is_uri(path: epath.PathLike) -> bool:
+  """Whether `path` names a remote file system (gs://b/run), not local disk."""
+  return "://" in str(path)
+
+
+def absolute(path: epath.PathLike) -> epath.Path:
+  """`path` as an epath.Path: a local path made absolute (orbax needs one), a URI as it is
+  (`epath.Path.absolute` would make gs://b/run <cwd>/gs:/b/run too)."""
+  path = epath.Path(path)
+  return path if is_uri(path) else path.absolute()
