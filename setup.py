@@ -10,6 +10,8 @@ INSTALL_REQUIRES = [
     "flax==0.12.8",
     "optax==0.2.8",
     "orbax-checkpoint==0.12.8",
+    # Paths on local disk or in a bucket (gs://) alike: byteflax/paths.py.
+    "etils[epath]==1.15.0",
     "ml-collections==1.1.0",
     "seqio==0.0.20",
     "tensorflow==2.21.0",
