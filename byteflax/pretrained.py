@@ -90,9 +90,8 @@ def write(workdir: str, name: str, out_dir: str = PRETRAINED_DIR,
     evaluation = json.loads((epath.Path(workdir) / "eval.json").read_text())
   corpus = {}
   corpus_dir = corpus_dir or config.data.get("corpus_dir")
-  if corpus_dir and os.path.exists(os.path.join(corpus_dir, "manifest.json")):
-    with open(os.path.join(corpus_dir, "manifest.json")) as f:
-      full = json.load(f)
+  if corpus_dir and (epath.Path(corpus_dir) / "manifest.json").exists():
+    full = json.loads((epath.Path(corpus_dir) / "manifest.json").read_text())
     corpus = {key: full[key] for key in ("command", "created", "removed", "train_by_source",
                                          "train_by_language")}
   manifest = {"name": name, "sha256": sha256(path), "bytes": path.stat().length,

@@ -43,6 +43,7 @@ import json
 import os
 
 from absl import logging
+from etils import epath
 import seqio
 import tensorflow as tf
 
@@ -339,12 +340,12 @@ def register_corpus(corpus_dir: str) -> str:
   Raises:
     FileNotFoundError: `corpus_dir` holds no manifest.
   """
-  manifest_path = os.path.join(corpus_dir, CORPUS_MANIFEST)
-  if not os.path.exists(manifest_path):
+  # On local disk or in a bucket (gs://): epath reads the manifest, tf.data the shards.
+  manifest_path = epath.Path(corpus_dir) / CORPUS_MANIFEST
+  if not manifest_path.exists():
     raise FileNotFoundError(f"No {CORPUS_MANIFEST} in {corpus_dir}; build the corpus with "
                             f"python -m byteflax.corpus --out={corpus_dir}")
-  with open(manifest_path, "rb") as f:
-    data = f.read()
+  data = manifest_path.read_bytes()
   manifest = json.loads(data)
   name = "span_corruption_corpus_" + hashlib.sha256(data).hexdigest()[:12]
   if name in seqio.MixtureRegistry.names():
@@ -353,7 +354,7 @@ def register_corpus(corpus_dir: str) -> str:
   train_bytes: dict[str, int] = {}
   for group in manifest["groups"]:
     paths = files.setdefault(group["language"], {"train": [], "validation": []})
-    paths[group["split"]] += [os.path.join(corpus_dir, f["path"]) for f in group["files"]]
+    paths[group["split"]] += [str(epath.Path(corpus_dir) / f["path"]) for f in group["files"]]
     if group["split"] == "train":
       train_bytes[group["language"]] = train_bytes.get(group["language"], 0) + group["bytes"]
   tasks = []

@@ -12,6 +12,7 @@ import seqio
 
 from byteflax import corpus
 from tasks import pretraining
+from tests import utils
 
 
 def test_clean_drops_control_characters_and_collapses_whitespace():
@@ -93,6 +94,19 @@ def test_register_corpus_mixes_languages_with_both_splits(built):
                                 shuffle=False, num_epochs=1)
   example = next(iter(dataset.as_numpy_iterator()))
   assert example["inputs"][-1] == 1 and example["targets"][-1] == 1  # EOS-terminated.
+
+
+def test_register_corpus_reads_its_manifest_from_a_bucket(built, tmp_path, monkeypatch):
+  """A corpus in gs:// (pretraining on a TPU pod): its manifest is read through epath, a
+  local folder standing in for the bucket; tf.data reads the shards from there itself."""
+  out, _ = built
+  shutil.copytree(out, tmp_path / "corpus")
+  manifest = (tmp_path / "corpus" / "manifest.json").read_bytes()
+  with utils.fake_bucket(tmp_path, monkeypatch):
+    name = pretraining.register_corpus("gs://bucket/corpus")
+    with pytest.raises(FileNotFoundError, match="gs://bucket/elsewhere"):
+      pretraining.register_corpus("gs://bucket/elsewhere")
+  assert name == "span_corruption_corpus_" + hashlib.sha256(manifest).hexdigest()[:12]
 
 
 def test_register_corpus_without_a_manifest_says_how_to_build_one(tmp_path):

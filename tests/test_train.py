@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import sys
 
-from etils import epath
 import jax
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ from byteflax import models
 from byteflax import train
 from configs import byteqrnn_toxicity
 from tasks import toxicity
+from tests import utils
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -158,41 +158,25 @@ def test_a_gs_workdir_keeps_every_file_in_the_bucket(toy_data, tmp_path, monkeyp
   asked for gs://."""
   bucket = tmp_path / "bucket"
   shutil.copytree(toy_data, bucket / "data")
-
-  def local(path):
-    return str(path).replace("gs://bucket", str(bucket), 1)
-
-  def in_bucket(function, path, *args, **kwargs):
-    return function(local(path), *args, **kwargs)
-
-  def both_in_bucket(function, path, destination, *args, **kwargs):
-    return function(local(path), local(destination), *args, **kwargs)
-
-  asked_for = []
-
-  class BucketCheckpoints(train._CheckpointManager):  # pylint: disable=protected-access
-
-    def __init__(self, directory, *args, **kwargs):
-      asked_for.append(str(directory))
-      super().__init__(local(directory), *args, **kwargs)
-
-  monkeypatch.setattr(train, "_CheckpointManager", BucketCheckpoints)
-  create_writer = train.metric_writers.create_default_writer
-  monkeypatch.setattr(train.metric_writers, "create_default_writer",
-                      lambda logdir, **kwargs: create_writer(local(logdir), **kwargs))
   monkeypatch.chdir(tmp_path)  # Where os.path would have put gs:/bucket/run.
-  # With TensorFlow installed epath sends gs:// to tf.io.gfile, past the backend table that
-  # epath.testing.mock_epath replaces; without it, to that table.
-  monkeypatch.setattr(epath.gpath, "_is_tf_installed", lambda: False)
   config = _config(toy_data, total_steps=10,
                    **{"distill.alpha": 0.5, "distill.teacher": "tfidf_char",
                       "data.train_path": "gs://bucket/data/train.csv",
                       "data.test_path": "gs://bucket/data/test.csv"})
   texts = ["apple river dammit stone", "quiet green table"]
-  with epath.testing.mock_epath(
-      **{name: in_bucket for name in ("exists", "glob", "isdir", "listdir", "makedirs",
-                                      "mkdir", "open", "remove", "rmtree", "stat", "walk")},
-      **{name: both_in_bucket for name in ("copy", "rename", "replace")}):
+  asked_for = []
+  with utils.fake_bucket(bucket, monkeypatch) as local:
+
+    class BucketCheckpoints(train._CheckpointManager):  # pylint: disable=protected-access
+
+      def __init__(self, directory, *args, **kwargs):
+        asked_for.append(str(directory))
+        super().__init__(local(directory), *args, **kwargs)
+
+    monkeypatch.setattr(train, "_CheckpointManager", BucketCheckpoints)
+    create_writer = train.metric_writers.create_default_writer
+    monkeypatch.setattr(train.metric_writers, "create_default_writer",
+                        lambda logdir, **kwargs: create_writer(local(logdir), **kwargs))
     report = train.train_and_evaluate(config, "gs://bucket/run")
     own_config = train.run_config("gs://bucket/run")
     assert train.evaluate_checkpoint(own_config, "gs://bucket/run")["test"]["auc"] == (

@@ -1,7 +1,9 @@
 """Helpers shared by the module tests."""
 
+import contextlib
 import json
 
+from etils import epath
 import numpy as np
 
 
@@ -15,6 +17,31 @@ def ragged_inputs(lengths, length, dim, seed=0):
   x = rng.normal(size=(len(lengths), length, dim)).astype(np.float32)
   garbage = rng.uniform(-1e3, 1e3, size=x.shape).astype(np.float32)
   return np.where(mask[..., None], x, garbage), mask
+
+
+@contextlib.contextmanager
+def fake_bucket(root, monkeypatch):
+  """Serves gs://bucket/... from the local folder `root` to everything that goes through
+  etils.epath (CI reaches no bucket); yields `local`, which maps a gs://bucket path to its
+  folder, for the writers that bypass epath (orbax's tensorstore, TensorBoard's gfile)."""
+
+  def local(path):
+    return str(path).replace("gs://bucket", str(root), 1)
+
+  def in_bucket(function, path, *args, **kwargs):
+    return function(local(path), *args, **kwargs)
+
+  def both_in_bucket(function, path, destination, *args, **kwargs):
+    return function(local(path), local(destination), *args, **kwargs)
+
+  # With TensorFlow installed epath sends gs:// to tf.io.gfile, past the backend table that
+  # epath.testing.mock_epath replaces; without it, to that table.
+  monkeypatch.setattr(epath.gpath, "_is_tf_installed", lambda: False)
+  with epath.testing.mock_epath(
+      **{name: in_bucket for name in ("exists", "glob", "isdir", "listdir", "makedirs",
+                                      "mkdir", "open", "remove", "rmtree", "stat", "walk")},
+      **{name: both_in_bucket for name in ("copy", "rename", "replace")}):
+    yield local
 
 
 def write_toy_jsonl(directory, numbered=False):
