@@ -7,9 +7,9 @@ r"""Trains byteflax on a Cloud TPU VM or pod slice: create, copy + install, run,
 Arguments after `--` go to every worker's `python -m byteflax.main`. Every worker runs the
 same command with --distributed (JAX finds the pod's coordinator itself); `gcloud ... ssh
 --worker=all` streams all workers' output here. The code shipped is `git archive HEAD`
-(commit first). The workdir must be shared by all workers (gs://): orbax writes one
-checkpoint from all of them. The TPU VM is deleted at the end, also after a failure or
-Ctrl-C, unless --keep.
+(commit first). The workdir must be shared by all workers and outlive the VM (gs://):
+orbax writes one checkpoint from all of them. The TPU VM is deleted at the end, also after a
+failure or Ctrl-C, unless --keep (without which a workdir on the VM's disk is refused).
 """
 
 from __future__ import annotations
@@ -55,6 +55,12 @@ def commands(extra: Sequence[str]) -> tuple[list[list[str]], list[str]]:
   if not _PROJECT.value or not _ZONE.value:
     raise ValueError("--project and --zone are required.")
   main_flags = shell.main_flags(_CONFIG.value, _WORKDIR.value, extra)
+  if "://" not in _WORKDIR.value and not _KEEP.value:
+    raise ValueError(
+        f"--workdir={_WORKDIR.value} is on the TPU VM's own disk: the VM is deleted at the "
+        "end, and with it the checkpoints and eval.json (and on a pod slice each worker "
+        "would write its own). Pass a bucket, e.g. --workdir=gs://BUCKET/run, or --keep "
+        "to leave a one-host VM up and read the run there.")
   jax_version = importlib.metadata.version("jax")  # Workers get the version tested here.
   create = _gcloud_tpu("create", _NAME.value, f"--accelerator-type={_ACCELERATOR.value}",
                        f"--version={_RUNTIME.value}", *(["--spot"] if _SPOT.value else []))

@@ -38,13 +38,19 @@ def test_tpu_dry_run_creates_installs_runs_on_every_worker_and_deletes():
   assert commands[-1][-3] == "--quiet"
 
 
-def test_tpu_keep_leaves_the_vm_and_missing_flags_are_clear_errors():
+def test_tpu_keep_leaves_the_vm_and_missing_or_local_workdirs_are_clear_errors():
   base = ["--project=p", "--zone=z", "--config=c.py", "--workdir=gs://b/r"]
   result, commands = _dry_run("launch.tpu", *base, "--keep")
   assert result.returncode == 0 and "delete" not in [c[4] for c in commands if len(c) > 4]
   result, commands = _dry_run("launch.tpu", *base[:2], "--config=c.py")
   assert result.returncode != 0 and not commands
   assert "--config and --workdir are required" in result.stderr
+  # A workdir on the VM's own disk would be deleted with the VM.
+  local = [*base[:3], "--workdir=/tmp/run"]
+  result, commands = _dry_run("launch.tpu", *local)
+  assert result.returncode != 0 and not commands
+  assert "--workdir=/tmp/run is on the TPU VM's own disk" in result.stderr
+  assert _dry_run("launch.tpu", *local, "--keep")[0].returncode == 0
 
 
 def test_gpu_dry_run_starts_one_process_per_gpu_with_distinct_ids():
