@@ -1,13 +1,15 @@
 """Paths that may name a bucket: on a TPU VM a run's workdir is gs://BUCKET/run.
 
-What a run reads and writes under its workdir (checkpoints, config.json, metrics.jsonl,
-eval.json, teacher files, exports) goes through `etils.epath`, orbax's own path library,
-which reaches gs://, s3:// and local disk alike. `os.path` and `open()` would not: to them
+What a run reads and writes (its workdir's checkpoints, config.json, metrics.jsonl,
+eval.json and teacher file; data files, a corpus manifest, init_from, exports) goes through
+`etils.epath`, orbax's own path library, which reaches gs://, s3:// and local disk alike. `os.path` and `open()` would not: to them
 gs://b/run is the local directory <cwd>/gs:/b/run, so each TPU worker would write its own
 disk and the bucket would stay empty.
 """
 
 from __future__ import annotations
+
+import os
 
 from etils import epath
 
@@ -18,7 +20,7 @@ def is_uri(path: epath.PathLike) -> bool:
 
 
 def absolute(path: epath.PathLike) -> epath.Path:
-  """`path` as an epath.Path: a local path made absolute (orbax needs one), a URI as it is
-  (`epath.Path.absolute` would make gs://b/run <cwd>/gs:/b/run too)."""
-  path = epath.Path(path)
-  return path if is_uri(path) else path.absolute()
+  """`path` as an epath.Path: a local path made absolute and normal (orbax needs one; task
+  names hash it), a URI as it is (`epath.Path.absolute` would make gs://b/run
+  <cwd>/gs:/b/run too)."""
+  return epath.Path(path if is_uri(path) else os.path.abspath(path))
