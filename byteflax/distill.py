@@ -102,10 +102,8 @@ def _write_file(path: str, keys: np.ndarray, logits: np.ndarray, task: str, max_
   path = paths.absolute(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   partial = path.with_name(f"{path.name}.partial")
-  # A file object, or np.savez* would append ".npz" to the name.
-  with partial.open("wb") as f:
-    np.savez_compressed(f, keys=keys, logits=logits, task=task, max_length=max_length,
-                        teacher=teacher, summary=json.dumps(summary), **extra)
+  paths.write_npz(partial, keys=keys, logits=logits, task=task, max_length=max_length,
+                  teacher=teacher, summary=json.dumps(summary), **extra)
   partial.replace(path)
 
 

@@ -9,9 +9,11 @@ disk and the bucket would stay empty.
 
 from __future__ import annotations
 
+import io
 import os
 
 from etils import epath
+import numpy as np
 
 
 def is_uri(path: epath.PathLike) -> bool:
@@ -24,3 +26,11 @@ def absolute(path: epath.PathLike) -> epath.Path:
   names hash it), a URI as it is (`epath.Path.absolute` would make gs://b/run
   <cwd>/gs:/b/run too)."""
   return epath.Path(path if is_uri(path) else os.path.abspath(path))
+
+
+def write_npz(path: epath.PathLike, **arrays: np.ndarray) -> None:
+  """np.savez_compressed to `path`, on local disk or in a bucket. Built in memory: zipfile
+  seeks back over what it wrote, which a bucket's write stream (tf.io.gfile) cannot."""
+  buffer = io.BytesIO()
+  np.savez_compressed(buffer, **arrays)
+  epath.Path(path).write_bytes(buffer.getvalue())

@@ -25,6 +25,8 @@ from etils import epath
 import flax
 import numpy as np
 
+from byteflax import paths
+
 PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
 
 
@@ -83,8 +85,7 @@ def write(workdir: str, name: str, out_dir: str = PRETRAINED_DIR,
   encoder = flax.traverse_util.flatten_dict(variables["params"]["encoder"], sep="/")
   epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
   path = epath.Path(out_dir) / f"{name}.npz"
-  with path.open("wb") as f:
-    np.savez_compressed(f, **{k: np.asarray(v, np.float16) for k, v in encoder.items()})
+  paths.write_npz(path, **{k: np.asarray(v, np.float16) for k, v in encoder.items()})
   evaluation = {}
   if (epath.Path(workdir) / "eval.json").exists():
     evaluation = json.loads((epath.Path(workdir) / "eval.json").read_text())

@@ -22,25 +22,31 @@ def ragged_inputs(lengths, length, dim, seed=0):
 @contextlib.contextmanager
 def fake_bucket(root, monkeypatch):
   """Serves gs://bucket/... from the local folder `root` to everything that goes through
-  etils.epath (CI reaches no bucket); yields `local`, which maps a gs://bucket path to its
-  folder, for the writers that bypass epath (orbax's tensorstore, TensorBoard's gfile)."""
+  etils.epath (CI reaches no bucket), by the backend epath uses for gs:// when TensorFlow is
+  installed, tf.io.gfile (the same file objects as on GCS: e.g. a write stream that cannot
+  seek); local paths stay on the local backend. Yields `local`, which maps a gs://bucket
+  path to its folder, for the writers that bypass epath (orbax's tensorstore, TensorBoard)."""
 
   def local(path):
     return str(path).replace("gs://bucket", str(root), 1)
 
-  def in_bucket(function, path, *args, **kwargs):
-    return function(local(path), *args, **kwargs)
+  def in_bucket(name):
+    through_gfile = getattr(epath.backend.tf_backend, name)
 
-  def both_in_bucket(function, path, destination, *args, **kwargs):
-    return function(local(path), local(destination), *args, **kwargs)
+    def method(local_method, *args, **kwargs):
+      paths = args[:2] if name in ("copy", "rename", "replace") else args[:1]
+      if any(str(path).startswith("gs://") for path in paths):
+        return through_gfile(*map(local, paths), *args[len(paths):], **kwargs)
+      return local_method(*args, **kwargs)
 
-  # With TensorFlow installed epath sends gs:// to tf.io.gfile, past the backend table that
-  # epath.testing.mock_epath replaces; without it, to that table.
+    return method
+
+  # epath.testing.mock_epath replaces epath's backend table, which epath reads for gs://
+  # only when it believes TensorFlow absent (else it goes to tf.io.gfile straight away).
   monkeypatch.setattr(epath.gpath, "_is_tf_installed", lambda: False)
-  with epath.testing.mock_epath(
-      **{name: in_bucket for name in ("exists", "glob", "isdir", "listdir", "makedirs",
-                                      "mkdir", "open", "remove", "rmtree", "stat", "walk")},
-      **{name: both_in_bucket for name in ("copy", "rename", "replace")}):
+  with epath.testing.mock_epath(**{name: in_bucket(name) for name in (
+      "copy", "exists", "glob", "isdir", "listdir", "makedirs", "mkdir", "open", "remove",
+      "rename", "replace", "rmtree", "stat", "walk")}):
     yield local
 
 
