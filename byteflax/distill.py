@@ -121,7 +121,7 @@ def average_teachers(sources: Sequence[str], path: str, task: str, max_length: i
     raise ValueError(f"A teacher file is named twice in {list(sources)}.")
   teachers = []
   for source in sources:
-    with epath.Path(source).open("rb") as file, np.load(file) as f:
+    with paths.open_npz(source) as f:
       written_for = (str(f["task"]), int(f["max_length"]))
       if written_for != (task, max_length):
         raise ValueError(f"{source} holds teacher logits for task {written_for[0]!r} at "
@@ -185,7 +185,7 @@ def _averaged_sources(path: str) -> list[str] | None:
   """
   if not epath.Path(path).exists():
     return None
-  with epath.Path(path).open("rb") as file, np.load(file) as f:
+  with paths.open_npz(path) as f:
     return list(json.loads(str(f["summary"]))["averaged"])
 
 

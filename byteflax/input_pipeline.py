@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator, Sequence
 import functools
 import itertools
 
-from etils import epath
 import jax
 from jax.experimental import multihost_utils
 import ml_collections
@@ -30,6 +29,7 @@ import tensorflow as tf
 
 from byteflax import augment
 from byteflax import corpus
+from byteflax import paths
 from byteflax import perturb
 from byteflax import splitter
 from tasks import pretraining
@@ -110,7 +110,7 @@ def _with_teacher_logits(ds: tf.data.Dataset, task_name: str, data: ml_collectio
   with `features` "teacher_features" from a file that holds them (minilm_teacher --features)."""
   rewrite = ("write a new one with python -m byteflax.distill and this config (--overwrite "
              "to replace this file), or delete it if training fitted it into its workdir.")
-  with epath.Path(teacher_path).open("rb") as file, np.load(file) as teacher:
+  with paths.open_npz(teacher_path) as teacher:
     keys, logits = teacher["keys"], teacher["logits"].astype(np.float32)
     written_for = (str(teacher["task"]), int(teacher["max_length"]))
     if features and "feature_scales" not in teacher.files:  # float16 features: older.

@@ -2,13 +2,16 @@
 
 What a run reads and writes (its workdir's checkpoints, config.json, metrics.jsonl,
 eval.json and teacher file; data files, a corpus manifest, init_from, exports) goes through
-`etils.epath`, orbax's own path library, which reaches gs://, s3:// and local disk alike. `os.path` and `open()` would not: to them
-gs://b/run is the local directory <cwd>/gs:/b/run, so each TPU worker would write its own
-disk and the bucket would stay empty.
+`etils.epath`, orbax's own path library, which reaches gs://, s3:// and local disk alike.
+`os.path` and `open()` would not: to them gs://b/run is the local directory
+<cwd>/gs:/b/run, so each TPU worker would write its own disk and the bucket would stay
+empty.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+import contextlib
 import io
 import os
 
@@ -26,6 +29,13 @@ def absolute(path: epath.PathLike) -> epath.Path:
   names hash it), a URI as it is (`epath.Path.absolute` would make gs://b/run
   <cwd>/gs:/b/run too)."""
   return epath.Path(path if is_uri(path) else os.path.abspath(path))
+
+
+@contextlib.contextmanager
+def open_npz(path: epath.PathLike) -> Iterator[np.lib.npyio.NpzFile]:
+  """np.load of an .npz on local disk or in a bucket (np.load opens a path name locally)."""
+  with epath.Path(path).open("rb") as f, np.load(f) as arrays:
+    yield arrays
 
 
 def write_npz(path: epath.PathLike, **arrays: np.ndarray) -> None:

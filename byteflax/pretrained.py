@@ -67,7 +67,7 @@ def load(path: str) -> dict[str, np.ndarray]:
   if sha256(path) != expected:
     raise ValueError(f"{path} does not match the sha256 in {manifest_path} (corrupt or "
                      "replaced); write it again with python -m byteflax.pretrained.")
-  with epath.Path(path).open("rb") as file, np.load(file) as arrays:
+  with paths.open_npz(path) as arrays:
     return {key: arrays[key].astype(np.float32) for key in arrays.files}
 
 
@@ -83,16 +83,19 @@ def write(workdir: str, name: str, out_dir: str = PRETRAINED_DIR,
   variables, step = train.load_variables(workdir, train.Trainer(config, training=False),
                                      ("params",))
   encoder = flax.traverse_util.flatten_dict(variables["params"]["encoder"], sep="/")
-  epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
-  path = epath.Path(out_dir) / f"{name}.npz"
+  out = epath.Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  path = out / f"{name}.npz"
   paths.write_npz(path, **{k: np.asarray(v, np.float16) for k, v in encoder.items()})
   evaluation = {}
-  if (epath.Path(workdir) / "eval.json").exists():
-    evaluation = json.loads((epath.Path(workdir) / "eval.json").read_text())
+  eval_path = epath.Path(workdir) / "eval.json"
+  if eval_path.exists():
+    evaluation = json.loads(eval_path.read_text())
   corpus = {}
   corpus_dir = corpus_dir or config.data.get("corpus_dir")
-  if corpus_dir and (epath.Path(corpus_dir) / "manifest.json").exists():
-    full = json.loads((epath.Path(corpus_dir) / "manifest.json").read_text())
+  corpus_manifest = epath.Path(corpus_dir) / "manifest.json" if corpus_dir else None
+  if corpus_manifest and corpus_manifest.exists():
+    full = json.loads(corpus_manifest.read_text())
     corpus = {key: full[key] for key in ("command", "created", "removed", "train_by_source",
                                          "train_by_language")}
   manifest = {"name": name, "sha256": sha256(path), "bytes": path.stat().length,
@@ -101,7 +104,7 @@ def write(workdir: str, name: str, out_dir: str = PRETRAINED_DIR,
               "model_name": config.model_name,
               "encoder_config": json.loads(config.model.encoder.to_json()),
               "evaluation": evaluation, "corpus": corpus}
-  (epath.Path(out_dir) / f"{name}.json").write_text(json.dumps(manifest, indent=2))
+  (out / f"{name}.json").write_text(json.dumps(manifest, indent=2))
   return manifest
 
 
