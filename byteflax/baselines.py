@@ -88,7 +88,17 @@ class TfidfLogisticRegression(_LogisticRegressionOnFeatures):
         sublinear_tf=True, **TFIDF_FEATURES[features])
 
   def features(self, texts, fit=False):
-    return (self._vectorizer.fit_transform if fit else self._vectorizer.transform)(texts)
+    if not fit:
+      return self._vectorizer.transform(texts)
+    try:
+      return self._vectorizer.fit_transform(texts)
+    except ValueError as error:  # sklearn: "After pruning, no terms remain. ..."
+      vectorizer = self._vectorizer
+      raise ValueError(
+          f"TF-IDF on {vectorizer.analyzer} {vectorizer.ngram_range[0]}-"
+          f"{vectorizer.ngram_range[1]}-grams: no n-gram occurs in {vectorizer.min_df} or "
+          f"more of the {len(texts)} texts it is fit on ({error}); too little text for "
+          "this model.") from error
 
   def num_params(self) -> int:
     """Learned numbers: idf weights and the LR coefficients (the vocabulary aside)."""

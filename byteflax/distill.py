@@ -219,7 +219,13 @@ def prepare_teacher(config: ml_collections.ConfigDict, workdir: str) -> str | No
     logging.info("Fitting the %s teacher (%d out-of-fold fits) into %s.", distill.teacher,
                  distill.teacher_folds, path)
     start = time.perf_counter()
-    summary = write_teacher(config, path)
+    try:
+      summary = write_teacher(config, path)
+    except ValueError as error:
+      error.add_note(f"Training fits the {distill.teacher} teacher because "
+                     f"config.distill.alpha={distill.alpha} > 0; --config.distill.alpha=0 "
+                     "trains on the labels alone.")
+      raise
     logging.info("Teacher written in %.0f s: %s", time.perf_counter() - start, summary)
   if average_with:
     fitted, path = path, str(epath.Path(workdir) / f"teacher_{distill.teacher}_averaged.npz")

@@ -36,6 +36,16 @@ def test_tfidf_tunes_c_on_validation_and_ranks_the_classes():
   assert not np.allclose(other.decision_function(texts), scores)
 
 
+def test_tfidf_on_too_little_text_says_so():
+  """Three texts that share no word leave no word in min_df=2 of them: sklearn's "After
+  pruning, no terms remain" becomes an error that names the n-grams and the count."""
+  texts = ["have a nice day", "you idiot", "thanks for the help"]
+  model = baselines.TfidfLogisticRegression("word")
+  with pytest.raises(ValueError, match=r"TF-IDF on word 1-2-grams: no n-gram occurs in 2 or "
+                     r"more of the 3 texts it is fit on .*too little text"):
+    model.fit((texts, np.array([[0], [1], [0]])), None, c=1.0)
+
+
 def test_out_of_fold_logits_name_a_class_that_one_fold_holds_whole():
   """One offensive text among 30: the fold that holds it leaves the other folds' fit one
   class; the error says which label, and what to change (sklearn's says neither)."""
