@@ -8,7 +8,8 @@ Fortunes, on exactly the split the SeqIO tasks use
 A user's CSV/JSONL files, read and split as `register_file_task` does:
 
   python benchmarks/tfidf_baseline.py --train_path train.csv [--test_path test.csv] \
-      [--validation_path valid.csv] [--text_key text] [--label_keys toxic,insult]
+      [--validation_path valid.csv] [--text_key text] [--label_keys toxic,insult] \
+      [--positive_label spam] [--invalid_utf8 cp1252]
 
 Needs `pip install -e .` (or PYTHONPATH=. from the repository root) to import `tasks`.
 Two feature sets, each TfidfVectorizer(sublinear_tf=True) fit on train: words (1-2 grams)
@@ -78,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                       help="CSV/JSONL validation file (default: carved from train).")
   parser.add_argument("--text_key", default="text")
   parser.add_argument("--label_keys", default="label", help="Comma-separated label columns.")
+  parser.add_argument("--positive_label",
+                      help="Labels that are class names: the one that reads as 1.")
+  parser.add_argument("--invalid_utf8", default="replace", choices=toxicity.INVALID_UTF8,
+                      help="What a byte that is not UTF-8 reads as.")
   parser.add_argument("--validation_fraction", type=float, default=0.1)
   parser.add_argument("--seed", type=int, default=0, help="Seed of the split shuffle.")
   parser.add_argument("--json", help="Also write the results table to this JSON file.")
@@ -96,7 +101,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     splits = toxicity.read_file_splits(
         args.train_path, args.test_path, args.validation_path, text_key=args.text_key,
         label_keys=tuple(args.label_keys.split(",")),
-        validation_fraction=args.validation_fraction, seed=args.seed)
+        validation_fraction=args.validation_fraction, seed=args.seed,
+        invalid_utf8=args.invalid_utf8, positive_label=args.positive_label)
     rows.append(run(args.train_path, _as_arrays(splits)))
 
   print(f"{'task':<28} {'examples':>9} {'positive':>9} {'word AUC':>9} {'char AUC':>9}")

@@ -655,8 +655,8 @@ def run_config(workdir: str, given: ml_collections.ConfigDict | None = None
 # What a run's checkpoints were trained on: a resumed run must keep it (the rest, e.g. the
 # step budget or the evals, may change between the runs of one workdir).
 RUN_IDENTITY = ("model_name", "model", "data.task", "data.train_path", "data.validation_path",
-                "data.test_path", "data.text_key", "data.label_keys",
-                "data.validation_fraction", "data.split_seed")
+                "data.test_path", "data.text_key", "data.label_keys", "data.positive_label",
+                "data.invalid_utf8", "data.validation_fraction", "data.split_seed")
 
 
 def check_same_run(config: ml_collections.ConfigDict, workdir: str) -> None:

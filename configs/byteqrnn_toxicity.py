@@ -80,7 +80,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.test_path = config_dict.placeholder(str)
   config.data.text_key = "text"
   config.data.label_keys = ("label",)
-  config.data.invalid_utf8 = "replace"  # Or "error": a byte that is not UTF-8 in a file.
+  # A byte that is not UTF-8 in a file reads as U+FFFD; "cp1252": as its Windows-1252
+  # (Latin-1) character; "error": stops there.
+  config.data.invalid_utf8 = "replace"
+  # Labels that are class names (spam / ham): the one that reads as 1, every other as 0.
+  config.data.positive_label = config_dict.placeholder(str)
   config.data.validation_fraction = 0.1  # Carved from train when no validation file.
   config.data.split_seed = 0
   config.data.max_length = 1024  # Bytes, EOS included; longer texts are truncated.

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 import bz2
 import codecs
+import collections
 import csv
 import functools
 import gzip
@@ -36,6 +37,7 @@ import lzma
 import math
 import os
 import re
+import shlex
 
 from absl import logging
 from etils import epath
@@ -65,7 +67,23 @@ CSV_DELIMITERS = ",;\t|"
 # The csv module refuses fields over 128 KiB by default; real comments can be longer (they
 # are cut to data.max_length bytes later), so any field that fits in memory is read.
 csv.field_size_limit(2**31 - 1)
-INVALID_UTF8 = ("replace", "error")  # What reading a user file does with a non-UTF-8 byte.
+# What reading a user file does with a byte that is not UTF-8: read it as U+FFFD, stop, or
+# read it as its Windows-1252 character (a file saved by older Windows / Excel in Latin-1).
+INVALID_UTF8 = ("replace", "error", "cp1252")
+
+
+def _cp1252_bytes(error: UnicodeDecodeError) -> tuple[str, int]:
+  """A codecs error handler: the undecodable bytes as Windows-1252 characters (its five
+  unassigned bytes as the Latin-1 control characters they are in Unicode)."""
+  def character(byte: int) -> str:
+    try:
+      return bytes([byte]).decode("cp1252")
+    except UnicodeDecodeError:
+      return chr(byte)
+  return "".join(map(character, error.object[error.start:error.end])), error.end
+
+
+codecs.register_error("byteflax_cp1252", _cp1252_bytes)
 
 # Task name -> label names, filled at registration; read by `num_labels`/`label_names`.
 _LABEL_NAMES: dict[str, tuple[str, ...]] = {}
@@ -218,8 +236,17 @@ def _label(value: object) -> int | None:
   return None
 
 
-def _parse_label(value: object, path: str, line: int, key: str) -> int:
-  """`_label` of a record's field; raises naming the line if it is not a label."""
+def _label_name(value: object) -> str:
+  """A label field as the name `positive_label` is compared with."""
+  return value.strip() if isinstance(value, str) else json.dumps(value)
+
+
+def _parse_label(value: object, path: str, line: int, key: str,
+                 positive_label: str | None) -> int:
+  """`_label` of a record's field, or whether it is `positive_label` when that is set;
+  raises naming the line if it is not a label."""
+  if positive_label is not None:
+    return int(_label_name(value) == positive_label)
   label = _label(value)
   if label is not None:
     return label
@@ -229,7 +256,7 @@ def _parse_label(value: object, path: str, line: int, key: str) -> int:
 
 
 def _example(record: Mapping[str, object], path: str, line: int, text_key: str,
-             label_keys: Sequence[str]) -> Example:
+             label_keys: Sequence[str], positive_label: str | None = None) -> Example:
   for key in (text_key, *label_keys):
     if record.get(key) is None:
       raise ValueError(f"{path}, line {line}: {key!r} is missing or null; fields: "
@@ -237,7 +264,39 @@ def _example(record: Mapping[str, object], path: str, line: int, text_key: str,
   text = record[text_key]
   if not isinstance(text, str):
     raise ValueError(f"{path}, line {line}: {text_key!r} must be a string, got {text!r}.")
-  return text, tuple(_parse_label(record[key], path, line, key) for key in label_keys)
+  return text, tuple(_parse_label(record[key], path, line, key, positive_label)
+                     for key in label_keys)
+
+
+def _check_label_names(records: Sequence[tuple[int, Mapping[str, object]]], path: str,
+                       key: str, positive_label: str | None) -> None:
+  """Says how a label column of class names (spam / ham) reads.
+
+  Without `positive_label`, a column in which no value is a label (`_label`) is an error
+  that lists its names and says how to pick the class to detect; with it, the log says
+  which name reads as 1 and which as 0, a warning if none is `positive_label`.
+  """
+  values = [record[key] for _, record in records if record.get(key) is not None]
+  if positive_label is None and any(_label(value) is not None for value in values):
+    return  # Labels; a stray bad value is reported with its line by `_parse_label`.
+  names = collections.Counter(map(_label_name, values)).most_common()
+  listed = ", ".join(f"{name!r} ({count:,} {'row' if count == 1 else 'rows'})"
+                     for name, count in names[:10]) + (", ..." if len(names) > 10 else "")
+  if positive_label is None:
+    if names:
+      line, record = next((line, r) for line, r in records if r.get(key) is not None)
+      raise ValueError(
+          f"{path}, line {line}: label {key!r} is {record[key]!r}; expected 0/1, a "
+          f"probability in [0, 1] or true/false, and so is none of the column's values: "
+          f"{listed}. If they name classes, name the one to detect, e.g. "
+          f"--config.data.positive_label={shlex.quote(names[-1][0])} (every other value "
+          "reads as 0).")
+  elif positive_label in dict(names):
+    logging.info("%s: label %r reads as 1 where it is %r (data.positive_label), else 0: "
+                 "%s.", path, key, positive_label, listed)
+  else:
+    logging.warning("%s: no label %r is %r (data.positive_label): every example reads as "
+                    "0. Its values: %s.", path, key, positive_label, listed)
 
 
 def _decode(path: str, invalid_utf8: str) -> str:
@@ -292,8 +351,9 @@ def _bom_encoding(data: bytes) -> str | None:
 def decode_text(data: bytes, source: str, invalid_utf8: str = "replace") -> str:
   """`data` as text: UTF-8 (optional BOM), or UTF-16 / UTF-32 when it starts with their
   byte-order mark (Excel's "Unicode text", Windows Notepad). A byte sequence that does not
-  decode raises ("error") or reads as U+FFFD with a warning naming `source` (a path,
-  "stdin") and, for UTF-8, the lines."""
+  decode raises ("error") or, with a warning naming `source` (a path, "stdin") and, for
+  UTF-8, the lines, reads as U+FFFD ("replace") or, in UTF-8 text, as its Windows-1252
+  character ("cp1252"; valid UTF-8 around it is kept)."""
   encoding = _bom_encoding(data)
   if encoding is not None:
     try:
@@ -303,8 +363,7 @@ def decode_text(data: bytes, source: str, invalid_utf8: str = "replace") -> str:
       if invalid_utf8 == "error":
         raise ValueError(f"{where}. Re-encode the file as UTF-8, or set "
                          "data.invalid_utf8='replace'.") from error
-      logging.warning("%s; the undecodable bytes read as U+FFFD (data.invalid_utf8="
-                      "'replace').", where)
+      logging.warning("%s; the undecodable bytes read as U+FFFD.", where)
       return data.decode(encoding, errors="replace")
   if data.startswith(codecs.BOM_UTF8):  # Positions below count from after the mark.
     data = data[len(codecs.BOM_UTF8):]
@@ -316,12 +375,18 @@ def decode_text(data: bytes, source: str, invalid_utf8: str = "replace") -> str:
     where = f"{source}, line {line}, column {column}: invalid UTF-8 byte 0x{data[error.start]:02x}"
     if invalid_utf8 == "error":
       raise ValueError(f"{where} ({error.reason}). Re-encode the file as UTF-8 (e.g. iconv "
-                       "-f latin1 -t utf-8), or set data.invalid_utf8='replace'.") from error
+                       "-f cp1252 -t utf-8), or set data.invalid_utf8 to 'replace' or "
+                       "'cp1252'.") from error
   bad_lines = sorted({number for number, raw in enumerate(data.split(b"\n"), start=1)
                       if not _is_utf8(raw)})
   more = (f" (and on {len(bad_lines) - 1} more lines: {_line_list(bad_lines[1:])})"
           if len(bad_lines) > 1 else "")
-  logging.warning("%s%s; every invalid byte reads as U+FFFD (data.invalid_utf8='replace').",
+  if invalid_utf8 == "cp1252":
+    logging.warning("%s%s; every invalid byte reads as its Windows-1252 character "
+                    "(data.invalid_utf8='cp1252').", where, more)
+    return data.decode("utf-8", errors="byteflax_cp1252")
+  logging.warning("%s%s; every invalid byte reads as U+FFFD (data.invalid_utf8='replace'; "
+                  "a file saved as Latin-1 / Windows-1252 reads right with 'cp1252').",
                   where, more)
   return data.decode("utf-8", errors="replace")
 
@@ -350,7 +415,9 @@ def read_records(path: str, required_keys: Sequence[str], invalid_utf8: str = "r
   (JSON Lines too, as Hugging Face's `to_json` writes it, or one array of objects); text
   files are UTF-8 with an optional BOM, or UTF-16 / UTF-32 with one (`decode_text`).
   `invalid_utf8`: "replace" reads each byte that is not valid UTF-8 as U+FFFD and logs a
-  warning naming the lines; "error" raises naming the first.
+  warning naming the lines, "cp1252" reads it as its Windows-1252 character (a Latin-1
+  file) with the same warning; "error" raises naming the first. A CSV header's column
+  that differs from a required key only in case (Text for text) is read as that key.
 
   Raises:
     FileNotFoundError: `path` does not exist.
@@ -384,7 +451,8 @@ def _csv_records(text: str, path: str, delimiter: str | None, required_keys: Seq
     if reader.fieldnames is None:
       raise ValueError(f"{path}: no examples (empty file).")
     # Hand-written headers often read "text, label".
-    reader.fieldnames = [name.strip() for name in reader.fieldnames]
+    reader.fieldnames = _match_case([name.strip() for name in reader.fieldnames],
+                                    required_keys, path)
     missing = [k for k in required_keys if k not in reader.fieldnames]
     if missing:
       raise ValueError(
@@ -432,6 +500,18 @@ def _csv_records(text: str, path: str, delimiter: str | None, required_keys: Seq
     rows, lines = ("row", "line") if len(empty_rows) == 1 else ("rows", "lines")
     logging.warning("%s: skipped %d %s with every field empty (%s %s).", path,
                     len(empty_rows), rows, lines, _line_list(empty_rows))
+
+
+def _match_case(columns: list[str], keys: Sequence[str], path: str) -> list[str]:
+  """`columns` with each one that is the only case-insensitive match of a key with no
+  exact match renamed to that key (a spreadsheet's "Text" for text_key "text")."""
+  columns = list(columns)
+  for key in keys:
+    matches = [i for i, name in enumerate(columns) if name.casefold() == key.casefold()]
+    if key not in columns and len(matches) == 1:
+      logging.info("%s: column %r read as %r.", path, columns[matches[0]], key)
+      columns[matches[0]] = key
+  return columns
 
 
 def _swallowed_row(record: Mapping[str | None, object], lines: Sequence[str], first: int,
@@ -540,7 +620,8 @@ def _delimiter(f: io.StringIO) -> str:
 
 def read_labelled_file(path: str, text_key: str = "text",
                        label_keys: Sequence[str] = ("label",),
-                       invalid_utf8: str = "replace") -> list[Example]:
+                       invalid_utf8: str = "replace",
+                       positive_label: str | None = None) -> list[Example]:
   """Reads (text, labels) from a CSV or JSONL file (`read_records`). Duplicate texts are
   kept (the split and the training see them as the file has them).
 
@@ -549,7 +630,9 @@ def read_labelled_file(path: str, text_key: str = "text",
     text_key: column/key holding the text.
     label_keys: columns/keys holding the labels, each 0/1, a probability thresholded at
       0.5, a JSON bool, or "true"/"false".
-    invalid_utf8: what a byte that is not UTF-8 does ("replace" or "error").
+    invalid_utf8: what a byte that is not UTF-8 does (one of `INVALID_UTF8`).
+    positive_label: labels that are class names (spam / ham): the one that reads as 1;
+      every other value, numbers too, reads as 0.
 
   Returns:
     (text, labels) pairs in file order, labels a tuple of 0/1 ints, one per label key.
@@ -560,11 +643,13 @@ def read_labelled_file(path: str, text_key: str = "text",
   """
   if isinstance(label_keys, str) or not label_keys:
     raise ValueError(f"label_keys must be a non-empty sequence of names, got {label_keys!r}.")
-  examples = [_example(record, path, line, text_key, label_keys)
-              for line, record in read_records(path, (text_key, *label_keys), invalid_utf8)]
-  if not examples:
+  records = list(read_records(path, (text_key, *label_keys), invalid_utf8))
+  if not records:
     raise ValueError(f"{path}: no examples (empty file).")
-  return examples
+  for key in label_keys:
+    _check_label_names(records, path, key, positive_label)
+  return [_example(record, path, line, text_key, label_keys, positive_label)
+          for line, record in records]
 
 
 def read_texts(path: str, text_key: str = "text", invalid_utf8: str = "replace"
@@ -577,8 +662,8 @@ def read_texts(path: str, text_key: str = "text", invalid_utf8: str = "replace"
 def read_file_splits(train_path: str, test_path: str | None = None,
                      validation_path: str | None = None, *, text_key: str = "text",
                      label_keys: Sequence[str] = ("label",), validation_fraction: float = 0.1,
-                     seed: int = 0, invalid_utf8: str = "replace"
-                     ) -> dict[str, list[Example]]:
+                     seed: int = 0, invalid_utf8: str = "replace",
+                     positive_label: str | None = None) -> dict[str, list[Example]]:
   """The train/validation/test examples of `register_file_task` (same arguments).
 
   Splits without a file get `validation_fraction` of the train file's distinct texts each,
@@ -599,7 +684,7 @@ def read_file_splits(train_path: str, test_path: str | None = None,
   if not 0.0 < validation_fraction < 0.5:
     raise ValueError(f"validation_fraction must be in (0, 0.5), got {validation_fraction}.")
   read = functools.partial(read_labelled_file, text_key=text_key, label_keys=label_keys,
-                           invalid_utf8=invalid_utf8)
+                           invalid_utf8=invalid_utf8, positive_label=positive_label)
   train = read(train_path)
   copies: dict[str, list[Example]] = {}  # Text -> its examples, in file order.
   for example in train:
@@ -670,7 +755,8 @@ def register_file_task(train_path: str, test_path: str | None = None,
                        validation_path: str | None = None, *, text_key: str = "text",
                        label_keys: Sequence[str] = ("label",),
                        validation_fraction: float = 0.1, seed: int = 0,
-                       invalid_utf8: str = "replace") -> str:
+                       invalid_utf8: str = "replace",
+                       positive_label: str | None = None) -> str:
   """Registers a task over a user's CSV/JSONL files and returns its name.
 
   The files are read and checked here, so a bad file fails at once rather than in the
@@ -686,19 +772,22 @@ def register_file_task(train_path: str, test_path: str | None = None,
     validation_fraction: share of train carved for each missing split.
     seed: seed of the carving shuffle.
     invalid_utf8: what a byte that is not UTF-8 does (`read_labelled_file`).
+    positive_label: the class name that reads as 1 (`read_labelled_file`).
 
   Returns:
     The registered task name, "file_<hash>".
   """
   paths = [None if p is None else str(byteflax_paths.absolute(p))
            for p in (train_path, test_path, validation_path)]
-  key = json.dumps([paths, text_key, list(label_keys), validation_fraction, seed, invalid_utf8])
-  name = "file_" + hashlib.sha256(key.encode()).hexdigest()[:12]
+  arguments = [paths, text_key, list(label_keys), validation_fraction, seed, invalid_utf8]
+  if positive_label is not None:  # Only then: earlier tasks (and teacher files) keep names.
+    arguments.append(positive_label)
+  name = "file_" + hashlib.sha256(json.dumps(arguments).encode()).hexdigest()[:12]
   if name in _LABEL_NAMES:
     return name
   splits = read_file_splits(*paths, text_key=text_key, label_keys=label_keys,
                             validation_fraction=validation_fraction, seed=seed,
-                            invalid_utf8=invalid_utf8)
+                            invalid_utf8=invalid_utf8, positive_label=positive_label)
   _add_task(name, _InMemorySource(lambda: splits, len(label_keys)), label_keys)
   return name
 

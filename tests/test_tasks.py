@@ -382,6 +382,20 @@ def test_invalid_utf8_reads_as_replacement_or_names_the_line(tmp_path, extension
     toxicity.read_labelled_file(path, invalid_utf8="ignore")
 
 
+def test_cp1252_reads_a_latin1_file_and_keeps_valid_utf8_around_it(tmp_path, caplog):
+  # A Windows / older Excel export: é as the lone byte 0xe9, € as 0x80; 0x81 is unassigned
+  # in Windows-1252. The last row is valid UTF-8 and stays as written.
+  data = ("text,label\n".encode() + "caf\u00e9 \u20ac5,1\n".encode("cp1252")
+          + b"odd \x81,0\n" + "caf\u00e9 \U0001f600,0\n".encode())
+  path = _write(tmp_path / "latin1.csv", data)
+  assert toxicity.read_labelled_file(path, invalid_utf8="cp1252") == [
+      ("caf\u00e9 \u20ac5", (1,)), ("odd \x81", (0,)), ("caf\u00e9 \U0001f600", (0,))]
+  assert ("latin1.csv, line 2, column 4: invalid UTF-8 byte 0xe9 (and on 1 more lines: 3); "
+          "every invalid byte reads as its Windows-1252 character") in caplog.text
+  assert toxicity.read_labelled_file(path)[0] == ("caf\ufffd \ufffd5", (1,))
+  assert "a file saved as Latin-1 / Windows-1252 reads right with 'cp1252'" in caplog.text
+
+
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
 @pytest.mark.parametrize("extension", ["csv", "jsonl"])
 def test_utf16_and_utf32_files_with_a_byte_order_mark_read_as_utf8(tmp_path, encoding,
@@ -423,6 +437,47 @@ def test_json_files_are_json_lines_or_an_array_and_errors_name_the_line(tmp_path
 def test_csv_header_names_are_stripped(tmp_path):
   path = _write(tmp_path / "spaced.csv", "text , label\nyou idiot, 1\nnice day, 0\n")
   assert toxicity.read_labelled_file(path) == [("you idiot", (1,)), ("nice day", (0,))]
+
+
+def test_csv_columns_match_the_keys_in_any_case_unless_one_matches_exactly(tmp_path):
+  excel = _write(tmp_path / "excel.csv", "Text,LABEL\nyou idiot,1\nnice day,0\n")
+  assert toxicity.read_labelled_file(excel) == [("you idiot", (1,)), ("nice day", (0,))]
+  both = _write(tmp_path / "both.csv", "Text,text,label\nA,you idiot,1\nB,nice day,0\n")
+  assert toxicity.read_labelled_file(both) == [("you idiot", (1,)), ("nice day", (0,))]
+  two = _write(tmp_path / "two.csv", "Text,TEXT,label\nA,you idiot,1\n")
+  with pytest.raises(ValueError, match=r"two.csv, line 1: header has no column \['text'\]"):
+    toxicity.read_labelled_file(two)
+
+
+def test_labels_that_name_classes_need_the_positive_one_named(tmp_path, caplog):
+  # The SMS spam collection's layout: class names, then the text.
+  rows = [("ham", "see you at 5"), ("spam", "WIN a prize now"), ("ham", "ok thanks"),
+          ("spam", "free entry, txt WIN")] * 5
+  path = _write(tmp_path / "spam.csv", "v1,v2\n" + "".join(
+      f"{name},{text} {i}\n" for i, (name, text) in enumerate(rows)))
+  with pytest.raises(ValueError, match=(
+      r"spam.csv, line 2: label 'v1' is 'ham'; expected 0/1, .* none of the column's values: "
+      r"'ham' \(10 rows\), 'spam' \(10 rows\)\. .*--config.data.positive_label=spam")):
+    toxicity.read_labelled_file(path, text_key="v2", label_keys=("v1",))
+  with caplog.at_level(logging.INFO, logger="absl"):  # Whatever verbosity a test left.
+    examples = toxicity.read_labelled_file(path, text_key="v2", label_keys=("v1",),
+                                           positive_label="spam")
+  assert examples[:2] == [("see you at 5 0", (0,)), ("WIN a prize now 1", (1,))]
+  assert "label 'v1' reads as 1 where it is 'spam' (data.positive_label), else 0" in caplog.text
+  with pytest.raises(ValueError, match="label 'v1' is 0 in every training example"):
+    toxicity.read_file_splits(path, text_key="v2", label_keys=("v1",), positive_label="Spam")
+  assert "no label 'v1' is 'Spam' (data.positive_label)" in caplog.text
+  # One value that is not a label among labels is reported by its line, without the hint.
+  with pytest.raises(ValueError, match=r"mixed.csv, line 3: label 'label' is 'ham'; "
+                                       r"expected 0/1, a probability in \[0, 1\] or "
+                                       r"true/false\.$"):
+    toxicity.read_labelled_file(_write(tmp_path / "mixed.csv", "text,label\na,1\nb,ham\n"))
+  # Through the config, as the CLI reads it; the flag names a different task.
+  data = byteqrnn_toxicity.get_config().data
+  data.update(train_path=path, text_key="v2", label_keys=("v1",), positive_label="spam")
+  task = input_pipeline.resolve_task(data)
+  data.positive_label = "ham"
+  assert input_pipeline.resolve_task(data) != task
 
 
 def test_csv_rows_of_bare_delimiters_are_skipped_and_logged(tmp_path, caplog):
