@@ -47,7 +47,9 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
+from etils import epath
 
+from byteflax import paths as byteflax_paths
 from byteflax import pretrained
 from tasks import fortunes
 
@@ -289,7 +291,7 @@ def unlabelled_documents(source: str, language: str = "en",
 class _ShardWriter:
   """TFRecord shards of one (source, language, split) group, about shard_bytes each."""
 
-  def __init__(self, folder: str, split: str, shard_bytes: int):
+  def __init__(self, folder: epath.Path, split: str, shard_bytes: int):
     self.folder, self.split, self.shard_bytes = folder, split, shard_bytes
     self.files, self.documents, self.bytes = [], 0, 0
     self._writer, self._shard_bytes = None, 0
@@ -297,9 +299,9 @@ class _ShardWriter:
   def write(self, data: bytes):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     if self._writer is None:
-      os.makedirs(self.folder, exist_ok=True)
-      path = os.path.join(self.folder, f"{self.split}-{len(self.files):05d}.tfrecord")
-      self._writer, self._shard_bytes = tf.io.TFRecordWriter(path), 0
+      self.folder.mkdir(parents=True, exist_ok=True)
+      path = self.folder / f"{self.split}-{len(self.files):05d}.tfrecord"
+      self._writer, self._shard_bytes = tf.io.TFRecordWriter(str(path)), 0
       self.files.append(path)
     self._writer.write(data)
     self.documents += 1
@@ -317,7 +319,8 @@ class _ShardWriter:
 def build(out: str, sources: list[str], min_bytes: int = 32, shard_bytes: int = 32 * 2**20,
           workers: int = 1, readers: dict[str, Callable[[], Documents]] | None = None,
           held_out: set[bytes] | None = None) -> dict[str, object]:
-  """Writes the corpus and its manifest; returns the manifest.
+  """Writes the corpus and its manifest into `out` (a folder, or one in a bucket:
+  gs://...); returns the manifest.
 
   readers / held_out replace the installed sources and the classification tasks' held-out
   texts (tests build small corpora from their own text).
@@ -326,7 +329,8 @@ def build(out: str, sources: list[str], min_bytes: int = 32, shard_bytes: int = 
   unknown = set(sources) - set(SOURCES if readers is None else readers)
   if unknown:
     raise ValueError(f"Unknown sources {sorted(unknown)}; choose from {list(SOURCES)}.")
-  if os.path.exists(os.path.join(out, MANIFEST_FILE)):
+  out = epath.Path(byteflax_paths.absolute(out))
+  if (out / MANIFEST_FILE).exists():
     raise FileExistsError(f"{out} already holds a corpus; choose another --out.")
   started = time.time()
   held_out = held_out_keys() if held_out is None else held_out
@@ -354,13 +358,13 @@ def build(out: str, sources: list[str], min_bytes: int = 32, shard_bytes: int = 
           split = "validation" if is_validation(text) else "train"
           group = (source, language, split)
           if group not in groups:
-            groups[group] = _ShardWriter(os.path.join(out, source, language), split,
-                                         shard_bytes)
+            groups[group] = _ShardWriter(out / source / language, split, shard_bytes)
           groups[group].write(data)
     except (FileNotFoundError, ImportError) as error:
       skipped[source] = f"{error}; install: {INSTALL_HINTS[source]}"
       logging.warning("Skipping source %s: %s", source, skipped[source])
-  manifest = {"command": " ".join(["python -m byteflax.corpus", *sys.argv[1:]]), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+  manifest = {"command": " ".join(["python -m byteflax.corpus", *sys.argv[1:]]),
+              "created": time.strftime("%Y-%m-%d %H:%M:%S"),
               "build_seconds": None, "min_bytes": min_bytes,
               "validation_percent": VALIDATION_PERCENT, "removed": removed,
               "skipped_sources": skipped, "groups": []}
@@ -369,7 +373,7 @@ def build(out: str, sources: list[str], min_bytes: int = 32, shard_bytes: int = 
     manifest["groups"].append({
         "source": source, "language": language, "split": split,
         "documents": writer.documents, "bytes": writer.bytes,
-        "files": [{"path": os.path.relpath(p, out), "bytes": os.path.getsize(p),
+        "files": [{"path": str(p.relative_to(out)), "bytes": p.stat().length,
                    "sha256": pretrained.sha256(p)} for p in writer.files]})
   for key in ("source", "language"):
     totals: dict[str, dict[str, int]] = {}
@@ -380,9 +384,8 @@ def build(out: str, sources: list[str], min_bytes: int = 32, shard_bytes: int = 
         total["bytes"] += group["bytes"]
     manifest[f"train_by_{key}"] = dict(sorted(totals.items(), key=lambda kv: -kv[1]["bytes"]))
   manifest["build_seconds"] = round(time.time() - started, 1)
-  os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, MANIFEST_FILE), "w") as f:
-    json.dump(manifest, f, indent=2)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
   return manifest
 
 
@@ -401,7 +404,8 @@ def main(argv):
 if __name__ == "__main__":
   # Defined here, not at import: the library functions above are imported by other
   # programs with flags of the same names (--out).
-  flags.DEFINE_string("out", None, "Output folder (created).", required=True)
+  flags.DEFINE_string("out", None, "Output folder (created; gs://... for a bucket).",
+                      required=True)
   flags.DEFINE_list("sources", list(SOURCES), f"Sources, from {SOURCES}.")
   flags.DEFINE_integer("min_bytes", 32, "Shorter documents are dropped.")
   flags.DEFINE_integer("shard_bytes", 32 * 2**20, "Bytes per shard file.")

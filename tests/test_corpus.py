@@ -36,9 +36,7 @@ def _documents(pairs):
   return lambda: iter(pairs)
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-  out = str(tmp_path_factory.mktemp("corpus") / "c")
+def _build(out, **kwargs):
   english = [("en", f"an english document about topic {i}, long enough") for i in range(400)]
   readers = {
       "a": _documents(english + [("en", english[0][1].replace(" ", "   ")),  # A duplicate.
@@ -48,9 +46,14 @@ def built(tmp_path_factory):
                        range(300)] + [("sk", "jediny slovensky dokument, dost dlhy")]),
   }
   held_out = {corpus.dedup_key("a held-out test text of some classifier")}
-  manifest = corpus.build(out, ["a", "b"], shard_bytes=4096, readers=readers,
-                          held_out=held_out)
-  return out, manifest
+  return corpus.build(out, ["a", "b"], shard_bytes=4096, readers=readers,
+                      held_out=held_out, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("corpus") / "c")
+  return out, _build(out)
 
 
 def test_build_removes_duplicates_held_out_and_short_texts(built):
@@ -96,17 +99,26 @@ def test_register_corpus_mixes_languages_with_both_splits(built):
   assert example["inputs"][-1] == 1 and example["targets"][-1] == 1  # EOS-terminated.
 
 
-def test_register_corpus_reads_its_manifest_from_a_bucket(built, tmp_path, monkeypatch):
-  """A corpus in gs:// (pretraining on a TPU pod): its manifest is read through epath, a
-  local folder standing in for the bucket; tf.data reads the shards from there itself."""
-  out, _ = built
-  shutil.copytree(out, tmp_path / "corpus")
-  manifest = (tmp_path / "corpus" / "manifest.json").read_bytes()
-  with utils.fake_bucket(tmp_path, monkeypatch):
+def test_a_corpus_built_into_a_bucket_is_read_from_it(built, tmp_path, monkeypatch):
+  """`--out=gs://...` (pretraining on a TPU pod): shards and manifest go to the bucket, a
+  local folder standing in for it behind epath; tf.data reads the shards from there."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  local_out, local_manifest = built
+  with utils.fake_bucket(tmp_path, monkeypatch) as local:
+    write_record = tf.io.TFRecordWriter  # It bypasses epath, as on GCS it needs none.
+    monkeypatch.setattr(tf.io, "TFRecordWriter", lambda path: write_record(local(path)))
+    manifest = _build("gs://bucket/corpus")
     name = pretraining.register_corpus("gs://bucket/corpus")
     with pytest.raises(FileNotFoundError, match="gs://bucket/elsewhere"):
       pretraining.register_corpus("gs://bucket/elsewhere")
-  assert name == "span_corruption_corpus_" + hashlib.sha256(manifest).hexdigest()[:12]
+  assert manifest["groups"] == local_manifest["groups"]  # Same paths, sizes and hashes.
+  for group in manifest["groups"]:
+    for entry in group["files"]:
+      assert (tmp_path / "corpus" / entry["path"]).read_bytes() == open(
+          os.path.join(local_out, entry["path"]), "rb").read()
+  written = (tmp_path / "corpus" / "manifest.json").read_bytes()
+  assert name == "span_corruption_corpus_" + hashlib.sha256(written).hexdigest()[:12]
+  assert not os.path.exists("gs:")  # Nothing under the working directory.
 
 
 def test_register_corpus_without_a_manifest_says_how_to_build_one(tmp_path):
