@@ -128,21 +128,21 @@ def load(model: str, batch_size: int = 64, num_threads: int = 1) -> Classifier:
 
 
 def read_inputs(texts: Sequence[str], path: str | None, text_key: str,
-                stdin=sys.stdin) -> list[str]:
+                stdin=sys.stdin, invalid_utf8: str = "replace") -> list[str]:
   """The texts to score: arguments, else a file (.csv / .tsv / .jsonl / .json: `text_key`;
   anything else: one text per line; .gz / .bz2 / .xz decompressed), else stdin (one per
-  line)."""
+  line). `invalid_utf8`: what a byte that is not UTF-8 reads as (`toxicity.decode_text`)."""
   if texts and path:
     raise ValueError("Give texts as arguments or --input, not both.")
   if texts:
     return list(texts)
   if path and toxicity.file_format(path):
-    return toxicity.read_texts(path, text_key)
+    return toxicity.read_texts(path, text_key, invalid_utf8)
   if path:
     data = toxicity.read_bytes(path)
   else:
     data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode()
-  return _lines(toxicity.decode_text(data, path or "stdin"))
+  return _lines(toxicity.decode_text(data, path or "stdin", invalid_utf8))
 
 
 def _lines(text: str) -> list[str]:
@@ -187,12 +187,17 @@ def main():
   output_path = flags.DEFINE_string(
       "output", None, "Where to write: .csv, else JSON lines; default stdout (JSON lines).")
   text_key = flags.DEFINE_string("text_key", "text", "The text column / key of --input.")
+  invalid_utf8 = flags.DEFINE_enum(
+      "invalid_utf8", "replace", toxicity.INVALID_UTF8,
+      "A byte of the input that is not UTF-8 reads as U+FFFD, as its Windows-1252 (Latin-1) "
+      "character, or stops with an error naming the line.")
   batch_size = flags.DEFINE_integer("batch_size", 64, "Texts per JAX batch.")
   num_threads = flags.DEFINE_integer("num_threads", 1, "LiteRT interpreter threads.")
   flags.mark_flags_as_required(["model"])
 
   def run(argv):
-    texts = read_inputs(argv[1:], input_path.value, text_key.value)
+    texts = read_inputs(argv[1:], input_path.value, text_key.value,
+                        invalid_utf8=invalid_utf8.value)
     classifier = load(model.value, batch_size.value, num_threads.value)
     write_outputs(texts, classifier.predict(texts), classifier.label_names,
                   output_path.value)

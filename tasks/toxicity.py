@@ -300,9 +300,7 @@ def _check_label_names(records: Sequence[tuple[int, Mapping[str, object]]], path
 
 
 def _decode(path: str, invalid_utf8: str) -> str:
-  """The file's text (`decode_text`); invalid bytes raise or become U+FFFD."""
-  if invalid_utf8 not in INVALID_UTF8:
-    raise ValueError(f"data.invalid_utf8 must be one of {INVALID_UTF8}, got {invalid_utf8!r}.")
+  """The file's text (`decode_text`), after a check for UTF-16 without its BOM."""
   data = read_bytes(path)
   first_line = data[:data.find(b"\n")] if b"\n" in data else data
   if _bom_encoding(data) is None and first_line.count(0) * 3 > len(first_line):
@@ -354,6 +352,8 @@ def decode_text(data: bytes, source: str, invalid_utf8: str = "replace") -> str:
   decode raises ("error") or, with a warning naming `source` (a path, "stdin") and, for
   UTF-8, the lines, reads as U+FFFD ("replace") or, in UTF-8 text, as its Windows-1252
   character ("cp1252"; valid UTF-8 around it is kept)."""
+  if invalid_utf8 not in INVALID_UTF8:
+    raise ValueError(f"invalid_utf8 must be one of {INVALID_UTF8}, got {invalid_utf8!r}.")
   encoding = _bom_encoding(data)
   if encoding is not None:
     try:
@@ -362,7 +362,7 @@ def decode_text(data: bytes, source: str, invalid_utf8: str = "replace") -> str:
       where = f"{source}: invalid {encoding.upper()} at byte {error.start} ({error.reason})"
       if invalid_utf8 == "error":
         raise ValueError(f"{where}. Re-encode the file as UTF-8, or set "
-                         "data.invalid_utf8='replace'.") from error
+                         "invalid_utf8='replace'.") from error
       logging.warning("%s; the undecodable bytes read as U+FFFD.", where)
       return data.decode(encoding, errors="replace")
   if data.startswith(codecs.BOM_UTF8):  # Positions below count from after the mark.
@@ -375,7 +375,7 @@ def decode_text(data: bytes, source: str, invalid_utf8: str = "replace") -> str:
     where = f"{source}, line {line}, column {column}: invalid UTF-8 byte 0x{data[error.start]:02x}"
     if invalid_utf8 == "error":
       raise ValueError(f"{where} ({error.reason}). Re-encode the file as UTF-8 (e.g. iconv "
-                       "-f cp1252 -t utf-8), or set data.invalid_utf8 to 'replace' or "
+                       "-f cp1252 -t utf-8), or set invalid_utf8 to 'replace' or "
                        "'cp1252'.") from error
   bad_lines = sorted({number for number, raw in enumerate(data.split(b"\n"), start=1)
                       if not _is_utf8(raw)})
@@ -383,11 +383,11 @@ def decode_text(data: bytes, source: str, invalid_utf8: str = "replace") -> str:
           if len(bad_lines) > 1 else "")
   if invalid_utf8 == "cp1252":
     logging.warning("%s%s; every invalid byte reads as its Windows-1252 character "
-                    "(data.invalid_utf8='cp1252').", where, more)
+                    "(invalid_utf8='cp1252').", where, more)
     return data.decode("utf-8", errors="byteflax_cp1252")
-  logging.warning("%s%s; every invalid byte reads as U+FFFD (data.invalid_utf8='replace'; "
-                  "a file saved as Latin-1 / Windows-1252 reads right with 'cp1252').",
-                  where, more)
+  logging.warning("%s%s; every invalid byte reads as U+FFFD (invalid_utf8='replace'; a "
+                  "file saved as Latin-1 / Windows-1252 reads right with invalid_utf8="
+                  "'cp1252').", where, more)
   return data.decode("utf-8", errors="replace")
 
 

@@ -68,6 +68,8 @@ def test_inputs_from_arguments_files_and_stdin(tmp_path, caplog):
   with caplog.at_level(std_logging.WARNING):
     assert classify.read_inputs([], str(lines), "text") == ["caf\ufffd", "", "last"]
   assert "line 1" in caplog.text
+  assert classify.read_inputs([], str(lines), "text", invalid_utf8="cp1252") == [
+      "caf\u00e9", "", "last"]
   stdin = io.TextIOWrapper(io.BytesIO("hello\nwörld\n".encode()))
   assert classify.read_inputs([], None, "text", stdin=stdin) == ["hello", "wörld"]
   # One text per "\n": separators that str.splitlines also splits at stay inside a text.
