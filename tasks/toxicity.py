@@ -287,8 +287,8 @@ def _check_label_names(records: Sequence[tuple[int, Mapping[str, object]]], path
       line, record = next((line, r) for line, r in records if r.get(key) is not None)
       raise ValueError(
           f"{path}, line {line}: label {key!r} is {record[key]!r}; expected 0/1, a "
-          f"probability in [0, 1] or true/false, and so is none of the column's values: "
-          f"{listed}. If they name classes, name the one to detect, e.g. "
+          f"probability in [0, 1] or true/false. No value of the column is: {listed}. "
+          "If they name classes, name the one to detect, e.g. "
           f"--config.data.positive_label={shlex.quote(names[-1][0])} (every other value "
           "reads as 0).")
   elif positive_label in dict(names):

@@ -456,7 +456,7 @@ def test_labels_that_name_classes_need_the_positive_one_named(tmp_path, caplog):
   path = _write(tmp_path / "spam.csv", "v1,v2\n" + "".join(
       f"{name},{text} {i}\n" for i, (name, text) in enumerate(rows)))
   with pytest.raises(ValueError, match=(
-      r"spam.csv, line 2: label 'v1' is 'ham'; expected 0/1, .* none of the column's values: "
+      r"spam.csv, line 2: label 'v1' is 'ham'; expected 0/1, .*\. No value of the column is: "
       r"'ham' \(10 rows\), 'spam' \(10 rows\)\. .*--config.data.positive_label=spam")):
     toxicity.read_labelled_file(path, text_key="v2", label_keys=("v1",))
   with caplog.at_level(logging.INFO, logger="absl"):  # Whatever verbosity a test left.
