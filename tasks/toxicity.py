@@ -268,30 +268,36 @@ def _example(record: Mapping[str, object], path: str, line: int, text_key: str,
                      for key in label_keys)
 
 
-def _check_label_names(records: Sequence[tuple[int, Mapping[str, object]]], path: str,
-                       key: str, positive_label: str | None) -> None:
-  """Says how a label column of class names (spam / ham) reads.
+# A label column in which more than this share of the values is not a label (`_label`)
+# holds classes (spam / ham, -1 / 1, 0 / 1 / 2), not a few typos.
+CLASS_COLUMN_SHARE = 0.05
 
-  Without `positive_label`, a column in which no value is a label (`_label`) is an error
-  that lists its names and says how to pick the class to detect; with it, the log says
-  which name reads as 1 and which as 0, a warning if none is `positive_label`.
+
+def _check_label_classes(records: Sequence[tuple[int, Mapping[str, object]]], path: str,
+                       key: str, positive_label: str | None) -> None:
+  """Says how a label column of classes (spam / ham, -1 / 1) reads.
+
+  Without `positive_label`, a column whose values are not labels (`_label`) in
+  over `CLASS_COLUMN_SHARE` of the rows is an error that lists the values and says how
+  to name the class to detect (fewer such values are reported one by one, by
+  `_parse_label`); with it, the log says which value reads as 1 and that the others read
+  as 0, a warning if none is `positive_label`.
   """
-  values = [record[key] for _, record in records if record.get(key) is not None]
-  if positive_label is None and any(_label(value) is not None for value in values):
-    return  # Labels; a stray bad value is reported with its line by `_parse_label`.
-  names = collections.Counter(map(_label_name, values)).most_common()
+  rows = [(line, record[key]) for line, record in records if record.get(key) is not None]
+  others = [(line, value) for line, value in rows if _label(value) is None]
+  if positive_label is None and len(others) <= CLASS_COLUMN_SHARE * len(rows):
+    return
+  names = collections.Counter(_label_name(value) for _, value in rows).most_common()
   listed = ", ".join(f"{name!r} ({count:,} {'row' if count == 1 else 'rows'})"
                      for name, count in names[:10]) + (", ..." if len(names) > 10 else "")
   if positive_label is None:
-    if names:
-      line, record = next((line, r) for line, r in records if r.get(key) is not None)
-      raise ValueError(
-          f"{path}, line {line}: label {key!r} is {record[key]!r}; expected 0/1, a "
-          f"probability in [0, 1] or true/false. No value of the column is: {listed}. "
-          "If they name classes, name the one to detect, e.g. "
-          f"--config.data.positive_label={shlex.quote(names[-1][0])} (every other value "
-          "reads as 0).")
-  elif positive_label in dict(names):
+    line, value = others[0]
+    raise ValueError(
+        f"{path}, line {line}: label {key!r} is {value!r}; expected 0/1, a probability in "
+        f"[0, 1] or true/false. The column holds {listed}. If these are classes, name the "
+        f"one to detect, e.g. --config.data.positive_label={shlex.quote(names[-1][0])} "
+        "(every other value reads as 0).")
+  if positive_label in dict(names):
     logging.info("%s: label %r reads as 1 where it is %r (data.positive_label), else 0: "
                  "%s.", path, key, positive_label, listed)
   else:
@@ -647,7 +653,7 @@ def read_labelled_file(path: str, text_key: str = "text",
   if not records:
     raise ValueError(f"{path}: no examples (empty file).")
   for key in label_keys:
-    _check_label_names(records, path, key, positive_label)
+    _check_label_classes(records, path, key, positive_label)
   return [_example(record, path, line, text_key, label_keys, positive_label)
           for line, record in records]
 

@@ -456,7 +456,7 @@ def test_labels_that_name_classes_need_the_positive_one_named(tmp_path, caplog):
   path = _write(tmp_path / "spam.csv", "v1,v2\n" + "".join(
       f"{name},{text} {i}\n" for i, (name, text) in enumerate(rows)))
   with pytest.raises(ValueError, match=(
-      r"spam.csv, line 2: label 'v1' is 'ham'; expected 0/1, .*\. No value of the column is: "
+      r"spam.csv, line 2: label 'v1' is 'ham'; expected 0/1, .*\. The column holds "
       r"'ham' \(10 rows\), 'spam' \(10 rows\)\. .*--config.data.positive_label=spam")):
     toxicity.read_labelled_file(path, text_key="v2", label_keys=("v1",))
   with caplog.at_level(logging.INFO, logger="absl"):  # Whatever verbosity a test left.
@@ -467,11 +467,17 @@ def test_labels_that_name_classes_need_the_positive_one_named(tmp_path, caplog):
   with pytest.raises(ValueError, match="label 'v1' is 0 in every training example"):
     toxicity.read_file_splits(path, text_key="v2", label_keys=("v1",), positive_label="Spam")
   assert "no label 'v1' is 'Spam' (data.positive_label)" in caplog.text
-  # One value that is not a label among labels is reported by its line, without the hint.
-  with pytest.raises(ValueError, match=r"mixed.csv, line 3: label 'label' is 'ham'; "
+  # -1 / 1 are classes too; the error names the first line that is not a label.
+  signs = _write(tmp_path / "signs.csv", "text,label\na,1\nb,-1\nc,-1\n")
+  with pytest.raises(ValueError, match=r"signs.csv, line 3: label 'label' is '-1'; .* The "
+                                       r"column holds '-1' \(2 rows\), '1' \(1 row\)\."):
+    toxicity.read_labelled_file(signs)
+  # A stray value among labels (under CLASS_COLUMN_SHARE) is reported by its line alone.
+  with pytest.raises(ValueError, match=r"mixed.csv, line 22: label 'label' is 'ham'; "
                                        r"expected 0/1, a probability in \[0, 1\] or "
                                        r"true/false\.$"):
-    toxicity.read_labelled_file(_write(tmp_path / "mixed.csv", "text,label\na,1\nb,ham\n"))
+    toxicity.read_labelled_file(_write(tmp_path / "mixed.csv", "text,label\n" + "a,1\n" * 20
+                                       + "b,ham\n"))
   # Through the config, as the CLI reads it; the flag names a different task.
   data = byteqrnn_toxicity.get_config().data
   data.update(train_path=path, text_key="v2", label_keys=("v1",), positive_label="spam")
