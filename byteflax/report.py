@@ -182,8 +182,10 @@ def _data_description(config: ml_collections.ConfigDict, task: str) -> str:
            for split, path in (("train", config.data.train_path),
                                ("validation", config.data.validation_path),
                                ("test", config.data.test_path))]
+  positive = config.data.get("positive_label")  # Absent from older runs' config.json.
   return (f"Files ({'; '.join(files)}); text `{config.data.text_key}`, labels "
-          f"{', '.join(f'`{name}`' for name in input_pipeline.label_keys(config.data))}.")
+          f"{', '.join(f'`{name}`' for name in input_pipeline.label_keys(config.data))}"
+          f"{f' (1 where `{positive}`, else 0)' if positive is not None else ''}.")
 
 
 def write_card(workdir: str, export_dir: str | None = None, out: str | None = None,

@@ -5,10 +5,12 @@ import os
 import subprocess
 import sys
 
+import ml_collections
 import numpy as np
 import pytest
 
 from byteflax import report
+from configs import byteqrnn_toxicity
 from tests import utils
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,6 +39,18 @@ def test_reliability_bins_and_calibration_error():
               + 3 * abs(np.mean([0.95, 0.91, 0.99]) - 2 / 3)) / 6
   assert ece == pytest.approx(expected)
   assert report.reliability_bins(np.array([1.0]), np.array([1.0]))[0][0]["high"] == 1.0
+
+
+def test_data_description_names_the_files_columns_and_positive_class():
+  data = byteqrnn_toxicity.get_config().data
+  data.update(train_path="/d/spam.csv", test_path="/d/test.csv", text_key="v2",
+              label_keys=("v1",), positive_label="spam")
+  config = ml_collections.ConfigDict({"data": data.to_dict()})
+  assert report._data_description(config, "file_x") == (
+      "Files (train `/d/spam.csv`; validation: 10% of the training file's distinct texts "
+      "(seed 0); test `/d/test.csv`); text `v2`, labels `v1` (1 where `spam`, else 0).")
+  del config.data.positive_label  # A run from before the field: labels as they were.
+  assert report._data_description(config, "file_x").endswith("labels `v1`.")
 
 
 @pytest.mark.slow
