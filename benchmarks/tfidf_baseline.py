@@ -29,7 +29,7 @@ import numpy as np
 
 from byteflax import baselines
 from tasks import fortunes
-from tasks import toxicity
+from tasks import user_files
 
 Splits = dict[str, tuple[list[str], np.ndarray]]
 
@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--label_keys", default="label", help="Comma-separated label columns.")
   parser.add_argument("--positive_label",
                       help="Labels that are class names: the one that reads as 1.")
-  parser.add_argument("--invalid_utf8", default="replace", choices=toxicity.INVALID_UTF8,
+  parser.add_argument("--invalid_utf8", default="replace", choices=user_files.INVALID_UTF8,
                       help="What a byte that is not UTF-8 reads as.")
   parser.add_argument("--validation_fraction", type=float, default=0.1)
   parser.add_argument("--seed", type=int, default=0, help="Seed of the split shuffle.")
@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                                      seed=args.seed)
     rows.append(run("fortunes " + "+".join(langs), _as_arrays(splits)))
   if args.train_path:
-    splits = toxicity.read_file_splits(
+    splits = user_files.read_file_splits(
         args.train_path, args.test_path, args.validation_path, text_key=args.text_key,
         label_keys=tuple(args.label_keys.split(",")),
         validation_fraction=args.validation_fraction, seed=args.seed,

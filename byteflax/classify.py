@@ -40,7 +40,7 @@ from byteflax import export
 from byteflax import input_pipeline
 from byteflax import splitter
 from byteflax import train
-from tasks import toxicity
+from tasks import user_files
 
 
 class Classifier:
@@ -131,18 +131,18 @@ def read_inputs(texts: Sequence[str], path: str | None, text_key: str,
                 stdin=sys.stdin, invalid_utf8: str = "replace") -> list[str]:
   """The texts to score: arguments, else a file (.csv / .tsv / .jsonl / .json: `text_key`;
   anything else: one text per line; .gz / .bz2 / .xz decompressed), else stdin (one per
-  line). `invalid_utf8`: what a byte that is not UTF-8 reads as (`toxicity.decode_text`)."""
+  line). `invalid_utf8`: what a byte that is not UTF-8 reads as (`user_files.decode_text`)."""
   if texts and path:
     raise ValueError("Give texts as arguments or --input, not both.")
   if texts:
     return list(texts)
-  if path and toxicity.file_format(path):
-    return toxicity.read_texts(path, text_key, invalid_utf8)
+  if path and user_files.file_format(path):
+    return user_files.read_texts(path, text_key, invalid_utf8)
   if path:
-    data = toxicity.read_bytes(path)
+    data = user_files.read_bytes(path)
   else:
     data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode()
-  return _lines(toxicity.decode_text(data, path or "stdin", invalid_utf8))
+  return _lines(user_files.decode_text(data, path or "stdin", invalid_utf8))
 
 
 def _lines(text: str) -> list[str]:
@@ -188,7 +188,7 @@ def main():
       "output", None, "Where to write: .csv, else JSON lines; default stdout (JSON lines).")
   text_key = flags.DEFINE_string("text_key", "text", "The text column / key of --input.")
   invalid_utf8 = flags.DEFINE_enum(
-      "invalid_utf8", "replace", toxicity.INVALID_UTF8,
+      "invalid_utf8", "replace", user_files.INVALID_UTF8,
       "A byte of the input that is not UTF-8 reads as U+FFFD, as its Windows-1252 (Latin-1) "
       "character, or stops with an error naming the line.")
   batch_size = flags.DEFINE_integer("batch_size", 64, "Texts per JAX batch.")

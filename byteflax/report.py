@@ -173,7 +173,7 @@ def _data_name(config: ml_collections.ConfigDict, task: str) -> str:
 
 def _data_description(config: ml_collections.ConfigDict, task: str) -> str:
   """Where the splits come from: the user's files (a missing split carved from the
-  training file, as `toxicity.read_file_splits` does), or the registered task."""
+  training file, as `tasks.user_files.read_file_splits` does), or the registered task."""
   if not config.data.train_path:
     return f"Task `{task}`."
   carved = (f"{config.data.validation_fraction:.0%} of the training file's distinct texts "

@@ -1,4 +1,5 @@
-"""Data layer: fortune parsing and loading, splits, SeqIO tasks, civil_comments, file tasks.
+"""Data layer: fortune parsing and loading, splits, SeqIO tasks, civil_comments, reading
+users' files (tasks.user_files) and their tasks.
 
 Fortune texts are never copied here: tests build synthetic fortune trees in tmp_path or
 read the installed package files.
@@ -25,6 +26,7 @@ from configs import byteqrnn_toxicity
 from tasks import fortunes
 from tasks import toxic_comments
 from tasks import toxicity
+from tasks import user_files
 
 _VOCAB = seqio.ByteVocabulary()
 _ENGLISH_FILES = ("fortunes-o", "murphy-o", "fortunes", "murphy", "limerick", "startrek",
@@ -371,15 +373,15 @@ def test_invalid_utf8_reads_as_replacement_or_names_the_line(tmp_path, extension
   # Excel's "CSV UTF-8" starts with a BOM; the column still counts the line's bytes.
   data = bom + header + row("fine", 1) + row("also fine", 0) + row("caf\udce9 bad", 1)
   path = _write(tmp_path / f"mixed.{extension}", data)
-  examples = toxicity.read_labelled_file(path)
+  examples = user_files.read_labelled_file(path)
   assert examples[-1] == ("caf\ufffd bad", (1,))
   where = ("mixed.csv, line 4, column 4" if extension == "csv"
            else "mixed.jsonl, line 3, column 14")
   assert f"{where}: invalid UTF-8 byte 0xe9" in caplog.text
   with pytest.raises(ValueError, match=f"{where}: invalid UTF-8 byte 0xe9"):
-    toxicity.read_labelled_file(path, invalid_utf8="error")
+    user_files.read_labelled_file(path, invalid_utf8="error")
   with pytest.raises(ValueError, match="invalid_utf8 must be one of"):
-    toxicity.read_labelled_file(path, invalid_utf8="ignore")
+    user_files.read_labelled_file(path, invalid_utf8="ignore")
 
 
 def test_cp1252_reads_a_latin1_file_and_keeps_valid_utf8_around_it(tmp_path, caplog):
@@ -388,11 +390,11 @@ def test_cp1252_reads_a_latin1_file_and_keeps_valid_utf8_around_it(tmp_path, cap
   data = ("text,label\n".encode() + "caf\u00e9 \u20ac5,1\n".encode("cp1252")
           + b"odd \x81,0\n" + "caf\u00e9 \U0001f600,0\n".encode())
   path = _write(tmp_path / "latin1.csv", data)
-  assert toxicity.read_labelled_file(path, invalid_utf8="cp1252") == [
+  assert user_files.read_labelled_file(path, invalid_utf8="cp1252") == [
       ("caf\u00e9 \u20ac5", (1,)), ("odd \x81", (0,)), ("caf\u00e9 \U0001f600", (0,))]
   assert ("latin1.csv, line 2, column 4: invalid UTF-8 byte 0xe9 (and on 1 more lines: 3); "
           "every invalid byte reads as its Windows-1252 character") in caplog.text
-  assert toxicity.read_labelled_file(path)[0] == ("caf\ufffd \ufffd5", (1,))
+  assert user_files.read_labelled_file(path)[0] == ("caf\ufffd \ufffd5", (1,))
   assert "Windows-1252 reads right with invalid_utf8='cp1252'" in caplog.text
 
 
@@ -405,11 +407,11 @@ def test_utf16_and_utf32_files_with_a_byte_order_mark_read_as_utf8(tmp_path, enc
           else '{"text": "caf\u00e9, \U0001f600", "label": 1}\n{"text": "fine", "label": 0}\n')
   bom = {"utf-16-be": codecs.BOM_UTF16_BE}.get(encoding, b"")  # The others write their own.
   path = _write(tmp_path / f"wide.{extension}", bom + text.encode(encoding))
-  assert toxicity.read_labelled_file(path) == [("caf\u00e9, \U0001f600", (1,)), ("fine", (0,))]
+  assert user_files.read_labelled_file(path) == [("caf\u00e9, \U0001f600", (1,)), ("fine", (0,))]
   # A stray last byte (half a character) is an error naming the file under "error".
   cut = _write(tmp_path / f"cut.{extension}", bom + text.encode(encoding) + b"\x00")
   with pytest.raises(ValueError, match=f"cut.{extension}: invalid UTF-"):
-    toxicity.read_labelled_file(cut, invalid_utf8="error")
+    user_files.read_labelled_file(cut, invalid_utf8="error")
 
 
 def test_json_files_are_json_lines_or_an_array_and_errors_name_the_line(tmp_path):
@@ -419,8 +421,8 @@ def test_json_files_are_json_lines_or_an_array_and_errors_name_the_line(tmp_path
   # json.dump an array.
   lines = _write(tmp_path / "lines.json", "\n".join(map(json.dumps, rows)) + "\n")
   array = _write(tmp_path / "array.json", json.dumps(rows, indent=2))
-  assert toxicity.read_labelled_file(lines) == toxicity.read_labelled_file(array) == expected
-  assert [line for line, _ in toxicity.read_records(array, ())] == [2, 6]
+  assert user_files.read_labelled_file(lines) == user_files.read_labelled_file(array) == expected
+  assert [line for line, _ in user_files.read_records(array, ())] == [2, 6]
   for name, data, error in [
       ("bad.json", json.dumps(rows, indent=2).replace('"label": 0', '"label": 0,,'),
        "bad.json, line 8: invalid JSON"),
@@ -431,22 +433,22 @@ def test_json_files_are_json_lines_or_an_array_and_errors_name_the_line(tmp_path
       ("trailing.json", json.dumps(rows) + "\n[]", "trailing.json, line 2: text after"),
       ("empty.json", " [ ]\n", "empty.json: no examples")]:
     with pytest.raises(ValueError, match=error):
-      toxicity.read_labelled_file(_write(tmp_path / name, data))
+      user_files.read_labelled_file(_write(tmp_path / name, data))
 
 
 def test_csv_header_names_are_stripped(tmp_path):
   path = _write(tmp_path / "spaced.csv", "text , label\nyou idiot, 1\nnice day, 0\n")
-  assert toxicity.read_labelled_file(path) == [("you idiot", (1,)), ("nice day", (0,))]
+  assert user_files.read_labelled_file(path) == [("you idiot", (1,)), ("nice day", (0,))]
 
 
 def test_csv_columns_match_the_keys_in_any_case_unless_one_matches_exactly(tmp_path):
   excel = _write(tmp_path / "excel.csv", "Text,LABEL\nyou idiot,1\nnice day,0\n")
-  assert toxicity.read_labelled_file(excel) == [("you idiot", (1,)), ("nice day", (0,))]
+  assert user_files.read_labelled_file(excel) == [("you idiot", (1,)), ("nice day", (0,))]
   both = _write(tmp_path / "both.csv", "Text,text,label\nA,you idiot,1\nB,nice day,0\n")
-  assert toxicity.read_labelled_file(both) == [("you idiot", (1,)), ("nice day", (0,))]
+  assert user_files.read_labelled_file(both) == [("you idiot", (1,)), ("nice day", (0,))]
   two = _write(tmp_path / "two.csv", "Text,TEXT,label\nA,you idiot,1\n")
   with pytest.raises(ValueError, match=r"two.csv, line 1: header has no column \['text'\]"):
-    toxicity.read_labelled_file(two)
+    user_files.read_labelled_file(two)
 
 
 def test_labels_that_name_classes_need_the_positive_one_named(tmp_path, caplog):
@@ -458,25 +460,25 @@ def test_labels_that_name_classes_need_the_positive_one_named(tmp_path, caplog):
   with pytest.raises(ValueError, match=(
       r"spam.csv, line 2: label 'v1' is 'ham'; expected 0/1, .*\. The column holds "
       r"'ham' \(10 rows\), 'spam' \(10 rows\)\. .*--config.data.positive_label=spam")):
-    toxicity.read_labelled_file(path, text_key="v2", label_keys=("v1",))
+    user_files.read_labelled_file(path, text_key="v2", label_keys=("v1",))
   with caplog.at_level(logging.INFO, logger="absl"):  # Whatever verbosity a test left.
-    examples = toxicity.read_labelled_file(path, text_key="v2", label_keys=("v1",),
+    examples = user_files.read_labelled_file(path, text_key="v2", label_keys=("v1",),
                                            positive_label="spam")
   assert examples[:2] == [("see you at 5 0", (0,)), ("WIN a prize now 1", (1,))]
   assert "label 'v1' reads as 1 where it is 'spam' (data.positive_label), else 0" in caplog.text
   with pytest.raises(ValueError, match="label 'v1' is 0 in every training example"):
-    toxicity.read_file_splits(path, text_key="v2", label_keys=("v1",), positive_label="Spam")
+    user_files.read_file_splits(path, text_key="v2", label_keys=("v1",), positive_label="Spam")
   assert "no label 'v1' is 'Spam' (data.positive_label)" in caplog.text
   # -1 / 1 are classes too; the error names the first line that is not a label.
   signs = _write(tmp_path / "signs.csv", "text,label\na,1\nb,-1\nc,-1\n")
   with pytest.raises(ValueError, match=r"signs.csv, line 3: label 'label' is '-1'; .* The "
                                        r"column holds '-1' \(2 rows\), '1' \(1 row\)\."):
-    toxicity.read_labelled_file(signs)
+    user_files.read_labelled_file(signs)
   # A stray value among labels (under CLASS_COLUMN_SHARE) is reported by its line alone.
   with pytest.raises(ValueError, match=r"mixed.csv, line 22: label 'label' is 'ham'; "
                                        r"expected 0/1, a probability in \[0, 1\] or "
                                        r"true/false\.$"):
-    toxicity.read_labelled_file(_write(tmp_path / "mixed.csv", "text,label\n" + "a,1\n" * 20
+    user_files.read_labelled_file(_write(tmp_path / "mixed.csv", "text,label\n" + "a,1\n" * 20
                                        + "b,ham\n"))
   # Through the config, as the CLI reads it; the flag names a different task.
   data = byteqrnn_toxicity.get_config().data
@@ -490,20 +492,20 @@ def test_csv_rows_of_bare_delimiters_are_skipped_and_logged(tmp_path, caplog):
   """Spreadsheets export blank rows as ",,"; a row with a text but no label still fails."""
   path = _write(tmp_path / "sheet.csv", "text,label\nyou idiot,1\n,,,\nnice day,0\n , \n,\n")
   with caplog.at_level(logging.WARNING):
-    assert toxicity.read_labelled_file(path) == [("you idiot", (1,)), ("nice day", (0,))]
+    assert user_files.read_labelled_file(path) == [("you idiot", (1,)), ("nice day", (0,))]
   assert "sheet.csv: skipped 3 rows with every field empty (lines 3, 5, 6)" in caplog.text
-  toxicity.read_labelled_file(_write(tmp_path / "one.csv", "text,label\n,\nnice day,0\n"))
+  user_files.read_labelled_file(_write(tmp_path / "one.csv", "text,label\n,\nnice day,0\n"))
   assert "one.csv: skipped 1 row with every field empty (line 2)" in caplog.text
   with pytest.raises(ValueError, match=r"half.csv, line 3: label 'label' is ''"):
-    toxicity.read_labelled_file(_write(tmp_path / "half.csv", "text,label\na,1\nb,\n"))
+    user_files.read_labelled_file(_write(tmp_path / "half.csv", "text,label\na,1\nb,\n"))
 
 
 def test_a_csv_header_naming_a_needed_column_twice_is_an_error(tmp_path):
   path = _write(tmp_path / "twice.csv", "text,label,label\nyou idiot,1,0\nnice day,0,1\n")
   with pytest.raises(ValueError, match=r"twice.csv, line 1: header names column \['label'\] "
                                        "more than once"):
-    toxicity.read_labelled_file(path)
-  assert toxicity.read_texts(path) == ["you idiot", "nice day"]  # Labels unused: no clash.
+    user_files.read_labelled_file(path)
+  assert user_files.read_texts(path) == ["you idiot", "nice day"]  # Labels unused: no clash.
 
 
 @pytest.mark.parametrize("suffix, compress", [(".gz", gzip.compress), (".bz2", bz2.compress),
@@ -511,14 +513,14 @@ def test_a_csv_header_naming_a_needed_column_twice_is_an_error(tmp_path):
 def test_compressed_files_read_as_their_inner_format(tmp_path, suffix, compress):
   rows = "text;label\nyou idiot;1\nnice day;0\n"
   path = _write(tmp_path / f"train.csv{suffix}", compress(rows.encode()))
-  assert toxicity.read_labelled_file(path) == [("you idiot", (1,)), ("nice day", (0,))]
+  assert user_files.read_labelled_file(path) == [("you idiot", (1,)), ("nice day", (0,))]
   jsonl = _write(tmp_path / f"t.JSONL{suffix}", compress(b'{"text": "a", "label": 1}\n'))
-  assert toxicity.read_labelled_file(jsonl) == [("a", (1,))]
+  assert user_files.read_labelled_file(jsonl) == [("a", (1,))]
   broken = _write(tmp_path / f"broken.csv{suffix}", compress(rows.encode())[:-8])
   with pytest.raises(ValueError, match=f"broken.csv{suffix}: cannot decompress it"):
-    toxicity.read_labelled_file(broken)
+    user_files.read_labelled_file(broken)
   with pytest.raises(ValueError, match=r"a.txt.gz: unknown format '.gz'; name it \*.csv"):
-    toxicity.read_labelled_file(_write(tmp_path / "a.txt.gz", gzip.compress(b"x")))
+    user_files.read_labelled_file(_write(tmp_path / "a.txt.gz", gzip.compress(b"x")))
 
 
 @pytest.mark.parametrize("name, delimiter", [("a.csv", ","), ("a.tsv", "\t")])
@@ -530,10 +532,10 @@ def test_a_stray_quote_that_swallows_rows_is_an_error_naming_the_lines(tmp_path,
   path = _write(tmp_path / name, "\n".join(rows) + "\n")
   with pytest.raises(ValueError, match=rf"{name}, lines 2-4: a field opens with a quote .* "
                                        r"\(e.g. 'Hi there"):
-    toxicity.read_labelled_file(path)
+    user_files.read_labelled_file(path)
   unclosed = _write(tmp_path / f"unclosed{name}", "\n".join(rows[:3] + rows[4:]) + "\n")
   with pytest.raises(ValueError, match=r"lines 2-4: a field opens with a quote and runs to"):
-    toxicity.read_labelled_file(unclosed)
+    user_files.read_labelled_file(unclosed)
   # Multi-line texts quoted as CSV quotes them read as they are, even with lines that would
   # parse as rows; so does a quote that opens a one-line text (the csv module drops it).
   texts = ["Two paragraphs.\n\n1,000 edits\nTrue, it works", 'He said "no"', "plain"]
@@ -542,31 +544,31 @@ def test_a_stray_quote_that_swallows_rows_is_an_error_naming_the_lines(tmp_path,
         [["label", "text"], *[[i % 2, text] for i, text in enumerate(texts)]])
   with open(tmp_path / f"fine{name}", "a", encoding="utf-8") as f:
     f.write(f'1{d}"Hello" is what she said\n')
-  assert toxicity.read_labelled_file(str(tmp_path / f"fine{name}")) == [
+  assert user_files.read_labelled_file(str(tmp_path / f"fine{name}")) == [
       (texts[0], (0,)), (texts[1], (1,)), (texts[2], (0,)), ("Hello is what she said", (1,))]
 
 
 def test_utf16_without_a_byte_order_mark_is_an_error_naming_the_encoding(tmp_path):
   path = _write(tmp_path / "wide.csv", "text,label\nfine,0\nbad,1\n".encode("utf-16-le"))
   with pytest.raises(ValueError, match="wide.csv, line 1: .* looks UTF-16"):
-    toxicity.read_labelled_file(path)
+    user_files.read_labelled_file(path)
 
 
 def test_csv_with_long_fields_and_nul_bytes_reads_and_csv_errors_name_the_line(tmp_path):
   long_text = "word " * 60_000  # 300 kB, over the csv module's default field limit.
   path = _write(tmp_path / "long.csv", f"text,label\nshort\0,0\n{long_text},1\n")
-  assert toxicity.read_labelled_file(path) == [("short\0", (0,)), (long_text, (1,))]
+  assert user_files.read_labelled_file(path) == [("short\0", (0,)), (long_text, (1,))]
   limit = csv.field_size_limit(1000)  # Whatever the csv module rejects is named by line.
   try:
     with pytest.raises(ValueError, match=r"long.csv, line 3: unreadable CSV \(field larger"):
-      toxicity.read_labelled_file(path)
+      user_files.read_labelled_file(path)
   finally:
     csv.field_size_limit(limit)
 
 
 def test_duplicate_texts_in_a_file_are_kept(tmp_path):
   path = _write(tmp_path / "dup.csv", "text,label\nsame,1\nsame,1\nsame,0\n")
-  assert toxicity.read_labelled_file(path) == [("same", (1,)), ("same", (1,)), ("same", (0,))]
+  assert user_files.read_labelled_file(path) == [("same", (1,)), ("same", (1,)), ("same", (0,))]
 
 
 def test_copies_of_a_text_land_in_one_split(tmp_path, caplog):
@@ -574,7 +576,7 @@ def test_copies_of_a_text_land_in_one_split(tmp_path, caplog):
   rows = [f"text {i},{i % 2}\n" for i in range(40)]
   rows += [f"text {i},{i % 2}\n" for i in range(0, 40, 2)] * 3  # 20 texts, 4 copies each.
   path = _write(tmp_path / "dup.csv", "text,label\n" + "".join(rows))
-  splits = toxicity.read_file_splits(path, seed=3)
+  splits = user_files.read_file_splits(path, seed=3)
   texts = {split: [text for text, _ in examples] for split, examples in splits.items()}
   assert sum(map(len, texts.values())) == 100
   assert not set(texts["train"]) & (set(texts["validation"]) | set(texts["test"]))
@@ -585,20 +587,20 @@ def test_copies_of_a_text_land_in_one_split(tmp_path, caplog):
                for t in texts[split])
   test = _write(tmp_path / "test.csv", "text,label\ntext 0,0\nnew,1\n")
   with caplog.at_level(logging.WARNING):
-    toxicity.read_file_splits(path, test_path=test)
+    user_files.read_file_splits(path, test_path=test)
   assert "1 of the 2 examples of" in caplog.text and "also in" in caplog.text
 
 
 def test_a_rare_label_reaches_both_carved_splits(tmp_path, caplog):
   rows = "".join(f"text {i},{int(i % 50 == 7)}\n" for i in range(300))  # 6 positives.
   path = _write(tmp_path / "rare.csv", "text,label\n" + rows)
-  splits = toxicity.read_file_splits(path, seed=0)
+  splits = user_files.read_file_splits(path, seed=0)
   assert [sum(label for _, (label,) in splits[s]) for s in fortunes.SPLITS] == [4, 1, 1]
   assert [len(splits[s]) for s in fortunes.SPLITS] == [240, 30, 30]
-  assert toxicity.read_file_splits(path, seed=0) == splits
-  assert toxicity.read_file_splits(path, seed=1)["test"] != splits["test"]
+  assert user_files.read_file_splits(path, seed=0) == splits
+  assert user_files.read_file_splits(path, seed=1)["test"] != splits["test"]
   with caplog.at_level(logging.WARNING):  # 2 positives: held-out splits get none.
-    toxicity.read_file_splits(_write(tmp_path / "two.csv", "text,label\n" + "".join(
+    user_files.read_file_splits(_write(tmp_path / "two.csv", "text,label\n" + "".join(
         f"t{i},{int(i < 2)}\n" for i in range(40))))
   assert "The validation split (4 examples, carved from" in caplog.text
   assert "ROC AUC for 'label' is undefined" in caplog.text
@@ -607,7 +609,7 @@ def test_a_rare_label_reaches_both_carved_splits(tmp_path, caplog):
 def test_one_class_training_file_is_an_error(tmp_path):
   path = _write(tmp_path / "zeros.csv", "text,label\n" + "".join(f"t{i},0\n" for i in range(40)))
   with pytest.raises(ValueError, match=r"zeros.csv: label 'label' is 0 in every training"):
-    toxicity.read_file_splits(path)
+    user_files.read_file_splits(path)
 
 
 @pytest.mark.parametrize("name, delimiter", [("a.csv", ";"), ("a.csv", "\t"), ("a.csv", "|"),
@@ -616,7 +618,7 @@ def test_delimiters_read_off_the_header_or_extension(tmp_path, name, delimiter):
   rows = [["text", "label"], ["one, two; three", "1"], ["four|five\tsix", "0"]]
   with open(tmp_path / name, "w", newline="", encoding="utf-8") as f:
     csv.writer(f, delimiter=delimiter).writerows(rows)
-  assert toxicity.read_labelled_file(str(tmp_path / name)) == [
+  assert user_files.read_labelled_file(str(tmp_path / name)) == [
       ("one, two; three", (1,)), ("four|five\tsix", (0,))]
 
 
