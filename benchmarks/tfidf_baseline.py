@@ -5,7 +5,7 @@ Fortunes, on exactly the split the SeqIO tasks use
 
   python benchmarks/tfidf_baseline.py --languages en --languages en,es,it --json out.json
 
-A user's CSV/JSONL files, read and split as `register_file_task` does:
+A user's CSV / JSONL / Parquet files, read and split as `register_file_task` does:
 
   python benchmarks/tfidf_baseline.py --train_path train.csv [--test_path test.csv] \
       [--validation_path valid.csv] [--text_key text] [--label_keys toxic,insult] \
@@ -73,10 +73,10 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--languages", action="append",
                       help="Comma-separated fortunes languages (en, es, it); repeatable. "
                            "Default: en, unless --train_path is given.")
-  parser.add_argument("--train_path", help="CSV/JSONL training file.")
-  parser.add_argument("--test_path", help="CSV/JSONL test file (default: carved from train).")
+  parser.add_argument("--train_path", help="CSV / JSONL / Parquet training file.")
+  parser.add_argument("--test_path", help="Test file (default: carved from train).")
   parser.add_argument("--validation_path",
-                      help="CSV/JSONL validation file (default: carved from train).")
+                      help="Validation file (default: carved from train).")
   parser.add_argument("--text_key", default="text")
   parser.add_argument("--label_keys", default="label", help="Comma-separated label columns.")
   parser.add_argument("--positive_label",

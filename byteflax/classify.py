@@ -129,9 +129,10 @@ def load(model: str, batch_size: int = 64, num_threads: int = 1) -> Classifier:
 
 def read_inputs(texts: Sequence[str], path: str | None, text_key: str,
                 stdin=sys.stdin, invalid_utf8: str = "replace") -> list[str]:
-  """The texts to score: arguments, else a file (.csv / .tsv / .jsonl / .json: `text_key`;
-  anything else: one text per line; .gz / .bz2 / .xz decompressed), else stdin (one per
-  line). `invalid_utf8`: what a byte that is not UTF-8 reads as (`user_files.decode_text`)."""
+  """The texts to score: arguments, else a file (.csv / .tsv / .jsonl / .json / .parquet:
+  `text_key`; anything else: one text per line; .gz / .bz2 / .xz decompressed), else stdin
+  (one per line). `invalid_utf8`: what a byte that is not UTF-8 reads as
+  (`user_files.decode_text`)."""
   if texts and path:
     raise ValueError("Give texts as arguments or --input, not both.")
   if texts:
@@ -182,8 +183,8 @@ def main():
       "model", None,
       "A byteflax.main workdir (JAX, its selected checkpoint) or a .tflite file.")
   input_path = flags.DEFINE_string(
-      "input", None, "Texts to score: .csv / .tsv / .jsonl / .json (the --text_key field) or one per "
-      "line; default: the arguments, else stdin.")
+      "input", None, "Texts to score: .csv / .tsv / .jsonl / .json / .parquet (the "
+      "--text_key field) or one per line; default: the arguments, else stdin.")
   output_path = flags.DEFINE_string(
       "output", None, "Where to write: .csv, else JSON lines; default stdout (JSON lines).")
   text_key = flags.DEFINE_string("text_key", "text", "The text column / key of --input.")

@@ -100,7 +100,8 @@ def write(workdir: str, name: str, out_dir: str = PRETRAINED_DIR,
                                          "train_by_language")}
   manifest = {"name": name, "sha256": sha256(path), "bytes": path.stat().length,
               "dtype": "float16", "num_params": int(sum(v.size for v in encoder.values())),
-              "step": int(step), "workdir": workdir, "command": " ".join(["python -m byteflax.pretrained", *sys.argv[1:]]),
+              "step": int(step), "workdir": workdir,
+              "command": " ".join(["python -m byteflax.pretrained", *sys.argv[1:]]),
               "model_name": config.model_name,
               "encoder_config": json.loads(config.model.encoder.to_json()),
               "evaluation": evaluation, "corpus": corpus}

@@ -40,9 +40,9 @@ Variants (`--config=configs/byteqrnn_toxicity.py:<arg>`, comma-separated):
                 exit thresholds on validation with python -m byteflax.early_exit
                 (docs/early_exit.md).
 Any field can be overridden, e.g. `--config.optim.learning_rate=1e-3`, or your own data:
-`--config.data.train_path=train.csv --config.data.test_path=test.csv` (CSV, TSV, JSONL or JSON
-with a `text` column and a `label` column; see `data.text_key` / `data.label_keys`); the teacher is
-then fit on those files and the budget follows their size. Another architecture (e.g.
+`--config.data.train_path=train.csv --config.data.test_path=test.csv` (CSV, TSV, JSONL, JSON or
+Parquet with a `text` column and a `label` column; see `data.text_key` / `data.label_keys`);
+the teacher is then fit on those files and the budget follows their size. Another architecture (e.g.
 `--config.model.qrnn_layers=2`) does not fit the shipped encoder: add `--config.init_from=`
 to start it from random weights.
 """
@@ -74,7 +74,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.task = "fortunes_offensive_en"
   if "multilingual" in args:
     config.data.task = "fortunes_offensive_multilingual"
-  # A user's own CSV/JSONL files replace `task` when train_path is set.
+  # A user's own CSV / JSONL / Parquet files replace `task` when train_path is set.
   config.data.train_path = config_dict.placeholder(str)
   config.data.validation_path = config_dict.placeholder(str)
   config.data.test_path = config_dict.placeholder(str)

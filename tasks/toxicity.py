@@ -186,7 +186,7 @@ def register_file_task(train_path: str, test_path: str | None = None,
                        validation_fraction: float = 0.1, seed: int = 0,
                        invalid_utf8: str = "replace",
                        positive_label: str | None = None) -> str:
-  """Registers a task over a user's CSV/JSONL files and returns its name.
+  """Registers a task over a user's data files and returns its name.
 
   The files are read and checked here, so a bad file fails at once rather than in the
   input pipeline. The name is a hash of the arguments: calling again with the same

@@ -36,7 +36,9 @@ Example = tuple[str, tuple[int, ...]]  # (text, one 0/1 per label key)
 # A probability label (e.g. Civil Comments' fraction of raters) reads as 1 at or above this:
 # that dataset's own convention calls a comment toxic when at least half the raters did.
 LABEL_THRESHOLD = 0.5
-FILE_FORMATS = (".csv", ".tsv", ".jsonl", ".json")
+FILE_FORMATS = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+# Spreadsheets are not read: their rows reach us as CSV.
+_SPREADSHEETS = (".xlsx", ".xls", ".xlsm", ".ods", ".numbers")
 # A compressed file is read through the standard library: train.csv.gz is a CSV file.
 COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 # A .csv file's delimiter is read off its header line: Excel writes ";" in many locales.
@@ -255,18 +257,21 @@ def _is_utf8(data: bytes) -> bool:
 
 def read_records(path: str, required_keys: Sequence[str], invalid_utf8: str = "replace"
                  ) -> Iterator[tuple[int, Mapping[str, object]]]:
-  """(line number, record) of each record of a CSV file with a header row or a JSONL file.
+  """(line number, record) of each record of a CSV file with a header row, a JSONL file or
+  a Parquet file (whose rows count as its lines, from 1).
 
   The format comes from the extension (past a `COMPRESSIONS` suffix, e.g. train.csv.gz,
   which is decompressed): `.csv` (the delimiter, one of `CSV_DELIMITERS`,
   is the one the header line uses; quoting as the csv module reads it by default), `.tsv`
-  (tab-separated), `.jsonl` (one JSON object per line; blank lines are skipped) or `.json`
-  (JSON Lines too, as Hugging Face's `to_json` writes it, or one array of objects); text
+  (tab-separated), `.jsonl` (one JSON object per line; blank lines are skipped), `.json`
+  (JSON Lines too, as Hugging Face's `to_json` writes it, or one array of objects) or
+  `.parquet` (the Hugging Face Hub's format); text
   files are UTF-8 with an optional BOM, or UTF-16 / UTF-32 with one (`decode_text`).
   `invalid_utf8`: "replace" reads each byte that is not valid UTF-8 as U+FFFD and logs a
   warning naming the lines, "cp1252" reads it as its Windows-1252 character (a Latin-1
   file) with the same warning; "error" raises naming the first. A CSV header's column
-  that differs from a required key only in case (Text for text) is read as that key.
+  that differs from a required key only in case (Text for text) is read as that key (a
+  Parquet column too).
 
   Raises:
     FileNotFoundError: `path` does not exist.
@@ -277,9 +282,13 @@ def read_records(path: str, required_keys: Sequence[str], invalid_utf8: str = "r
     raise FileNotFoundError(f"No such data file: {path!r}.")
   extension = file_format(path)
   if extension is None:
-    raise ValueError(f"{path}: unknown format {os.path.splitext(path)[1]!r}; name it "
-                     f"*{', *'.join(FILE_FORMATS)}, each optionally compressed "
-                     f"({', '.join(COMPRESSIONS)}).")
+    given = os.path.splitext(path)[1]
+    hint = (" Save the sheet as CSV UTF-8." if given.lower() in _SPREADSHEETS else "")
+    raise ValueError(f"{path}: unknown format {given!r}; name it *{', *'.join(FILE_FORMATS)}"
+                     f", each optionally compressed ({', '.join(COMPRESSIONS)}).{hint}")
+  if extension == ".parquet":
+    yield from _parquet_records(path, required_keys)
+    return
   text = _decode(path, invalid_utf8)
   if extension in (".csv", ".tsv"):
     yield from _csv_records(text, path, "\t" if extension == ".tsv" else None, required_keys)
@@ -287,6 +296,25 @@ def read_records(path: str, required_keys: Sequence[str], invalid_utf8: str = "r
     yield from _json_array_records(text, path)
   else:
     yield from _json_lines_records(text, path)
+
+
+def _parquet_records(path: str, required_keys: Sequence[str]
+                     ) -> Iterator[tuple[int, dict[str, object]]]:
+  """`read_records` of a Parquet file: its rows, numbered from 1."""
+  import pyarrow  # pylint: disable=g-import-not-at-top
+  from pyarrow import parquet  # pylint: disable=g-import-not-at-top
+  try:
+    table = parquet.read_table(io.BytesIO(read_bytes(path)))
+  except pyarrow.ArrowException as error:
+    raise ValueError(f"{path}: not a readable Parquet file ({error}).") from error
+  table = table.rename_columns(_match_case(table.column_names, required_keys, path))
+  missing = [k for k in required_keys if k not in table.column_names]
+  if missing:
+    raise ValueError(
+        f"{path}: no column {missing}; columns: {table.column_names}. Name yours with "
+        "text_key / label_keys (e.g. --config.data.text_key=comment "
+        "--config.data.label_keys=toxic,insult).")
+  yield from enumerate(table.select(list(dict.fromkeys(required_keys))).to_pylist(), start=1)
 
 
 def _csv_records(text: str, path: str, delimiter: str | None, required_keys: Sequence[str]

@@ -436,6 +436,30 @@ def test_json_files_are_json_lines_or_an_array_and_errors_name_the_line(tmp_path
       user_files.read_labelled_file(_write(tmp_path / name, data))
 
 
+def test_parquet_files_read_by_column_and_errors_name_the_row(tmp_path):
+  import pyarrow  # pylint: disable=g-import-not-at-top
+  from pyarrow import parquet  # pylint: disable=g-import-not-at-top
+  # As the Hugging Face Hub stores a dataset: typed columns, other columns beside them.
+  table = pyarrow.table({"id": [7, 8, 9], "Text": ["you idiot", "nice day", "caf\u00e9"],
+                         "label": [1, 0, None]})
+  parquet.write_table(table.slice(0, 2), tmp_path / "train.parquet")
+  assert user_files.read_labelled_file(str(tmp_path / "train.parquet")) == [
+      ("you idiot", (1,)), ("nice day", (0,))]
+  parquet.write_table(table, tmp_path / "null.parquet")
+  with pytest.raises(ValueError, match=r"null.parquet, line 3: 'label' is missing or null"):
+    user_files.read_labelled_file(str(tmp_path / "null.parquet"))
+  assert user_files.read_texts(str(tmp_path / "null.parquet")) == [
+      "you idiot", "nice day", "caf\u00e9"]
+  with pytest.raises(ValueError, match=r"null.parquet: no column \['comment'\]; columns: "):
+    user_files.read_texts(str(tmp_path / "null.parquet"), text_key="comment")
+  broken = _write(tmp_path / "broken.parquet", b"PAR1 not really")
+  with pytest.raises(ValueError, match="broken.parquet: not a readable Parquet file"):
+    user_files.read_texts(broken)
+  sheet = _write(tmp_path / "train.xlsx", b"PK")
+  with pytest.raises(ValueError, match=r"unknown format '.xlsx'.*Save the sheet as CSV UTF-8"):
+    user_files.read_texts(sheet)
+
+
 def test_csv_header_names_are_stripped(tmp_path):
   path = _write(tmp_path / "spaced.csv", "text , label\nyou idiot, 1\nnice day, 0\n")
   assert user_files.read_labelled_file(path) == [("you idiot", (1,)), ("nice day", (0,))]
