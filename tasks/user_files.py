@@ -307,13 +307,7 @@ def _parquet_records(path: str, required_keys: Sequence[str]
     table = parquet.read_table(io.BytesIO(read_bytes(path)))
   except pyarrow.ArrowException as error:
     raise ValueError(f"{path}: not a readable Parquet file ({error}).") from error
-  table = table.rename_columns(_match_case(table.column_names, required_keys, path))
-  missing = [k for k in required_keys if k not in table.column_names]
-  if missing:
-    raise ValueError(
-        f"{path}: no column {missing}; columns: {table.column_names}. Name yours with "
-        "text_key / label_keys (e.g. --config.data.text_key=comment "
-        "--config.data.label_keys=toxic,insult).")
+  table = table.rename_columns(_columns(table.column_names, required_keys, path, path))
   yield from enumerate(table.select(list(dict.fromkeys(required_keys))).to_pylist(), start=1)
 
 
@@ -328,14 +322,8 @@ def _csv_records(text: str, path: str, delimiter: str | None, required_keys: Seq
     if reader.fieldnames is None:
       raise ValueError(f"{path}: no examples (empty file).")
     # Hand-written headers often read "text, label".
-    reader.fieldnames = _match_case([name.strip() for name in reader.fieldnames],
-                                    required_keys, path)
-    missing = [k for k in required_keys if k not in reader.fieldnames]
-    if missing:
-      raise ValueError(
-          f"{path}, line 1: header has no column {missing}; columns: {reader.fieldnames}. "
-          "Name yours with text_key / label_keys (e.g. --config.data.text_key=comment "
-          "--config.data.label_keys=toxic,insult).")
+    reader.fieldnames = _columns([name.strip() for name in reader.fieldnames],
+                                 required_keys, path, f"{path}, line 1: header")
     repeated = [k for k in required_keys if reader.fieldnames.count(k) > 1]
     if repeated:  # DictReader would silently keep the last of them.
       raise ValueError(f"{path}, line 1: header names column {repeated} more than once; "
@@ -379,15 +367,26 @@ def _csv_records(text: str, path: str, delimiter: str | None, required_keys: Seq
                     len(empty_rows), rows, lines, _line_list(empty_rows))
 
 
-def _match_case(columns: list[str], keys: Sequence[str], path: str) -> list[str]:
+def _columns(columns: Sequence[str], keys: Sequence[str], path: str, where: str
+             ) -> list[str]:
   """`columns` with each one that is the only case-insensitive match of a key with no
-  exact match renamed to that key (a spreadsheet's "Text" for text_key "text")."""
+  exact match renamed to that key (a spreadsheet's "Text" for text_key "text").
+
+  Raises:
+    ValueError: naming `where` (the header's line), a key that matches no column.
+  """
   columns = list(columns)
   for key in keys:
     matches = [i for i, name in enumerate(columns) if name.casefold() == key.casefold()]
     if key not in columns and len(matches) == 1:
       logging.info("%s: column %r read as %r.", path, columns[matches[0]], key)
       columns[matches[0]] = key
+  missing = [key for key in keys if key not in columns]
+  if missing:
+    raise ValueError(
+        f"{where} has no column {missing}; columns: {columns}. Name yours with text_key / "
+        "label_keys (e.g. --config.data.text_key=comment --config.data.label_keys=toxic,"
+        "insult).")
   return columns
 
 

@@ -50,6 +50,17 @@ def fake_bucket(root, monkeypatch):
     yield local
 
 
+def write_file(path, data):
+  """Writes `data` (str as UTF-8, or bytes) to the pathlib `path`, making its folder; returns
+  it as a string."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  if isinstance(data, str):
+    path.write_text(data, encoding="utf-8")
+  else:
+    path.write_bytes(data)
+  return str(path)
+
+
 def write_toy_jsonl(directory, numbered=False):
   """A separable toy task as directory/{train,test}.jsonl (400 / 120 examples, ~40%
   offensive, marked by a word), for end-to-end CLI tests.
