@@ -1,5 +1,6 @@
-"""Reading a user's labelled text files: CSV / TSV / JSONL / JSON, compressed or not, in a
-bucket or on disk, as (text, labels) examples and train / validation / test splits.
+"""Reading a user's labelled text files: CSV / TSV / JSONL / JSON / Parquet, compressed or
+not, in a bucket or on disk, as (text, labels) examples and train / validation / test
+splits.
 
 Real files are messy, so every problem is either read through, with a warning that names
 the file and lines, or an error that names them: a byte that is not UTF-8 (`decode_text`),
