@@ -50,7 +50,8 @@ def resolve_task(data: ml_collections.ConfigDict) -> str:
         data.train_path, test_path=data.test_path, validation_path=data.validation_path,
         text_key=data.text_key, label_keys=label_keys(data),
         validation_fraction=data.validation_fraction, seed=data.split_seed,
-        invalid_utf8=data.invalid_utf8, positive_label=data.positive_label)
+        # .get: a run's config.json from before the field lacks it.
+        invalid_utf8=data.invalid_utf8, positive_label=data.get("positive_label"))
   if data.test_path or data.validation_path:
     raise ValueError("data.test_path / data.validation_path need data.train_path as well.")
   if data.task not in seqio.TaskRegistry.names():

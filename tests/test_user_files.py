@@ -248,23 +248,30 @@ def test_labels_that_name_classes_need_the_positive_one_named(tmp_path, caplog):
   with pytest.raises(ValueError, match=r"mixed.csv, line 22: label 'label' is 'ham'; "
                                        r"expected 0/1, a probability in \[0, 1\] or "
                                        r"true/false\.$"):
-    user_files.read_labelled_file(utils.write_file(tmp_path / "mixed.csv", "text,label\n" + "a,1\n" * 20
-                                       + "b,ham\n"))
+    user_files.read_labelled_file(
+        utils.write_file(tmp_path / "mixed.csv", "text,label\n" + "a,1\n" * 20 + "b,ham\n"))
   # Through the config, as the CLI reads it; the flag names a different task.
   data = byteqrnn_toxicity.get_config().data
   data.update(train_path=path, text_key="v2", label_keys=("v1",), positive_label="spam")
   task = input_pipeline.resolve_task(data)
   data.positive_label = "ham"
   assert input_pipeline.resolve_task(data) != task
+  # A run's config.json from before the field: the files read as they did then.
+  del data.positive_label
+  data.label_keys = ("label",)
+  data.update(train_path=utils.write_file(tmp_path / "old.csv", _csv_rows(50)), text_key="text")
+  assert toxicity.label_names(input_pipeline.resolve_task(data)) == ("label",)
 
 
 def test_csv_rows_of_bare_delimiters_are_skipped_and_logged(tmp_path, caplog):
   """Spreadsheets export blank rows as ",,"; a row with a text but no label still fails."""
-  path = utils.write_file(tmp_path / "sheet.csv", "text,label\nyou idiot,1\n,,,\nnice day,0\n , \n,\n")
+  path = utils.write_file(tmp_path / "sheet.csv",
+                          "text,label\nyou idiot,1\n,,,\nnice day,0\n , \n,\n")
   with caplog.at_level(logging.WARNING):
     assert user_files.read_labelled_file(path) == [("you idiot", (1,)), ("nice day", (0,))]
   assert "sheet.csv: skipped 3 rows with every field empty (lines 3, 5, 6)" in caplog.text
-  user_files.read_labelled_file(utils.write_file(tmp_path / "one.csv", "text,label\n,\nnice day,0\n"))
+  user_files.read_labelled_file(
+      utils.write_file(tmp_path / "one.csv", "text,label\n,\nnice day,0\n"))
   assert "one.csv: skipped 1 row with every field empty (line 2)" in caplog.text
   with pytest.raises(ValueError, match=r"half.csv, line 3: label 'label' is ''"):
     user_files.read_labelled_file(utils.write_file(tmp_path / "half.csv", "text,label\na,1\nb,\n"))
@@ -377,7 +384,8 @@ def test_a_rare_label_reaches_both_carved_splits(tmp_path, caplog):
 
 
 def test_one_class_training_file_is_an_error(tmp_path):
-  path = utils.write_file(tmp_path / "zeros.csv", "text,label\n" + "".join(f"t{i},0\n" for i in range(40)))
+  path = utils.write_file(tmp_path / "zeros.csv",
+                          "text,label\n" + "".join(f"t{i},0\n" for i in range(40)))
   with pytest.raises(ValueError, match=r"zeros.csv: label 'label' is 0 in every training"):
     user_files.read_file_splits(path)
 
