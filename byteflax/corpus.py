@@ -329,7 +329,7 @@ def build(out: str, sources: list[str], min_bytes: int = 32, shard_bytes: int = 
   unknown = set(sources) - set(SOURCES if readers is None else readers)
   if unknown:
     raise ValueError(f"Unknown sources {sorted(unknown)}; choose from {list(SOURCES)}.")
-  out = epath.Path(byteflax_paths.absolute(out))
+  out = byteflax_paths.absolute(out)
   if (out / MANIFEST_FILE).exists():
     raise FileExistsError(f"{out} already holds a corpus; choose another --out.")
   started = time.time()
