@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, Protocol
 
+from flax import struct
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
@@ -39,10 +40,29 @@ def weighted_sigmoid_loss(logits, labels, weights):
 
 
 class TrainState(train_state.TrainState):
-  """Params, optimizer state, step, the base rng that dropout keys are folded from, and the
-  activation ranges of fake quantization (`quant_stats`; empty when quantization is off)."""
+  """Params, optimizer state, step, the base rng that dropout keys are folded from, the
+  activation ranges of fake quantization (`quant_stats`; empty when quantization is off)
+  and an exponential moving average of the params (`ema_params`; empty when
+  config.optim.ema_decay is unset), which is then the model that evaluates and exports."""
   rng: jax.Array
   quant_stats: Any
+  ema_params: Any = struct.field(default_factory=dict)
+
+
+def model_params(state: TrainState) -> Any:
+  """The params the model is evaluated (and exported) with: their moving average where the
+  run keeps one, else the trained params themselves."""
+  return state.ema_params or state.params
+
+
+def check_ema_decay(ema_decay: float | None) -> float:
+  """config.optim.ema_decay as train_step takes it: 0 (None: no average) or in (0, 1)."""
+  if ema_decay is None:
+    return 0.0
+  if not 0 < ema_decay < 1:
+    raise ValueError(f"config.optim.ema_decay must be in (0, 1) (e.g. 0.999; unset: no "
+                     f"average of the params), got {ema_decay}.")
+  return float(ema_decay)
 
 
 def make_optimizer(optim: ml_collections.ConfigDict, total_steps: int
@@ -127,8 +147,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
                distill_temperature: float = 1.0,
                distill_soft_loss: str = "cross_entropy",
                distill_feature_weight: float = 0.0,
-               output_loss_weights: tuple[float, ...] = (), outputs: str = ""
-               ) -> tuple[TrainState, dict[str, jax.Array]]:
+               output_loss_weights: tuple[float, ...] = (), outputs: str = "",
+               ema_decay: float = 0.0) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer step.
 
   Args:
@@ -148,6 +168,10 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
       dims; `output_settings`), one weight per output: the loss is the weighted mean of
       every output's loss, all trained jointly. Empty: the model's output alone.
     outputs: the model's keyword that returns them stacked ("all_exits", "all_dims").
+    ema_decay: > 0 updates state.ema_params, the params' exponential moving average (Polyak
+      averaging), at decay min(ema_decay, t / (t + 10)) after t steps: the first update
+      copies the params, and the average spans only the steps taken while it is young (as
+      TensorFlow's ExponentialMovingAverage with num_updates).
 
   Returns:
     The updated state and {"loss", "grad_norm"} of this step.
@@ -183,6 +207,10 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
 
   (loss, quant_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   new_state = state.apply_gradients(grads=grads, quant_stats=quant_stats)
+  if ema_decay:
+    decay = jnp.minimum(ema_decay, state.step / (state.step + 10.0))
+    new_state = new_state.replace(ema_params=optax.incremental_update(
+        new_state.params, state.ema_params, step_size=1.0 - decay))
   return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
 
 
@@ -190,7 +218,7 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array],
               objective: Objective) -> dict[str, jax.Array]:
   """The objective's eval outputs of one batch (what its metrics reduce)."""
   # quant_stats is immutable here, so quantization ranges are frozen.
-  logits = state.apply_fn({"params": state.params, quant.COLLECTION: state.quant_stats},
+  logits = state.apply_fn({"params": model_params(state), quant.COLLECTION: state.quant_stats},
                           *objective.model_args(batch), train=False)
   return objective.eval_outputs(logits, batch)
 

@@ -97,13 +97,16 @@ class Trainer:
         self.task_name, "config.evals.*.every_epochs cannot place its evals")
                                                 ) if by_epochs else None
     self.tx, self.schedule = step_lib.make_optimizer(config.optim, self.total_steps)
+    ema_decay = step_lib.check_ema_decay(config.optim.get("ema_decay"))
 
     def init_boxed(rng):
       params_rng, dropout_rng = jax.random.split(rng)
       variables = self.model.init(params_rng, *self.objective.init_args(), train=False)
+      # The average starts as any copy of the params: train_step's first update replaces it.
       return step_lib.TrainState.create(apply_fn=self.model.apply, params=variables["params"],
                                tx=self.tx, rng=dropout_rng,
-                               quant_stats=variables.get(quant.COLLECTION, {}))
+                               quant_stats=variables.get(quant.COLLECTION, {}),
+                               ema_params=variables["params"] if ema_decay else {})
 
     # Shardings come from the logical names on the (abstract, boxed) params; the state
     # itself holds plain arrays so checkpoints and optimizers see ordinary pytrees.
@@ -117,7 +120,8 @@ class Trainer:
     if training:
       self.train_step = jax.jit(
           functools.partial(step_lib.train_step, objective=self.objective,
-                            **distillation, **step_lib.output_settings(config, self.model)),
+                            **distillation, **step_lib.output_settings(config, self.model),
+                            ema_decay=ema_decay),
           in_shardings=(self.state_sharding, self.batch_sharding),
           out_shardings=(self.state_sharding, None), donate_argnums=(0,))
     # Eval outputs are small ([batch, labels]): replicated, so every host can read them.
@@ -311,6 +315,12 @@ def _model_checkpoint(workdir: str, selection: Selection | None = None
   return manager, step, directory
 
 
+def _model_params_key(manager: ocp.CheckpointManager, step: int) -> str:
+  """Where a checkpoint keeps the params its model is applied with (`step.model_params`):
+  "ema_params" when the run averaged them (config.optim.ema_decay), else "params"."""
+  return "ema_params" if manager.item_metadata(step).tree.get("ema_params") else "params"
+
+
 def load_pretrained_encoder(workdir: str, trainer: Trainer, params: Any) -> Any:
   """`params` with the classifier's encoder replaced by an encoder-decoder run's encoder.
 
@@ -324,17 +334,17 @@ def load_pretrained_encoder(workdir: str, trainer: Trainer, params: Any) -> Any:
       shape; the message names its path.
   """
   manager, step, directory = _model_checkpoint(workdir)
+  source = _model_params_key(manager, step)
   saved = flax.traverse_util.flatten_dict(
-      manager.item_metadata(step).tree["params"]["encoder"], sep="/")
+      manager.item_metadata(step).tree[source]["encoder"], sep="/")
   target = _pretrained_target(saved, trainer, f"{directory} (step {step})")
   restored = manager.restore(step, args=ocp.args.PyTreeRestore(
-      item={"params": {"encoder": target}},
-      restore_args=ocp.checkpoint_utils.construct_restore_args(
-          {"params": {"encoder": target}}),
+      item={source: {"encoder": target}},
+      restore_args=ocp.checkpoint_utils.construct_restore_args({source: {"encoder": target}}),
       partial_restore=True))
-  logging.info("Initialised %s from the encoder of step %d of %s.", sorted(target), step,
-               directory)
-  return {**params, **restored["params"]["encoder"]}
+  logging.info("Initialised %s from the encoder (%s) of step %d of %s.", sorted(target),
+               source, step, directory)
+  return {**params, **restored[source]["encoder"]}
 
 
 def _pretrained_target(saved: dict[str, Any], trainer: Trainer, source: str) -> dict[str, Any]:
@@ -390,17 +400,21 @@ def load_variables(workdir: str, trainer: Trainer,
   state is not read, so any run of the same model works (float or quantized, older
   checkpoint layouts too): config.init_from starts a run from its params with a fresh
   step, optimizer and quantization ranges (e.g. quantization-aware fine-tuning of a float
-  run); export and benchmarks apply the model with them.
+  run); export and benchmarks apply the model with them. The params are the run's moving
+  average where it kept one (config.optim.ema_decay).
   """
   manager, step, directory = _model_checkpoint(workdir, trainer.selection)
   abstract = trainer.abstract_state()
-  target = {name: tree for name, tree in (("params", abstract.params),
-                                          (quant.COLLECTION, abstract.quant_stats))
+  # Stored names: the params are the run's moving average where it kept one.
+  stored = {"params": _model_params_key(manager, step), quant.COLLECTION: quant.COLLECTION}
+  target = {stored[name]: tree for name, tree in (("params", abstract.params),
+                                                  (quant.COLLECTION, abstract.quant_stats))
             if name in collections and tree}
   try:
     restored = manager.restore(step, args=ocp.args.PyTreeRestore(
         item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
         partial_restore=True))
+    restored = {name: restored[key] for name, key in stored.items() if key in restored}
   except (ValueError, KeyError) as error:
     raise ValueError(
         f"The checkpoint at step {step} in {directory} does not hold {sorted(target)} of "
@@ -656,7 +670,8 @@ def run_config(workdir: str, given: ml_collections.ConfigDict | None = None
 # step budget or the evals, may change between the runs of one workdir).
 RUN_IDENTITY = ("model_name", "model", "data.task", "data.train_path", "data.validation_path",
                 "data.test_path", "data.text_key", "data.label_keys", "data.positive_label",
-                "data.invalid_utf8", "data.validation_fraction", "data.split_seed")
+                "data.invalid_utf8", "data.validation_fraction", "data.split_seed",
+                "optim.ema_decay")
 
 
 def check_same_run(config: ml_collections.ConfigDict, workdir: str) -> None:

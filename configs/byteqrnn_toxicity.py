@@ -136,6 +136,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       b1=0.9,
       b2=0.98,
       grad_clip_norm=1.0,
+      # e.g. 0.999: evaluate, select and export an exponential moving average of the
+      # params (Polyak averaging) instead of the params themselves. None: off.
+      ema_decay=config_dict.placeholder(float),
   ))
 
   # Fake quantization of every matmul / conv (fields: byteflax.quant.QuantConfig).

@@ -7,13 +7,17 @@ import shutil
 import subprocess
 import sys
 
+from flax import linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 import seqio
 
 from byteflax import classify
 from byteflax import models
+from byteflax import step
 from byteflax import train
 from configs import byteqrnn_toxicity
 from tasks import toxicity
@@ -100,6 +104,60 @@ def test_tiny_run_learns_the_toy_task(toy_data, tmp_path):
                              classify.load(str(tmp_path)).predict(texts), atol=1e-6)
   with pytest.raises(FileNotFoundError, match="gone/train.csv"):
     train.Trainer(train.run_config(str(copied)))
+
+
+def test_ema_params_are_the_moving_average_of_the_params():
+  model = models.build_model("byte_qrnn", 1, {"embed_dim": 16, "qrnn_features": 8,
+                                               "dropout_rate": 0.0, "zoneout": 0.0})
+  ids = np.random.default_rng(0).integers(3, 259, (4, 40)).astype(np.int32)
+  batch = {"inputs": jnp.asarray(ids), "labels": jnp.asarray([[1.0], [0.0], [1.0], [0.0]]),
+           "weights": jnp.ones(4)}
+  params = nn.meta.unbox(model.init(jax.random.PRNGKey(0), ids)["params"])
+  state = step.TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(1e-2),
+                                 rng=jax.random.PRNGKey(0), quant_stats={},
+                                 ema_params=jax.tree.map(jnp.zeros_like, params))
+  train_step = jax.jit(lambda s: step.train_step(s, batch, utils.LabelsObjective(),
+                                                 ema_decay=0.5)[0])
+  expected = None
+  for t in range(4):
+    state = train_step(state)
+    # The first update copies the params; then decay min(0.5, t / (t + 10)) (t: steps done).
+    decay = min(0.5, t / (t + 10))
+    expected = state.params if expected is None else jax.tree.map(
+        lambda e, p: decay * e + (1 - decay) * p, expected, state.params)
+    jax.tree.map(lambda e, a: np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-7),
+                 expected, state.ema_params)
+  assert not np.allclose(state.ema_params["head"]["kernel"], state.params["head"]["kernel"])
+  assert step.model_params(state) is state.ema_params
+  assert step.model_params(state.replace(ema_params={})) is state.params
+  for bad in (0.0, 1.0, 1.5):
+    with pytest.raises(ValueError, match="ema_decay must be in"):
+      step.check_ema_decay(bad)
+
+
+def test_a_run_with_ema_evaluates_exports_and_resumes_its_average(toy_data, tmp_path):
+  config = _config(toy_data, total_steps=20, log_every_steps=1,
+                   **{"checkpoint.every_steps": 10, "evals.validation.every_steps": 0,
+                      "optim.ema_decay": 0.9})
+  straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
+  trainer = train.Trainer(config)
+  manager = train.checkpoint_manager(str(tmp_path / "straight"), config)
+  state = train.restore_latest(manager, trainer)
+  manager.close()
+  # Export, classify and init_from read the average, not the trained params.
+  variables, _ = train.load_variables(str(tmp_path / "straight"), trainer)
+  jax.tree.map(np.testing.assert_array_equal, variables["params"],
+               jax.device_get(state.ema_params))
+  assert not np.allclose(variables["params"]["head"]["kernel"], state.params["head"]["kernel"])
+  assert trainer.evaluate(state, "test")["auc"] == straight["test"]["auc"]
+  # A resumed run continues the same average.
+  shutil.copytree(tmp_path / "straight" / "checkpoints" / "10",
+                  tmp_path / "resumed" / "checkpoints" / "10")
+  resumed = train.train_and_evaluate(config, str(tmp_path / "resumed"))
+  assert resumed["test"]["auc"] == pytest.approx(straight["test"]["auc"], abs=1e-6)
+  # Its checkpoints hold an average, so it resumes only with one at the same decay.
+  with pytest.raises(ValueError, match="optim.ema_decay is 0.9 there, None here"):
+    train.train_and_evaluate(_config(toy_data, total_steps=30), str(tmp_path / "straight"))
 
 
 def test_run_config_needs_a_workdir(tmp_path):
