@@ -66,6 +66,13 @@ def _cp1252_bytes(error: UnicodeDecodeError) -> tuple[str, int]:
 codecs.register_error("byteflax_cp1252", _cp1252_bytes)
 
 
+def _shown(value: object, limit: int = 100) -> str:
+  """repr(value) for an error message, cut after `limit` characters (a whole text or a
+  column of a JSON table would bury the message)."""
+  shown = repr(value)
+  return shown if len(shown) <= limit else f"{shown[:limit]}... ({len(shown):,} characters)"
+
+
 def _label(value: object) -> int | None:
   """0/1 from 0/1, a probability (>= 0.5 is 1), a bool, or "true"/"false"; else None."""
   if isinstance(value, str):
@@ -97,8 +104,8 @@ def _parse_label(value: object, path: str, line: int, key: str,
   if label is not None:
     return label
   raise ValueError(
-      f"{path}, line {line}: label {key!r} is {value!r}; expected 0/1, a probability in "
-      f"[0, 1] or true/false.")
+      f"{path}, line {line}: label {key!r} is {_shown(value)}; expected 0/1, a probability "
+      f"in [0, 1] or true/false.")
 
 
 def _example(record: Mapping[str, object], path: str, line: int, text_key: str,
@@ -106,10 +113,11 @@ def _example(record: Mapping[str, object], path: str, line: int, text_key: str,
   for key in (text_key, *label_keys):
     if record.get(key) is None:
       raise ValueError(f"{path}, line {line}: {key!r} is missing or null; fields: "
-                       f"{[k for k in record if k is not None]}.")
+                       f"{_shown([k for k in record if k is not None], 300)}.")
   text = record[text_key]
   if not isinstance(text, str):
-    raise ValueError(f"{path}, line {line}: {text_key!r} must be a string, got {text!r}.")
+    raise ValueError(f"{path}, line {line}: {text_key!r} must be a string, got "
+                     f"{_shown(text)}.")
   return text, tuple(_parse_label(record[key], path, line, key, positive_label)
                      for key in label_keys)
 
@@ -134,15 +142,16 @@ def _check_label_classes(records: Sequence[tuple[int, Mapping[str, object]]], pa
   if positive_label is None and len(others) <= CLASS_COLUMN_SHARE * len(rows):
     return
   names = collections.Counter(_label_name(value) for _, value in rows).most_common()
-  listed = ", ".join(f"{name!r} ({count:,} {'row' if count == 1 else 'rows'})"
+  listed = ", ".join(f"{_shown(name)} ({count:,} {'row' if count == 1 else 'rows'})"
                      for name, count in names[:10]) + (", ..." if len(names) > 10 else "")
   if positive_label is None:
     line, value = others[0]
+    example = names[-1][0] if len(names[-1][0]) <= 50 else "CLASS"
     raise ValueError(
-        f"{path}, line {line}: label {key!r} is {value!r}; expected 0/1, a probability in "
-        f"[0, 1] or true/false. The column holds {listed}. If these are classes, name the "
-        f"one to detect, e.g. --config.data.positive_label={shlex.quote(names[-1][0])} "
-        "(every other value reads as 0).")
+        f"{path}, line {line}: label {key!r} is {_shown(value)}; expected 0/1, a "
+        f"probability in [0, 1] or true/false. The column holds {listed}. If these are "
+        f"classes, name the one to detect, e.g. --config.data.positive_label="
+        f"{shlex.quote(example)} (every other value reads as 0).")
   if positive_label in dict(names):
     logging.info("%s: label %r reads as 1 where it is %r (data.positive_label), else 0: "
                  "%s.", path, key, positive_label, listed)
@@ -296,7 +305,15 @@ def read_records(path: str, required_keys: Sequence[str], invalid_utf8: str = "r
   elif extension == ".json" and text.lstrip().startswith("["):
     yield from _json_array_records(text, path)
   else:
-    yield from _json_lines_records(text, path)
+    table = _json_table(text, required_keys)
+    if table is None:
+      yield from _json_lines_records(text, path)
+      return
+    rows, layout = table
+    logging.info("%s: one JSON object holding %d rows as %s; rows count as lines.", path,
+                 len(rows), layout)
+    for row_number, row in enumerate(rows, start=1):
+      yield row_number, _json_object(row, path, row_number)
 
 
 def _parquet_records(path: str, required_keys: Sequence[str]
@@ -355,7 +372,7 @@ def _csv_records(text: str, path: str, delimiter: str | None, required_keys: Seq
         raise ValueError(
             f"{path}, lines {line}-{reader.line_num}: a field opens with a quote and runs to "
             f"line {reader.line_num}, taking in lines that read as rows of their own (e.g. "
-            f"{swallowed!r}). Remove the stray quote, or quote the whole text with its "
+            f"{_shown(swallowed)}). Remove the stray quote, or quote the whole text with its "
             'quotes doubled ("""Hi"" she said").')
       # DictReader fills short rows with None, which callers report as missing.
       yield line, record
@@ -476,6 +493,40 @@ def _json_array_records(text: str, path: str) -> Iterator[tuple[int, dict[str, o
     position = skip_whitespace(text, position + 1).end()
   if position < len(text):
     raise ValueError(f"{path}, line {line_at(position)}: text after the JSON array.")
+
+
+def _json_table(text: str, required_keys: Sequence[str]
+                ) -> tuple[list[object], str] | None:
+  """(rows, layout) of a file that is one JSON object holding a whole table, as pandas'
+  `DataFrame.to_json` writes it: its default orient "columns" ({column: {index: value}}),
+  "index" ({index: {column: value}}), "split" ({"columns", "index", "data": [[value]]}) or
+  "table" ({"schema", "data": [object]}), or a {"data": [object]} wrapper. None for
+  anything else: JSON Lines (one object per line), of which one line may be the file."""
+  if not text.lstrip().startswith("{"):
+    return None
+  try:
+    table = json.loads(text)
+  except json.JSONDecodeError:  # Several lines of objects (or a broken one): JSON Lines.
+    return None
+  keys = set(required_keys)
+  if not isinstance(table, dict) or not keys or keys <= {
+      key for key, value in table.items() if not isinstance(value, (dict, list))}:
+    return None
+  data = table.get("data")
+  if isinstance(data, list) and isinstance(table.get("columns"), list):
+    return [dict(zip(table["columns"], row)) if isinstance(row, list) else row
+            for row in data], "pandas' orient='split'"
+  if isinstance(data, list):
+    return data, "its 'data' array"
+  if not table or not all(isinstance(value, dict) for value in table.values()):
+    return None
+  if keys & set(table):
+    index = list(dict.fromkeys(key for column in table.values() for key in column))
+    return ([{name: column.get(key) for name, column in table.items()} for key in index],
+            "pandas' orient='columns' (to_json's default)")
+  if keys & set(next(iter(table.values()))):
+    return list(table.values()), "pandas' orient='index'"
+  return None
 
 
 def _json_object(record: object, path: str, line: int) -> dict[str, object]:

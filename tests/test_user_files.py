@@ -182,6 +182,41 @@ def test_json_files_are_json_lines_or_an_array_and_errors_name_the_line(tmp_path
       user_files.read_labelled_file(utils.write_file(tmp_path / name, data))
 
 
+def test_a_json_table_as_pandas_writes_it_reads_by_row(tmp_path, caplog):
+  texts, labels = ["you idiot", "nice day", "go away"], [1, 0, 1]
+  expected = [(text, (label,)) for text, label in zip(texts, labels)]
+  index = [str(i) for i in range(3)]
+  layouts = {  # DataFrame.to_json(orient=...): "columns" is its default.
+      "columns": {"text": dict(zip(index, texts)), "label": dict(zip(index, labels))},
+      "index": {i: {"text": t, "label": l} for i, t, l in zip(index, texts, labels)},
+      "split": {"columns": ["text", "label"], "index": [0, 1, 2],
+                "data": [list(row) for row in zip(texts, labels)]},
+      "table": {"schema": {"fields": [{"name": "index"}, {"name": "text"},
+                                      {"name": "label"}]},
+                "data": [{"index": i, "text": t, "label": l}
+                         for i, t, l in zip(range(3), texts, labels)]},
+  }
+  for name, table in layouts.items():
+    path = utils.write_file(tmp_path / f"{name}.json", json.dumps(table))
+    with caplog.at_level(logging.INFO, logger="absl"):
+      assert user_files.read_labelled_file(path) == expected, name
+    assert "one JSON object holding 3 rows" in caplog.text
+  # One line holding one record is JSON Lines still.
+  single = utils.write_file(tmp_path / "single.json", json.dumps({"text": "a", "label": 1}))
+  assert user_files.read_labelled_file(single) == [("a", (1,))]
+  # A null (pandas' NaN) names its row; an error never prints a whole column or text.
+  layouts["columns"]["text"]["1"] = None
+  with pytest.raises(ValueError, match=r"nulls.json, line 2: 'text' is missing or null"):
+    user_files.read_labelled_file(utils.write_file(tmp_path / "nulls.json",
+                                                   json.dumps(layouts["columns"])))
+  wrong = {"text": dict(zip(index, texts)), "label": dict(zip(index, ["x" * 5000] * 3))}
+  with pytest.raises(ValueError) as error:
+    user_files.read_labelled_file(utils.write_file(tmp_path / "wrong.json", json.dumps(wrong)))
+  assert "line 1: label 'label' is 'xxx" in str(error.value)
+  assert "(5,002 characters)" in str(error.value) and len(str(error.value)) < 800
+  assert "positive_label=CLASS" in str(error.value)
+
+
 def test_parquet_files_read_by_column_and_errors_name_the_row(tmp_path):
   import pyarrow  # pylint: disable=g-import-not-at-top
   from pyarrow import parquet  # pylint: disable=g-import-not-at-top
