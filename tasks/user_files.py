@@ -341,7 +341,8 @@ def _csv_records(text: str, path: str, delimiter: str | None, required_keys: Seq
       raise ValueError(f"{path}: no examples (empty file).")
     # Hand-written headers often read "text, label".
     reader.fieldnames = _columns([name.strip() for name in reader.fieldnames],
-                                 required_keys, path, f"{path}, line 1: header")
+                                 required_keys, path, f"{path}, line 1: header",
+                                 _headerless_hint(reader.fieldnames, required_keys, delimiter))
     repeated = [k for k in required_keys if reader.fieldnames.count(k) > 1]
     if repeated:  # DictReader would silently keep the last of them.
       raise ValueError(f"{path}, line 1: header names column {repeated} more than once; "
@@ -385,13 +386,31 @@ def _csv_records(text: str, path: str, delimiter: str | None, required_keys: Seq
                     len(empty_rows), rows, lines, _line_list(empty_rows))
 
 
-def _columns(columns: Sequence[str], keys: Sequence[str], path: str, where: str
-             ) -> list[str]:
+def _headerless_hint(fields: Sequence[str], required_keys: Sequence[str], delimiter: str
+                     ) -> str:
+  """For a CSV whose first line reads as data (a field that is a label, or a sentence of 4
+  or more words; e.g. the SMS spam collection's "ham<TAB>Go until jurong point..."), how
+  to add the header it lacks: the longest field's column named as the text, the others as
+  the labels (then "other")."""
+  if len(required_keys) < 2 or not any(
+      _label(name) is not None or len(name.split()) >= 4 for name in fields):
+    return ""
+  text_column = max(range(len(fields)), key=lambda i: len(fields[i]))
+  names = iter(required_keys[1:])
+  header = [required_keys[0] if i == text_column else next(names, f"other{i}")
+            for i in range(len(fields))]
+  return (f" Line 1 reads as a row of data: if the file has no header line, add one "
+          f"naming its columns, e.g. {delimiter.join(header)!r}.")
+
+
+def _columns(columns: Sequence[str], keys: Sequence[str], path: str, where: str,
+             hint: str = "") -> list[str]:
   """`columns` with each one that is the only case-insensitive match of a key with no
   exact match renamed to that key (a spreadsheet's "Text" for text_key "text").
 
   Raises:
-    ValueError: naming `where` (the header's line), a key that matches no column.
+    ValueError: naming `where` (the header's line), a key that matches no column (and
+      `hint`).
   """
   columns = list(columns)
   for key in keys:
@@ -402,9 +421,9 @@ def _columns(columns: Sequence[str], keys: Sequence[str], path: str, where: str
   missing = [key for key in keys if key not in columns]
   if missing:
     raise ValueError(
-        f"{where} has no column {missing}; columns: {columns}. Name yours with text_key / "
-        "label_keys (e.g. --config.data.text_key=comment --config.data.label_keys=toxic,"
-        "insult).")
+        f"{where} has no column {missing}; columns: {_shown(columns, 300)}. Name yours with text_key / "
+        f"label_keys (e.g. --config.data.text_key=comment --config.data.label_keys=toxic,"
+        f"insult).{hint}")
   return columns
 
 

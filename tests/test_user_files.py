@@ -241,6 +241,24 @@ def test_parquet_files_read_by_column_and_errors_name_the_row(tmp_path):
     user_files.read_texts(sheet)
 
 
+def test_a_csv_without_a_header_line_gets_the_line_to_add(tmp_path):
+  # The SMS spam collection: label, tab, text; no header.
+  sms = utils.write_file(tmp_path / "sms.tsv", "ham\tGo until jurong point, crazy..\n"
+                         "spam\tFree entry in 2 a wkly comp\n")
+  with pytest.raises(ValueError, match=r"sms.tsv, line 1: header has no column .*"
+                     r"if the file has no header line, add one .* e.g. 'label\\ttext'"):
+    user_files.read_labelled_file(sms)
+  numbers = utils.write_file(tmp_path / "numbers.csv", "you idiot,1\nnice day,0\n")
+  with pytest.raises(ValueError, match=r"add one naming its columns, e.g. 'text,label'"):
+    user_files.read_labelled_file(numbers)
+  # A header that names other columns is a header: no such hint.
+  named = utils.write_file(tmp_path / "named.csv", "comment,toxic\nyou idiot,1\n")
+  with pytest.raises(ValueError) as error:
+    user_files.read_labelled_file(named)
+  assert "no column ['text', 'label']" in str(error.value)
+  assert "row of data" not in str(error.value)
+
+
 def test_csv_header_names_are_stripped(tmp_path):
   path = utils.write_file(tmp_path / "spaced.csv", "text , label\nyou idiot, 1\nnice day, 0\n")
   assert user_files.read_labelled_file(path) == [("you idiot", (1,)), ("nice day", (0,))]
