@@ -274,8 +274,10 @@ def read_records(path: str, required_keys: Sequence[str], invalid_utf8: str = "r
   which is decompressed): `.csv` (the delimiter, one of `CSV_DELIMITERS`,
   is the one the header line uses; quoting as the csv module reads it by default), `.tsv`
   (tab-separated), `.jsonl` (one JSON object per line; blank lines are skipped), `.json`
-  (JSON Lines too, as Hugging Face's `to_json` writes it, or one array of objects) or
-  `.parquet` (the Hugging Face Hub's format); text
+  (JSON Lines too, as Hugging Face's `to_json` writes it, one array of objects, or one
+  object holding a table as pandas' `to_json` writes it: `_json_table`) or `.parquet`
+  (the Hugging Face Hub's format); a key "a.b" that a JSON record or Parquet row lacks
+  names field b of its nested object (struct) a. Text
   files are UTF-8 with an optional BOM, or UTF-16 / UTF-32 with one (`decode_text`).
   `invalid_utf8`: "replace" reads each byte that is not valid UTF-8 as U+FFFD and logs a
   warning naming the lines, "cp1252" reads it as its Windows-1252 character (a Latin-1
@@ -302,18 +304,39 @@ def read_records(path: str, required_keys: Sequence[str], invalid_utf8: str = "r
   text = _decode(path, invalid_utf8)
   if extension in (".csv", ".tsv"):
     yield from _csv_records(text, path, "\t" if extension == ".tsv" else None, required_keys)
-  elif extension == ".json" and text.lstrip().startswith("["):
-    yield from _json_array_records(text, path)
   else:
-    table = _json_table(text, required_keys)
-    if table is None:
-      yield from _json_lines_records(text, path)
-      return
-    rows, layout = table
-    logging.info("%s: one JSON object holding %d rows as %s; rows count as lines.", path,
-                 len(rows), layout)
-    for row_number, row in enumerate(rows, start=1):
-      yield row_number, _json_object(row, path, row_number)
+    for line, record in _json_records(text, path, extension, required_keys):
+      yield line, _with_nested_keys(record, required_keys)
+
+
+def _json_records(text: str, path: str, extension: str, required_keys: Sequence[str]
+                  ) -> Iterator[tuple[int, dict[str, object]]]:
+  """`read_records` of a .json or .jsonl file: an array, a table or JSON Lines."""
+  if extension == ".json" and text.lstrip().startswith("["):
+    yield from _json_array_records(text, path)
+    return
+  table = _json_table(text, required_keys)
+  if table is None:
+    yield from _json_lines_records(text, path)
+    return
+  rows, layout = table
+  logging.info("%s: one JSON object holding %d rows as %s; rows count as lines.", path,
+               len(rows), layout)
+  for row_number, row in enumerate(rows, start=1):
+    yield row_number, _json_object(row, path, row_number)
+
+
+def _with_nested_keys(record: dict[str, object], keys: Sequence[str]) -> dict[str, object]:
+  """`record` with each of `keys` that it lacks and that is a dotted path through nested
+  objects ("labels.toxic" for {"labels": {"toxic": 1}}) set to the value there (None
+  where the path breaks off, which the caller reports as missing)."""
+  for key in keys:
+    if key not in record and "." in key:
+      value = record
+      for name in key.split("."):
+        value = value.get(name) if isinstance(value, dict) else None
+      record[key] = value
+  return record
 
 
 def _parquet_records(path: str, required_keys: Sequence[str]
@@ -325,6 +348,9 @@ def _parquet_records(path: str, required_keys: Sequence[str]
     table = parquet.read_table(io.BytesIO(read_bytes(path)))
   except pyarrow.ArrowException as error:
     raise ValueError(f"{path}: not a readable Parquet file ({error}).") from error
+  while not set(required_keys) <= set(table.column_names) and any(
+      pyarrow.types.is_struct(column.type) for column in table.schema):
+    table = table.flatten()  # A struct column's fields as columns "labels.toxic".
   table = table.rename_columns(_columns(table.column_names, required_keys, path, path))
   yield from enumerate(table.select(list(dict.fromkeys(required_keys))).to_pylist(), start=1)
 

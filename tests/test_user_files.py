@@ -217,6 +217,21 @@ def test_a_json_table_as_pandas_writes_it_reads_by_row(tmp_path, caplog):
   assert "positive_label=CLASS" in str(error.value)
 
 
+def test_dotted_keys_name_fields_of_nested_objects(tmp_path):
+  rows = [{"post": {"body": "you idiot"}, "labels": {"toxic": 1, "scores": {"insult": 0.9}}},
+          {"post": {"body": "nice day"}, "labels": {"toxic": 0, "scores": {"insult": 0.1}}}]
+  keys = {"text_key": "post.body", "label_keys": ("labels.toxic", "labels.scores.insult")}
+  expected = [("you idiot", (1, 1)), ("nice day", (0, 0))]
+  lines = utils.write_file(tmp_path / "nested.jsonl", "\n".join(map(json.dumps, rows)))
+  assert user_files.read_labelled_file(lines, **keys) == expected
+  import pyarrow  # pylint: disable=g-import-not-at-top
+  from pyarrow import parquet  # pylint: disable=g-import-not-at-top
+  parquet.write_table(pyarrow.Table.from_pylist(rows), str(tmp_path / "nested.parquet"))
+  assert user_files.read_labelled_file(str(tmp_path / "nested.parquet"), **keys) == expected
+  with pytest.raises(ValueError, match=r"nested.jsonl, line 1: 'labels.severe' is missing"):
+    user_files.read_labelled_file(lines, "post.body", ("labels.severe",))
+
+
 def test_parquet_files_read_by_column_and_errors_name_the_row(tmp_path):
   import pyarrow  # pylint: disable=g-import-not-at-top
   from pyarrow import parquet  # pylint: disable=g-import-not-at-top
