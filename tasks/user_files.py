@@ -447,9 +447,9 @@ def _columns(columns: Sequence[str], keys: Sequence[str], path: str, where: str,
   missing = [key for key in keys if key not in columns]
   if missing:
     raise ValueError(
-        f"{where} has no column {missing}; columns: {_shown(columns, 300)}. Name yours with text_key / "
-        f"label_keys (e.g. --config.data.text_key=comment --config.data.label_keys=toxic,"
-        f"insult).{hint}")
+        f"{where} has no column {missing}; columns: {_shown(columns, 300)}. Name yours with "
+        "text_key / label_keys (e.g. --config.data.text_key=comment "
+        f"--config.data.label_keys=toxic,insult).{hint}")
   return columns
 
 
