@@ -249,6 +249,7 @@ def fit(bundle_dir: str, name: str, out: str, seeds: list[int], deadline_s: floa
   model = models.build_model(config.model_name, num_labels, config.model,
                              quant.QuantConfig.from_config(config.get("quant")))
   tx, schedule = step_lib.make_optimizer(config.optim, total_steps)
+  ema_decay = step_lib.check_ema_decay(config.optim.get("ema_decay"))
 
   def init(seed):
     params_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
@@ -256,7 +257,8 @@ def fit(bundle_dir: str, name: str, out: str, seeds: list[int], deadline_s: floa
         model.init(params_rng, jnp.zeros((1, boundaries[0]), jnp.int32), train=False))
     return step_lib.TrainState.create(apply_fn=model.apply, params=variables["params"],
                                       tx=tx, rng=dropout_rng,
-                                      quant_stats=variables.get(quant.COLLECTION, {}))
+                                      quant_stats=variables.get(quant.COLLECTION, {}),
+                                      ema_params=variables["params"] if ema_decay else {})
 
   states = [init(seed) for seed in seeds]
   if config.get("init_from"):
@@ -269,7 +271,8 @@ def fit(bundle_dir: str, name: str, out: str, seeds: list[int], deadline_s: floa
   state = _stack(states)
   objective = _Classification()
   train_step = jax.jit(jax.vmap(functools.partial(step_lib.train_step, objective=objective,
-                                                  **distillation)), donate_argnums=(0,))
+                                                  ema_decay=ema_decay, **distillation)),
+                       donate_argnums=(0,))
   predict = jax.jit(jax.vmap(functools.partial(step_lib.eval_step, objective=objective),
                              in_axes=(0, None)))
 
@@ -359,7 +362,8 @@ def fit(bundle_dir: str, name: str, out: str, seeds: list[int], deadline_s: floa
   for member, run in enumerate(runs):
     log(f"seed {run['seed']}: best validation at step {run['best_step']}: {run['best']}")
     with open(os.path.join(out, f"seed_{run['seed']}.msgpack"), "wb") as f:
-      f.write(serialization.to_bytes({"params": best_state[member].params,
+      # The params the model evaluated with (their average where the run keeps one).
+      f.write(serialization.to_bytes({"params": step_lib.model_params(best_state[member]),
                                       "quant_stats": best_state[member].quant_stats,
                                       "step": best[member]["step"]}))
   results = {"task": labelling["task"], "label_names": label_names, "run": name,
@@ -401,7 +405,9 @@ def write_workdir(fit_dir: str, seed: int, workdir: str) -> None:
   with open(os.path.join(fit_dir, f"seed_{seed}.msgpack"), "rb") as f:
     kept = serialization.from_bytes(
         {"params": state.params, "quant_stats": state.quant_stats, "step": 0}, f.read())
+  # A run that averaged its params keeps the average as its model (`train.load_variables`).
   state = state.replace(params=kept["params"], quant_stats=kept["quant_stats"],
+                        ema_params=kept["params"] if state.ema_params else {},
                         step=np.asarray(kept["step"], np.int32))
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, train.CONFIG_FILE), "w") as f:

@@ -50,6 +50,7 @@ def test_bundle_fit_report_and_the_workdir_evaluates_the_same(tmp_path):
   config = byteqrnn_toxicity.get_config("smoke")
   config.total_steps = 6
   config.distill.alpha = 0.5  # The teacher (TF-IDF) is fitted into the bundle.
+  config.optim.ema_decay = 0.9  # The kept model is the average; the workdir's too.
   bundle_dir, fit_dir = str(tmp_path / "bundle"), str(tmp_path / "fit")
   accelerator_fit.bundle(config, bundle_dir, "distilled")
   scratch = config.copy_and_resolve_references()
