@@ -197,8 +197,11 @@ def main():
   flags.mark_flags_as_required(["model"])
 
   def run(argv):
-    texts = read_inputs(argv[1:], input_path.value, text_key.value,
-                        invalid_utf8=invalid_utf8.value)
+    try:
+      texts = read_inputs(argv[1:], input_path.value, text_key.value,
+                          invalid_utf8=invalid_utf8.value)
+    except user_files.DataFileError as error:  # Names file and line: no traceback needed.
+      sys.exit(f"Error: {error}")
     classifier = load(model.value, batch_size.value, num_threads.value)
     write_outputs(texts, classifier.predict(texts), classifier.label_names,
                   output_path.value)

@@ -9,6 +9,7 @@ r"""Entry point: train or evaluate a byteflax model from a Python config.
 from __future__ import annotations
 
 import json
+import sys
 
 from absl import app
 from absl import flags
@@ -19,6 +20,7 @@ import seqio
 
 import tasks  # pylint: disable=unused-import  (registers the SeqIO tasks)
 from byteflax import train
+from tasks import user_files
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a configs/*.py file, optionally with ':variant'.",
@@ -80,7 +82,11 @@ def main(argv):
                          "--distributed.")
   logging.info("Config:\n%s", config)
   run = train.train_and_evaluate if _MODE.value == "train" else train.evaluate_checkpoint
-  report = run(config, _WORKDIR.value)
+  try:
+    report = run(config, _WORKDIR.value)
+  except user_files.DataFileError as error:
+    # The message names the file, the line and the fix; a traceback would bury it.
+    sys.exit(f"Error: {error}")
   if report.get("preempted"):
     # Exit 0: the scheduler asked us to stop, and the checkpoint to resume from is saved.
     print(f"Preempted at step {report['step']}; rerun the same command to resume.")

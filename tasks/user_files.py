@@ -66,6 +66,11 @@ def _cp1252_bytes(error: UnicodeDecodeError) -> tuple[str, int]:
 codecs.register_error("byteflax_cp1252", _cp1252_bytes)
 
 
+class DataFileError(ValueError):
+  """A data file that cannot be read as it is: the message names the file, the line where
+  there is one, and what to change (the CLIs print it without a traceback)."""
+
+
 def _shown(value: object, limit: int = 100) -> str:
   """repr(value) for an error message, cut after `limit` characters (a whole text or a
   column of a JSON table would bury the message)."""
@@ -103,7 +108,7 @@ def _parse_label(value: object, path: str, line: int, key: str,
   label = _label(value)
   if label is not None:
     return label
-  raise ValueError(
+  raise DataFileError(
       f"{path}, line {line}: label {key!r} is {_shown(value)}; expected 0/1, a probability "
       f"in [0, 1] or true/false.")
 
@@ -112,11 +117,11 @@ def _example(record: Mapping[str, object], path: str, line: int, text_key: str,
              label_keys: Sequence[str], positive_label: str | None = None) -> Example:
   for key in (text_key, *label_keys):
     if record.get(key) is None:
-      raise ValueError(f"{path}, line {line}: {key!r} is missing or null; fields: "
+      raise DataFileError(f"{path}, line {line}: {key!r} is missing or null; fields: "
                        f"{_shown([k for k in record if k is not None], 300)}.")
   text = record[text_key]
   if not isinstance(text, str):
-    raise ValueError(f"{path}, line {line}: {text_key!r} must be a string, got "
+    raise DataFileError(f"{path}, line {line}: {text_key!r} must be a string, got "
                      f"{_shown(text)}.")
   return text, tuple(_parse_label(record[key], path, line, key, positive_label)
                      for key in label_keys)
@@ -147,7 +152,7 @@ def _check_label_classes(records: Sequence[tuple[int, Mapping[str, object]]], pa
   if positive_label is None:
     line, value = others[0]
     example = names[-1][0] if len(names[-1][0]) <= 50 else "CLASS"
-    raise ValueError(
+    raise DataFileError(
         f"{path}, line {line}: label {key!r} is {_shown(value)}; expected 0/1, a "
         f"probability in [0, 1] or true/false. The column holds {listed}. If these are "
         f"classes, name the one to detect, e.g. --config.data.positive_label="
@@ -166,7 +171,7 @@ def _decode(path: str, invalid_utf8: str) -> str:
   first_line = data[:data.find(b"\n")] if b"\n" in data else data
   if _bom_encoding(data) is None and first_line.count(0) * 3 > len(first_line):
     # UTF-8 reads such a file without complaint, and the header then matches no column.
-    raise ValueError(
+    raise DataFileError(
         f"{path}, line 1: {first_line.count(0)} of its {len(first_line)} bytes are NUL: the "
         "file looks UTF-16 or UTF-32 without a byte-order mark. Re-encode it as UTF-8 (e.g. "
         "iconv -f UTF-16LE -t UTF-8).")
@@ -184,7 +189,7 @@ def read_bytes(path: str) -> bytes:
       with decompress(f, "rb") as decompressed:
         return decompressed.read()
     except (EOFError, OSError, lzma.LZMAError) as error:
-      raise ValueError(
+      raise DataFileError(
           f"{path}: cannot decompress it ({type(error).__name__}: {error}).") from error
 
 
@@ -222,7 +227,7 @@ def decode_text(data: bytes, source: str, invalid_utf8: str = "replace") -> str:
     except UnicodeDecodeError as error:
       where = f"{source}: invalid {encoding.upper()} at byte {error.start} ({error.reason})"
       if invalid_utf8 == "error":
-        raise ValueError(f"{where}. Re-encode the file as UTF-8, or set "
+        raise DataFileError(f"{where}. Re-encode the file as UTF-8, or set "
                          "invalid_utf8='replace'.") from error
       logging.warning("%s; the undecodable bytes read as U+FFFD.", where)
       return data.decode(encoding, errors="replace")
@@ -235,7 +240,7 @@ def decode_text(data: bytes, source: str, invalid_utf8: str = "replace") -> str:
     column = error.start - data.rfind(b"\n", 0, error.start)
     where = f"{source}, line {line}, column {column}: invalid UTF-8 byte 0x{data[error.start]:02x}"
     if invalid_utf8 == "error":
-      raise ValueError(f"{where} ({error.reason}). Re-encode the file as UTF-8 (e.g. iconv "
+      raise DataFileError(f"{where} ({error.reason}). Re-encode the file as UTF-8 (e.g. iconv "
                        "-f cp1252 -t utf-8), or set invalid_utf8 to 'replace' or "
                        "'cp1252'.") from error
   bad_lines = sorted({number for number, raw in enumerate(data.split(b"\n"), start=1)
@@ -287,7 +292,7 @@ def read_records(path: str, required_keys: Sequence[str], invalid_utf8: str = "r
 
   Raises:
     FileNotFoundError: `path` does not exist.
-    ValueError: unknown extension, a CSV header without `required_keys`, or a bad line
+    DataFileError: unknown extension, a CSV header without `required_keys`, or a bad line
       (the message names the line).
   """
   if not epath.Path(path).is_file():
@@ -296,7 +301,7 @@ def read_records(path: str, required_keys: Sequence[str], invalid_utf8: str = "r
   if extension is None:
     given = os.path.splitext(path)[1]
     hint = (" Save the sheet as CSV UTF-8." if given.lower() in _SPREADSHEETS else "")
-    raise ValueError(f"{path}: unknown format {given!r}; name it *{', *'.join(FILE_FORMATS)}"
+    raise DataFileError(f"{path}: unknown format {given!r}; name it *{', *'.join(FILE_FORMATS)}"
                      f", each optionally compressed ({', '.join(COMPRESSIONS)}).{hint}")
   if extension == ".parquet":
     yield from _parquet_records(path, required_keys)
@@ -347,7 +352,7 @@ def _parquet_records(path: str, required_keys: Sequence[str]
   try:
     table = parquet.read_table(io.BytesIO(read_bytes(path)))
   except pyarrow.ArrowException as error:
-    raise ValueError(f"{path}: not a readable Parquet file ({error}).") from error
+    raise DataFileError(f"{path}: not a readable Parquet file ({error}).") from error
   while not set(required_keys) <= set(table.column_names) and any(
       pyarrow.types.is_struct(column.type) for column in table.schema):
     table = table.flatten()  # A struct column's fields as columns "labels.toxic".
@@ -364,14 +369,14 @@ def _csv_records(text: str, path: str, delimiter: str | None, required_keys: Seq
   reader = csv.DictReader(f, delimiter=delimiter)
   try:
     if reader.fieldnames is None:
-      raise ValueError(f"{path}: no examples (empty file).")
+      raise DataFileError(f"{path}: no examples (empty file).")
     # Hand-written headers often read "text, label".
     reader.fieldnames = _columns([name.strip() for name in reader.fieldnames],
                                  required_keys, path, f"{path}, line 1: header",
                                  _headerless_hint(reader.fieldnames, required_keys, delimiter))
     repeated = [k for k in required_keys if reader.fieldnames.count(k) > 1]
     if repeated:  # DictReader would silently keep the last of them.
-      raise ValueError(f"{path}, line 1: header names column {repeated} more than once; "
+      raise DataFileError(f"{path}, line 1: header names column {repeated} more than once; "
                        f"columns: {reader.fieldnames}. Rename all but one.")
     label_columns = [reader.fieldnames.index(k) for k in required_keys[1:]]
     # The file's lines as the reader counts them, split once a record spans several.
@@ -396,7 +401,7 @@ def _csv_records(text: str, path: str, delimiter: str | None, required_keys: Seq
           record, text_lines(), line, reader.line_num, delimiter, len(reader.fieldnames),
           label_columns)
       if swallowed:  # Training on it would lose those rows.
-        raise ValueError(
+        raise DataFileError(
             f"{path}, lines {line}-{reader.line_num}: a field opens with a quote and runs to "
             f"line {reader.line_num}, taking in lines that read as rows of their own (e.g. "
             f"{_shown(swallowed)}). Remove the stray quote, or quote the whole text with its "
@@ -405,7 +410,7 @@ def _csv_records(text: str, path: str, delimiter: str | None, required_keys: Seq
       yield line, record
   except csv.Error as error:  # E.g. a field over csv.field_size_limit.
     # line_num counts the lines of the records read whole; the bad one starts after them.
-    raise ValueError(f"{path}, line {reader.line_num + 1}: unreadable CSV ({error}).") from error
+    raise DataFileError(f"{path}, line {reader.line_num + 1}: unreadable CSV ({error}).") from error
   if empty_rows:
     rows, lines = ("row", "line") if len(empty_rows) == 1 else ("rows", "lines")
     logging.warning("%s: skipped %d %s with every field empty (%s %s).", path,
@@ -435,7 +440,7 @@ def _columns(columns: Sequence[str], keys: Sequence[str], path: str, where: str,
   exact match renamed to that key (a spreadsheet's "Text" for text_key "text").
 
   Raises:
-    ValueError: naming `where` (the header's line), a key that matches no column (and
+    DataFileError: naming `where` (the header's line), a key that matches no column (and
       `hint`).
   """
   columns = list(columns)
@@ -446,7 +451,7 @@ def _columns(columns: Sequence[str], keys: Sequence[str], path: str, where: str,
       columns[matches[0]] = key
   missing = [key for key in keys if key not in columns]
   if missing:
-    raise ValueError(
+    raise DataFileError(
         f"{where} has no column {missing}; columns: {_shown(columns, 300)}. Name yours with "
         "text_key / label_keys (e.g. --config.data.text_key=comment "
         f"--config.data.label_keys=toxic,insult).{hint}")
@@ -502,7 +507,7 @@ def _json_lines_records(text: str, path: str) -> Iterator[tuple[int, dict[str, o
       try:
         record = json.loads(line)
       except json.JSONDecodeError as e:
-        raise ValueError(f"{path}, line {line_number}: invalid JSON ({e}).") from e
+        raise DataFileError(f"{path}, line {line_number}: invalid JSON ({e}).") from e
       yield line_number, _json_object(record, path, line_number)
 
 
@@ -528,16 +533,16 @@ def _json_array_records(text: str, path: str) -> Iterator[tuple[int, dict[str, o
     try:
       record, position = decoder.raw_decode(text, position)
     except json.JSONDecodeError as e:
-      raise ValueError(f"{path}, line {e.lineno}: invalid JSON ({e}).") from e
+      raise DataFileError(f"{path}, line {e.lineno}: invalid JSON ({e}).") from e
     yield line_number, _json_object(record, path, line_number)
     position = skip_whitespace(text, position).end()
     separator = text[position:position + 1]
     if separator not in (",", "]"):
-      raise ValueError(f"{path}, line {line_at(position)}: expected ',' or ']' after an "
+      raise DataFileError(f"{path}, line {line_at(position)}: expected ',' or ']' after an "
                        f"element of the JSON array, got {separator!r}.")
     position = skip_whitespace(text, position + 1).end()
   if position < len(text):
-    raise ValueError(f"{path}, line {line_at(position)}: text after the JSON array.")
+    raise DataFileError(f"{path}, line {line_at(position)}: text after the JSON array.")
 
 
 def _json_table(text: str, required_keys: Sequence[str]
@@ -576,7 +581,7 @@ def _json_table(text: str, required_keys: Sequence[str]
 
 def _json_object(record: object, path: str, line: int) -> dict[str, object]:
   if not isinstance(record, dict):
-    raise ValueError(f"{path}, line {line}: expected a JSON object, got "
+    raise DataFileError(f"{path}, line {line}: expected a JSON object, got "
                      f"{type(record).__name__}.")
   return record
 
@@ -612,13 +617,13 @@ def read_labelled_file(path: str, text_key: str = "text",
 
   Raises:
     FileNotFoundError: `path` does not exist.
-    ValueError: unknown extension, empty file, or a bad line (the message names the line).
+    DataFileError: unknown extension, empty file, or a bad line (the message names the line).
   """
   if isinstance(label_keys, str) or not label_keys:
     raise ValueError(f"label_keys must be a non-empty sequence of names, got {label_keys!r}.")
   records = list(read_records(path, (text_key, *label_keys), invalid_utf8))
   if not records:
-    raise ValueError(f"{path}: no examples (empty file).")
+    raise DataFileError(f"{path}: no examples (empty file).")
   for key in label_keys:
     _check_label_classes(records, path, key, positive_label)
   return [_example(record, path, line, text_key, label_keys, positive_label)
@@ -648,8 +653,8 @@ def read_file_splits(train_path: str, test_path: str | None = None,
   undefined).
 
   Raises:
-    ValueError: a bad file (`read_labelled_file`), a label with one value in all training
-      examples, or a carved split left empty.
+    DataFileError: a bad file (`read_labelled_file`), a label with one value in all
+      training examples, or a carved split left empty.
 
   Returns:
     {"train": [...], "validation": [...], "test": [...]} of (text, labels) pairs.
@@ -669,7 +674,7 @@ def read_file_splits(train_path: str, test_path: str | None = None,
   splits = {split: [example for text in texts for example in copies[text]]
             for split, texts in carved.items()}
   for key, value in _one_class_labels(splits["train"], label_keys).items():
-    raise ValueError(f"{train_path}: label {key!r} is {value} in every training example; a "
+    raise DataFileError(f"{train_path}: label {key!r} is {value} in every training example; a "
                      "classifier needs examples of both classes.")
   for split, path in (("validation", validation_path), ("test", test_path)):
     if path is not None:
@@ -680,7 +685,7 @@ def read_file_splits(train_path: str, test_path: str | None = None,
                         "%s AUC counts them as held out.", shared, len(splits[split]), path,
                         train_path, split)
     elif not splits[split]:
-      raise ValueError(
+      raise DataFileError(
           f"{train_path} has {len(copies)} distinct texts; carving validation_fraction="
           f"{validation_fraction} of them for {split} leaves none. Pass {split}_path.")
     for key, value in _one_class_labels(splits[split], label_keys).items():

@@ -4,6 +4,9 @@ import gzip
 import io
 import json
 import logging as std_logging
+import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -102,3 +105,17 @@ def test_missing_models_are_clear_errors(tmp_path):
     classify.load(str(tmp_path / "model_int8.tflite"))
   with pytest.raises(FileNotFoundError, match="not a byteflax.main workdir"):
     classify.load(str(tmp_path))
+
+
+def test_cli_stops_on_a_bad_input_file_with_its_message_not_a_traceback(tmp_path):
+  bad = tmp_path / "in.csv"
+  bad.write_text("body\nhello\n")
+  # The input is read before the model is loaded, so no model is needed to see the error.
+  result = subprocess.run(
+      [sys.executable, "-m", "byteflax.classify", f"--model={tmp_path}", f"--input={bad}"],
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+      capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1
+  assert result.stderr.rstrip().splitlines()[-1].startswith(
+      f"Error: {bad}, line 1: header has no column ['text']")
+  assert "Traceback" not in result.stderr

@@ -408,6 +408,18 @@ def test_cli_rejects_a_typoed_config_key(tmp_path):
   assert not os.path.exists(tmp_path / "checkpoints")
 
 
+def test_cli_stops_on_a_bad_data_file_with_its_message_not_a_traceback(tmp_path):
+  data = utils.write_file(tmp_path / "train.csv",
+                          "text,label\n" + "you idiot,1\n" * 30 + "nice day,maybe\n")
+  result = _main("--config=configs/byteqrnn_toxicity.py:smoke",
+                 f"--workdir={tmp_path / 'run'}", f"--config.data.train_path={data}")
+  assert result.returncode == 1
+  assert result.stderr.rstrip().splitlines()[-1] == (
+      f"Error: {data}, line 32: label 'label' is 'maybe'; expected 0/1, a probability in "
+      "[0, 1] or true/false.")
+  assert "Traceback" not in result.stderr
+
+
 def test_cli_list_tasks():
   result = _main("--list_tasks")
   assert result.returncode == 0, result.stderr
