@@ -568,7 +568,7 @@ def _json_table(text: str, required_keys: Sequence[str]
             for row in data], "pandas' orient='split'"
   if isinstance(data, list):
     return data, "its 'data' array"
-  if not table or not all(isinstance(value, dict) for value in table.values()):
+  if not all(isinstance(value, dict) for value in table.values()):
     return None
   if keys & set(table):
     index = list(dict.fromkeys(key for column in table.values() for key in column))
