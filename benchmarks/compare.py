@@ -46,6 +46,7 @@ import numpy as np
 
 from benchmarks import results_io
 from byteflax import baselines
+from byteflax import cli
 from byteflax import distill
 from byteflax import export
 from byteflax import input_pipeline
@@ -250,6 +251,7 @@ def plot(results: dict, path: str) -> None:
   figure.savefig(path, dpi=120)
 
 
+@cli.clean_input_errors
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")

@@ -29,6 +29,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from benchmarks import results_io
+from byteflax import cli
 from byteflax import distill
 from byteflax import early_exit
 from byteflax import export
@@ -151,6 +152,7 @@ def main():
       "Validation mean layers whose nearest thresholds are timed.")
   flags.mark_flags_as_required(["workdir"])
 
+  @cli.clean_input_errors
   def run(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")

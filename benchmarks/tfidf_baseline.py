@@ -28,6 +28,7 @@ import time
 import numpy as np
 
 from byteflax import baselines
+from byteflax import cli
 from tasks import fortunes
 from tasks import user_files
 
@@ -68,6 +69,7 @@ def run(name: str, splits: Splits) -> dict[str, object]:
   return row
 
 
+@cli.clean_input_errors
 def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--languages", action="append",

@@ -24,6 +24,8 @@ from sklearn import feature_extraction
 from sklearn import linear_model
 from sklearn import metrics
 
+from byteflax import cli
+
 C_GRID = (0.3, 1.0, 3.0, 10.0, 30.0)
 TFIDF_FEATURES = {
     # Words as scikit-learn finds them (runs of 2+ letters or digits), but see
@@ -117,7 +119,7 @@ class TfidfLogisticRegression(_LogisticRegressionOnFeatures):
       return self._vectorizer.fit_transform(texts)
     except ValueError as error:  # sklearn: "After pruning, no terms remain. ..."
       vectorizer = self._vectorizer
-      raise ValueError(
+      raise cli.InputError(
           f"TF-IDF on {vectorizer.analyzer} {vectorizer.ngram_range[0]}-"
           f"{vectorizer.ngram_range[1]}-grams: no n-gram occurs in {vectorizer.min_df} or "
           f"more of the {len(texts)} texts it is fit on ({error}); too little text for "
@@ -312,7 +314,7 @@ def out_of_fold_logits(model, texts: list[str], labels: np.ndarray, c: float, fo
       seen = np.unique(labels[train_rows, j])
       if len(seen) == 1:
         missing = 1 - int(seen[0])
-        raise ValueError(
+        raise cli.InputError(
             f"Out-of-fold teacher logits: label column {j}'s "
             f"{int(np.sum(labels[:, j] == missing))} example(s) of class {missing} among the "
             f"{len(texts)} training examples all fall in fold {fold + 1} of {folds}, so the "

@@ -36,6 +36,7 @@ from absl import logging
 import jax
 import numpy as np
 
+from byteflax import cli
 from byteflax import export
 from byteflax import input_pipeline
 from byteflax import splitter
@@ -196,12 +197,10 @@ def main():
   num_threads = flags.DEFINE_integer("num_threads", 1, "LiteRT interpreter threads.")
   flags.mark_flags_as_required(["model"])
 
+  @cli.clean_input_errors
   def run(argv):
-    try:
-      texts = read_inputs(argv[1:], input_path.value, text_key.value,
-                          invalid_utf8=invalid_utf8.value)
-    except user_files.DataFileError as error:  # Names file and line: no traceback needed.
-      sys.exit(f"Error: {error}")
+    texts = read_inputs(argv[1:], input_path.value, text_key.value,
+                        invalid_utf8=invalid_utf8.value)
     classifier = load(model.value, batch_size.value, num_threads.value)
     write_outputs(texts, classifier.predict(texts), classifier.label_names,
                   output_path.value)

@@ -53,6 +53,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from byteflax import baselines
+from byteflax import cli
 from byteflax import input_pipeline
 from byteflax import paths
 
@@ -252,6 +253,7 @@ def main():
       "may be a shipped teacher, as `:fortunes`' is).")
   flags.mark_flags_as_required(["config"])
 
+  @cli.clean_input_errors
   def run(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")

@@ -45,6 +45,7 @@ from ml_collections import config_flags
 import numpy as np
 import tensorflow as tf
 
+from byteflax import cli
 from byteflax import export
 from byteflax import metrics
 from byteflax import splitter
@@ -284,6 +285,7 @@ def main():
       "files.")
   flags.mark_flags_as_required(["workdir"])
 
+  @cli.clean_input_errors
   def run(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")

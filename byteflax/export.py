@@ -53,6 +53,7 @@ import numpy as np
 import tensorflow as tf
 
 import byteflax
+from byteflax import cli
 from byteflax import input_pipeline
 from byteflax import quant
 from byteflax import splitter
@@ -408,6 +409,7 @@ def main():
 
   flags.mark_flags_as_required(["workdir", "out"])
 
+  @cli.clean_input_errors
   def run(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")

@@ -9,7 +9,6 @@ r"""Entry point: train or evaluate a byteflax model from a Python config.
 from __future__ import annotations
 
 import json
-import sys
 
 from absl import app
 from absl import flags
@@ -18,9 +17,9 @@ import jax
 from ml_collections import config_flags
 import seqio
 
-import tasks  # pylint: disable=unused-import  (registers the SeqIO tasks)
+from byteflax import cli
 from byteflax import train
-from tasks import user_files
+import tasks  # pylint: disable=unused-import  (registers the SeqIO tasks)
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a configs/*.py file, optionally with ':variant'.",
@@ -58,6 +57,7 @@ class _QuietLibraries(logging.logging.Filter):
             or not any(name in record.pathname for name in self._NOISY))
 
 
+@cli.clean_input_errors
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -82,11 +82,7 @@ def main(argv):
                          "--distributed.")
   logging.info("Config:\n%s", config)
   run = train.train_and_evaluate if _MODE.value == "train" else train.evaluate_checkpoint
-  try:
-    report = run(config, _WORKDIR.value)
-  except user_files.DataFileError as error:
-    # The message names the file, the line and the fix; a traceback would bury it.
-    sys.exit(f"Error: {error}")
+  report = run(config, _WORKDIR.value)
   if report.get("preempted"):
     # Exit 0: the scheduler asked us to stop, and the checkpoint to resume from is saved.
     print(f"Preempted at step {report['step']}; rerun the same command to resume.")

@@ -24,6 +24,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from byteflax import cli
 from byteflax import export
 from byteflax import input_pipeline
 from byteflax import metrics as metrics_lib
@@ -315,6 +316,7 @@ def main():
                                       "Timed single-example runs per TFLite model.")
   flags.mark_flags_as_required(["workdir"])
 
+  @cli.clean_input_errors
   def run(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")

@@ -31,6 +31,7 @@ from absl import logging
 from etils import epath
 import numpy as np
 
+from byteflax import cli
 from tasks import fortunes
 
 Example = tuple[str, tuple[int, ...]]  # (text, one 0/1 per label key)
@@ -66,7 +67,7 @@ def _cp1252_bytes(error: UnicodeDecodeError) -> tuple[str, int]:
 codecs.register_error("byteflax_cp1252", _cp1252_bytes)
 
 
-class DataFileError(ValueError):
+class DataFileError(cli.InputError):
   """A data file that cannot be read as it is: the message names the file, the line where
   there is one, and what to change (the CLIs print it without a traceback)."""
 

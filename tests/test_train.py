@@ -479,3 +479,17 @@ def test_budget_needs_total_steps_when_the_task_has_no_size():
                               "fortunes_offensive_en")[0] == 6000
   assert train.training_steps(byteqrnn_toxicity.get_config("fortunes,scratch"),
                               "fortunes_offensive_en")[0] == 2000
+
+
+def test_cli_stops_on_too_little_text_for_the_teacher_with_its_message(tmp_path):
+  # Twenty comments without a word in common: the word-n-gram teacher that the default
+  # command fits finds no n-gram in two of them.
+  rows = "".join(f"word{i}a word{i}b,{i % 2}\n" for i in range(20))
+  data = utils.write_file(tmp_path / "tiny.csv", "text,label\n" + rows)
+  result = _main("--config=configs/byteqrnn_toxicity.py", f"--workdir={tmp_path / 'run'}",
+                 f"--config.data.train_path={data}")
+  assert result.returncode == 1
+  assert "Traceback" not in result.stderr
+  message = result.stderr[result.stderr.index("Error: "):].rstrip().splitlines()
+  assert message[0].startswith("Error: TF-IDF on word 1-2-grams: no n-gram occurs in 2 or more")
+  assert message[-1].endswith("--config.distill.alpha=0 trains on the labels alone.")
