@@ -49,6 +49,7 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
+from byteflax import cli
 from byteflax import metrics as metrics_lib
 from byteflax import models
 from byteflax import quant
@@ -462,6 +463,7 @@ def report(fit_dir: str, out: str, workdirs: str | None) -> None:
       print(f"Workdir {workdir}: step {run['best_step']} of seed {run['seed']}.")
 
 
+@cli.clean_input_errors
 def main(argv):
   if len(argv) != 2 or argv[1] not in ("bundle", "fit", "report"):
     raise app.UsageError("Usage: python -m benchmarks.accelerator_fit bundle|fit|report ...")

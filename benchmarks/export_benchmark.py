@@ -31,6 +31,7 @@ import jax
 import numpy as np
 from ml_collections import config_flags
 
+from byteflax import cli
 from byteflax import export
 from byteflax import input_pipeline
 from byteflax import metrics
@@ -118,6 +119,7 @@ def format_table(results: dict) -> str:
   return "\n".join(lines)
 
 
+@cli.clean_input_errors
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")

@@ -40,6 +40,7 @@ import numpy as np
 
 from benchmarks import results_io
 from byteflax import baselines
+from byteflax import cli
 from byteflax import distill
 from byteflax import export
 from byteflax import splitter
@@ -169,6 +170,7 @@ def main():
   warmup = flags.DEFINE_integer("warmup", 20, "Untimed calls before timing.")
   flags.mark_flags_as_required(["config", "export_dir"])
 
+  @cli.clean_input_errors
   def run(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")

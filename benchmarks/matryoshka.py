@@ -16,6 +16,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from benchmarks import results_io
+from byteflax import cli
 from byteflax import early_exit
 from byteflax import train
 
@@ -51,6 +52,7 @@ def format_table(results: dict) -> str:
   return "\n".join(lines)
 
 
+@cli.clean_input_errors
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")

@@ -27,6 +27,7 @@ import numpy as np
 
 from benchmarks import results_io
 from byteflax import classify
+from byteflax import cli
 from byteflax import distill
 from byteflax import input_pipeline
 from byteflax import metrics as metrics_lib
@@ -129,6 +130,7 @@ def main():
   out = flags.DEFINE_string("out", None, "Directory for teacher_agreement.json (optional).")
   flags.mark_flag_as_required("workdir")
 
+  @cli.clean_input_errors
   def run(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")

@@ -49,6 +49,7 @@ from absl import flags
 from absl import logging
 from etils import epath
 
+from byteflax import cli
 from byteflax import paths as byteflax_paths
 from byteflax import pretrained
 from tasks import fortunes
@@ -389,6 +390,7 @@ def build(out: str, sources: list[str], min_bytes: int = 32, shard_bytes: int = 
   return manifest
 
 
+@cli.clean_input_errors
 def main(argv):
   del argv  # Unused.
   args = flags.FLAGS

@@ -44,6 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 import byteflax
+from byteflax import cli
 from byteflax import export
 from byteflax import input_pipeline
 from byteflax import quant
@@ -252,6 +253,7 @@ def main():
       "output). MAtt's state has no length.")
   flags.mark_flags_as_required(["workdir", "out"])
 
+  @cli.clean_input_errors
   def run(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")

@@ -39,6 +39,7 @@ import numpy as np
 
 import tasks  # pylint: disable=unused-import  (registers the SeqIO tasks)
 from byteflax import beam_search
+from byteflax import cli
 from byteflax import export
 from byteflax import export_seq2seq
 from byteflax import input_pipeline
@@ -261,6 +262,7 @@ def main():
                              "float32 log-probs, or uint8 codes with int32 sums.")
   flags.mark_flags_as_required(["input"])
 
+  @cli.clean_input_errors
   def run(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")

@@ -25,6 +25,7 @@ from etils import epath
 import flax
 import numpy as np
 
+from byteflax import cli
 from byteflax import paths
 
 PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
@@ -109,6 +110,7 @@ def write(workdir: str, name: str, out_dir: str = PRETRAINED_DIR,
   return manifest
 
 
+@cli.clean_input_errors
 def main(argv):
   del argv  # Unused.
   args = flags.FLAGS

@@ -44,6 +44,7 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
+from byteflax import cli
 from byteflax import export
 from byteflax import input_pipeline
 from byteflax import models
@@ -281,6 +282,7 @@ def main():
   runs = flags.DEFINE_integer("latency_runs", 100, "Timed calls per candidate.")
   flags.mark_flags_as_required(["config", "workdir"])
 
+  @cli.clean_input_errors
   def run(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")

@@ -32,6 +32,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import seqio
 
+from byteflax import cli
 from byteflax import distill
 from byteflax import objectives
 from byteflax import partitioning
@@ -273,7 +274,7 @@ def restore_latest(manager: ocp.CheckpointManager, trainer: Trainer) -> step_lib
   """Newest readable checkpoint, falling back to older ones when the newest is corrupt."""
   state = _restore_first(manager, trainer, sorted(manager.all_steps(), reverse=True))
   if state is None and manager.all_steps():
-    raise RuntimeError(
+    raise cli.InputError(
         f"No checkpoint in {manager.directory} could be restored; move the directory "
         "aside to start from scratch, or fix the config to match the checkpoints.")
   return state
@@ -496,8 +497,9 @@ def _check_finite(losses: list[jax.Array], first_step: int):
   if bad.size:
     raise FloatingPointError(
         f"Loss became {values[bad[0]]} at step {first_step + int(bad[0])}; stopping without "
-        "saving this state. The last checkpoint is the last good one; try a lower "
-        "optim.learning_rate or optim.grad_clip_norm.")
+        "saving this state. The last checkpoint is the last one whose loss was finite: a "
+        "rerun with a lower optim.learning_rate or optim.grad_clip_norm resumes from it (if "
+        "it diverges again, its weights had already blown up: use a new --workdir).")
 
 
 def write_final_eval(workdir: str, trainer: Trainer, state: step_lib.TrainState,
@@ -524,9 +526,9 @@ def write_final_eval(workdir: str, trainer: Trainer, state: step_lib.TrainState,
                      "not evaluated" if last_value is None else f"{last_value:.4f}")
         state = _restore_first(manager, trainer, [best])
         if state is None:
-          raise RuntimeError(f"The selected checkpoint, step {best} in {manager.directory}, "
-                             "is unreadable; set --config.checkpoint.select_by= to evaluate "
-                             "the newest.")
+          raise cli.InputError(
+              f"The selected checkpoint, step {best} in {manager.directory}, is unreadable; "
+              "set --config.checkpoint.select_by= to evaluate the newest.")
   step = int(jax.device_get(state.step))
   results = run_evals(trainer, state, step, list(trainer.config.evals), writer, stored)
   report = {"step": step, **chose, "task": trainer.task_name,
@@ -692,7 +694,7 @@ def check_same_run(config: ml_collections.ConfigDict, workdir: str) -> None:
   differences = [f"{key} is {value(stored, key)!r} there, {value(new, key)!r} here"
                  for key in RUN_IDENTITY if value(stored, key) != value(new, key)]
   if differences:
-    raise ValueError(
+    raise cli.InputError(
         f"{workdir} holds checkpoints of another run: {'; '.join(differences)}. Pass another "
         "--workdir, or the run's own config (`--mode=eval` without --config evaluates it as "
         "it was trained).")

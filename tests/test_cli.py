@@ -1,5 +1,9 @@
 """The command lines print an error the user can fix as one line, without a traceback."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from benchmarks import tfidf_baseline
@@ -36,3 +40,15 @@ def test_tfidf_baseline_stops_on_a_bad_data_file_with_its_message(tmp_path):
   with pytest.raises(SystemExit) as exited:
     tfidf_baseline.main([f"--train_path={data}"])
   assert str(exited.value.code).startswith(f"Error: {data}, line 1: header has no column")
+
+
+def test_main_says_a_workdir_without_a_checkpoint_is_not_a_model(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "byteflax.main", "--config=configs/byteqrnn_toxicity.py:smoke",
+       f"--workdir={tmp_path}", "--mode=eval"],
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+      capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1
+  assert "Traceback" not in result.stderr
+  assert result.stderr.rstrip().splitlines()[-1] == (
+      f"Error: No checkpoint under {tmp_path}/checkpoints; train first (--mode=train).")
