@@ -622,7 +622,8 @@ def read_labelled_file(path: str, text_key: str = "text",
   """
   if isinstance(label_keys, str) or not label_keys:
     raise ValueError(f"label_keys must be a non-empty sequence of names, got {label_keys!r}.")
-  records = list(read_records(path, (text_key, *label_keys), invalid_utf8))
+  records = _null_texts_as_empty(
+      list(read_records(path, (text_key, *label_keys), invalid_utf8)), path, text_key)
   if not records:
     raise DataFileError(f"{path}: no examples (empty file).")
   for key in label_keys:
@@ -634,8 +635,27 @@ def read_labelled_file(path: str, text_key: str = "text",
 def read_texts(path: str, text_key: str = "text", invalid_utf8: str = "replace"
                ) -> list[str]:
   """The texts of a CSV or JSONL file (`read_records`; labels, if any, are ignored)."""
-  return [_example(record, path, line, text_key, ())[0]
-          for line, record in read_records(path, (text_key,), invalid_utf8)]
+  records = _null_texts_as_empty(list(read_records(path, (text_key,), invalid_utf8)), path,
+                                 text_key)
+  return [_example(record, path, line, text_key, ())[0] for line, record in records]
+
+
+def _null_texts_as_empty(records: list[tuple[int, Mapping[str, object]]], path: str,
+                         text_key: str) -> list[tuple[int, Mapping[str, object]]]:
+  """`records` of a JSON or Parquet file with a null text read as the empty text, as the
+  same table saved as CSV has it (pandas writes an empty text as NaN, and NaN as null),
+  with a warning naming the lines. A key that is absent stays an error, and so does a CSV
+  row without a text field: it is a short row, not a null."""
+  if file_format(path) in (".csv", ".tsv"):
+    return records
+  lines = [line for line, record in records if text_key in record and record[text_key] is None]
+  if not lines:
+    return records
+  logging.warning("%s: %d null %r value(s) (line(s) %s) read as empty texts.", path,
+                  len(lines), text_key, _line_list(lines))
+  null = set(lines)
+  return [(line, {**record, text_key: ""} if line in null else record)
+          for line, record in records]
 
 
 def read_file_splits(train_path: str, test_path: str | None = None,

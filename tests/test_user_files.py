@@ -85,6 +85,7 @@ def test_jsonl_file_task_with_given_splits_and_two_labels(tmp_path):
     ("a.jsonl", '["text", 1]\n', r"a.jsonl, line 1: expected a JSON object"),
     ("a.jsonl", '{"text": 5, "label": 1}\n', r"line 1: 'text' must be a string"),
     ("a.jsonl", '{"text": "a", "label": null}\n', r"line 1: 'label' is missing or null"),
+    ("a.csv", "label,text\n1,hello\n0\n", r"a.csv, line 3: 'text' is missing or null"),
     ("a.txt", "text,label\n", r"unknown format '.txt'"),
 ])
 def test_file_errors_name_file_and_line(tmp_path, filename, content, message):
@@ -204,11 +205,17 @@ def test_a_json_table_as_pandas_writes_it_reads_by_row(tmp_path, caplog):
   # One line holding one record is JSON Lines still.
   single = utils.write_file(tmp_path / "single.json", json.dumps({"text": "a", "label": 1}))
   assert user_files.read_labelled_file(single) == [("a", (1,))]
-  # A null (pandas' NaN) names its row; an error never prints a whole column or text.
-  layouts["columns"]["text"]["1"] = None
-  with pytest.raises(ValueError, match=r"nulls.json, line 2: 'text' is missing or null"):
+  # A null label (pandas' NaN) names its row; a null text reads as the empty text, as the
+  # same frame saved as CSV has it. An error never prints a whole column or text.
+  layouts["columns"]["label"]["1"] = None
+  with pytest.raises(ValueError, match=r"nulls.json, line 2: 'label' is missing or null"):
     user_files.read_labelled_file(utils.write_file(tmp_path / "nulls.json",
                                                    json.dumps(layouts["columns"])))
+  layouts["columns"]["label"]["1"], layouts["columns"]["text"]["1"] = 0, None
+  with caplog.at_level(logging.WARNING, logger="absl"):
+    assert user_files.read_labelled_file(utils.write_file(
+        tmp_path / "null_text.json", json.dumps(layouts["columns"])))[1] == ("", (0,))
+  assert "null_text.json: 1 null 'text' value(s) (line(s) 2) read as empty texts" in caplog.text
   wrong = {"text": dict(zip(index, texts)), "label": dict(zip(index, ["x" * 5000] * 3))}
   with pytest.raises(ValueError) as error:
     user_files.read_labelled_file(utils.write_file(tmp_path / "wrong.json", json.dumps(wrong)))
@@ -246,6 +253,10 @@ def test_parquet_files_read_by_column_and_errors_name_the_row(tmp_path):
     user_files.read_labelled_file(str(tmp_path / "null.parquet"))
   assert user_files.read_texts(str(tmp_path / "null.parquet")) == [
       "you idiot", "nice day", "caf\u00e9"]
+  # A null text is an empty one; the row is kept, so classify's outputs stay aligned.
+  parquet.write_table(pyarrow.table({"text": ["a", None], "label": [1, 0]}),
+                      tmp_path / "null_text.parquet")
+  assert user_files.read_texts(str(tmp_path / "null_text.parquet")) == ["a", ""]
   with pytest.raises(ValueError, match=r"null.parquet has no column \['comment'\]; columns: "):
     user_files.read_texts(str(tmp_path / "null.parquet"), text_key="comment")
   broken = utils.write_file(tmp_path / "broken.parquet", b"PAR1 not really")
