@@ -110,7 +110,7 @@ class SpanCorruption:
   @functools.cached_property
   def task_name(self) -> str:
     """The SeqIO task, registered when first asked for (as `Classification.task_name`)."""
-    if self.config.data.get("train_path"):  # Local text files (comma-separated globs).
+    if self.config.data.get("train_path"):  # Text files (comma-separated globs, gs:// too).
       return pretraining.register_text_files_task(
           self.config.data.train_path.split(","), self.config.data.text_format)
     if self.config.data.get("corpus_dir"):  # python -m byteflax.corpus's output.

@@ -39,8 +39,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # `scratch`: no distillation teacher (span corruption has no labels to distil).
   config = byteqrnn_toxicity.get_config("scratch,smoke" if "smoke" in args else "scratch")
   config.data.task = "span_corruption_fortunes_en"
-  # Your own text instead: --config.data.train_path='corpus/*.txt,more/**/*.md' (globs)
-  # read as `text_format` documents: "lines", "fortunes" or "files" (one per file).
+  # Your own text instead: --config.data.train_path='corpus/*.txt,more/**/*.md' (globs;
+  # a bucket's too, gs://b/texts/*.txt) read as `text_format` documents: "lines",
+  # "fortunes" or "files" (one per file).
   config.data.text_format = "lines"
   # Or the offline multilingual corpus that `python -m byteflax.corpus --out=DIR` builds
   # (tasks.pretraining.register_corpus; configs/pretrain_corpus.py).

@@ -24,6 +24,7 @@ import os
 import sysconfig
 from typing import TypeVar
 
+from etils import epath
 import numpy as np
 
 DEFAULT_ENGLISH_ROOT = os.path.join(sysconfig.get_path("data"), "share", "games", "fortune")
@@ -120,8 +121,7 @@ def parse_fortunes(text: str) -> list[str]:
 
 def read_fortune_file(path: str, rot13: bool = False) -> list[str]:
   """Entries of the fortune file at `path`, ROT13-deciphered when `rot13`."""
-  with open(path, "rb") as f:
-    text = decode_bytes(f.read())
+  text = decode_bytes(epath.Path(path).read_bytes())
   if rot13:
     text = codecs.decode(text, "rot13")
   return parse_fortunes(text)

@@ -29,7 +29,8 @@ Tasks and mixtures registered on import (none reads or downloads anything until 
   span_corruption_mc4                     mixture of those at rates n ** 0.3 (mT5's
                                           language sampling exponent alpha = 0.3; n =
                                           examples in the language's train split).
-`register_text_files_task` adds a task over local text files matched by glob patterns, and
+`register_text_files_task` adds a task over text files (local or in a bucket) matched by glob
+patterns, and
 `register_corpus` a mixture over a corpus that `python -m byteflax.corpus` built.
 """
 
@@ -263,8 +264,7 @@ def read_text_documents(path: str, text_format: str) -> list[str]:
     raise ValueError(f"Unknown text format {text_format!r}; choose from {TEXT_FORMATS}.")
   if text_format == "fortunes":
     return fortunes.read_fortune_file(path)
-  with open(path, "rb") as f:
-    text = fortunes.decode_bytes(f.read())
+  text = fortunes.decode_bytes(epath.Path(path).read_bytes())
   if text_format == "lines":
     return [line.strip() for line in text.split("\n") if line.strip()]
   return [text] if text.strip() else []
@@ -277,12 +277,28 @@ def _add_task(name: str, source: seqio.DataSource, *,
                            preprocessors=PREPROCESSORS, shuffle_buffer_size=shuffle_buffer_size)
 
 
+def _matching_files(pattern: str) -> list[str]:
+  """The non-empty files that the glob `pattern` matches; a URI's (gs://...) through epath,
+  whose backend globs one directory level per `*`, as tf.io.gfile does."""
+  if "://" not in pattern:
+    return [p for p in glob.glob(pattern, recursive=True)
+            if os.path.isfile(p) and os.path.getsize(p)]
+  parts = pattern.split("/")
+  fixed = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+  if fixed == len(parts):  # No wildcard: the file itself.
+    matches = [epath.Path(pattern)] if epath.Path(pattern).exists() else []
+  else:
+    matches = epath.Path("/".join(parts[:fixed])).glob("/".join(parts[fixed:]))
+  return [str(p) for p in matches if p.is_file() and p.stat().length]
+
+
 def register_text_files_task(patterns: Sequence[str], text_format: str = "lines", *,
                              validation_fraction: float = 0.01, seed: int = 0) -> str:
-  """Registers span corruption over local text files and returns the task name.
+  """Registers span corruption over text files and returns the task name.
 
   Args:
-    patterns: glob patterns (`**` recurses); matched files are read sorted by path.
+    patterns: glob patterns, local (`**` recurses) or of a bucket (`gs://b/texts/*.txt`;
+      `**` is local only); matched files are read sorted by path.
     text_format: "fortunes" (entries between `%` lines), "lines" (one document per
       non-empty line) or "files" (one document per file). Non-UTF-8 files are read as
       Latin-1.
@@ -301,8 +317,7 @@ def register_text_files_task(patterns: Sequence[str], text_format: str = "lines"
   name = "span_corruption_files_" + hashlib.sha256(key.encode()).hexdigest()[:12]
   if name in seqio.TaskRegistry.names():
     return name
-  paths = sorted({p for pattern in patterns for p in glob.glob(pattern, recursive=True)
-                  if os.path.isfile(p) and os.path.getsize(p)})
+  paths = sorted({p for pattern in patterns for p in _matching_files(pattern)})
   if not paths:
     raise FileNotFoundError(f"No non-empty files match {list(patterns)}.")
   documents = [doc for path in paths for doc in read_text_documents(path, text_format)]

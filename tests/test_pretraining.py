@@ -10,6 +10,7 @@ import tensorflow_datasets as tfds
 
 from tasks import fortunes
 from tasks import pretraining
+from tests import utils
 
 FIRST_SENTINEL = 258  # seqio.ByteVocabulary().vocab_size - 1, as ByT5.
 EOS = 1
@@ -189,3 +190,27 @@ def test_c4_sources_on_mocked_tfds(tmp_path, task_name, tfds_name, splits):
     if task_name == "span_corruption_mc4_de":  # Rate n ** 0.3 from the split's size.
       mixture = seqio.get_mixture_or_task("span_corruption_mc4")
       assert mixture.get_rate(seqio.get_mixture_or_task(task_name)) == pytest.approx(4 ** 0.3)
+
+
+def test_text_files_in_a_bucket(tmp_path, monkeypatch):
+  """`data.train_path=gs://...` on a TPU pod: the patterns glob the bucket through epath (a
+  local folder standing in for it)."""
+  (tmp_path / "texts" / "2025").mkdir(parents=True)
+  (tmp_path / "texts" / "2025" / "a.txt").write_text("one document\nanother one\n")
+  (tmp_path / "texts" / "2025" / "empty.txt").write_text("")
+  (tmp_path / "texts" / "b.fortunes").write_text("first entry\n%\nsecond\n")
+  with utils.fake_bucket(tmp_path, monkeypatch):
+    assert pretraining._matching_files("gs://bucket/texts/*/*.txt") == [
+        "gs://bucket/texts/2025/a.txt"]
+    assert pretraining._matching_files("gs://bucket/texts/b.fortunes") == [
+        "gs://bucket/texts/b.fortunes"]
+    assert pretraining.read_text_documents("gs://bucket/texts/b.fortunes", "fortunes") == [
+        "first entry", "second"]
+    name = pretraining.register_text_files_task(["gs://bucket/texts/*/*.txt"], "lines")
+    with pytest.raises(FileNotFoundError, match="No non-empty files"):
+      pretraining.register_text_files_task(["gs://bucket/texts/*.missing"])
+  texts = [bytes(b - 3 for b in _reconstruct(ex["inputs"][:-1], ex["targets"][:-1])).decode()
+           for split in ("train", "validation")
+           for ex in seqio.get_mixture_or_task(name).get_dataset(
+               {"inputs": 512, "targets": 100}, split=split, shuffle=False).as_numpy_iterator()]
+  assert sorted(texts) == ["another one", "one document"]

@@ -35,9 +35,12 @@ def fake_bucket(root, monkeypatch):
 
     def method(local_method, *args, **kwargs):
       paths = args[:2] if name in ("copy", "rename", "replace") else args[:1]
-      if any(str(path).startswith("gs://") for path in paths):
-        return through_gfile(*map(local, paths), *args[len(paths):], **kwargs)
-      return local_method(*args, **kwargs)
+      if not any(str(path).startswith("gs://") for path in paths):
+        return local_method(*args, **kwargs)
+      result = through_gfile(*map(local, paths), *args[len(paths):], **kwargs)
+      if name == "glob":  # A bucket's glob names what it matched in the bucket.
+        return [str(match).replace(str(root), "gs://bucket", 1) for match in result]
+      return result
 
     return method
 
