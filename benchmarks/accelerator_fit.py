@@ -256,10 +256,7 @@ def fit(bundle_dir: str, name: str, out: str, seeds: list[int], deadline_s: floa
     params_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
     variables = flax.linen.meta.unbox(
         model.init(params_rng, jnp.zeros((1, boundaries[0]), jnp.int32), train=False))
-    return step_lib.TrainState.create(apply_fn=model.apply, params=variables["params"],
-                                      tx=tx, rng=dropout_rng,
-                                      quant_stats=variables.get(quant.COLLECTION, {}),
-                                      ema_params=variables["params"] if ema_decay else {})
+    return step_lib.initial_state(model.apply, variables, tx, dropout_rng, ema_decay)
 
   states = [init(seed) for seed in seeds]
   if config.get("init_from"):

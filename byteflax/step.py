@@ -49,6 +49,16 @@ class TrainState(train_state.TrainState):
   ema_params: Any = struct.field(default_factory=dict)
 
 
+def initial_state(apply_fn, variables: Any, tx: optax.GradientTransformation,
+                  rng: jax.Array, ema_decay: float) -> TrainState:
+  """The state before the first step, from a model's `init` variables (unboxed or boxed).
+  Where the run averages the params (`ema_decay` > 0), the average starts as a copy of
+  them, which train_step's first update replaces."""
+  return TrainState.create(apply_fn=apply_fn, params=variables["params"], tx=tx, rng=rng,
+                           quant_stats=variables.get(quant.COLLECTION, {}),
+                           ema_params=variables["params"] if ema_decay else {})
+
+
 def model_params(state: TrainState) -> Any:
   """The params the model is evaluated (and exported) with: their moving average where the
   run keeps one, else the trained params themselves."""

@@ -103,11 +103,8 @@ class Trainer:
     def init_boxed(rng):
       params_rng, dropout_rng = jax.random.split(rng)
       variables = self.model.init(params_rng, *self.objective.init_args(), train=False)
-      # The average starts as any copy of the params: train_step's first update replaces it.
-      return step_lib.TrainState.create(apply_fn=self.model.apply, params=variables["params"],
-                               tx=self.tx, rng=dropout_rng,
-                               quant_stats=variables.get(quant.COLLECTION, {}),
-                               ema_params=variables["params"] if ema_decay else {})
+      return step_lib.initial_state(self.model.apply, variables, self.tx, dropout_rng,
+                                    ema_decay)
 
     # Shardings come from the logical names on the (abstract, boxed) params; the state
     # itself holds plain arrays so checkpoints and optimizers see ordinary pytrees.
