@@ -7,8 +7,9 @@ r"""Scores texts with a trained classifier: a byteflax.main workdir (JAX) or a .
   # A CSV or JSONL file (its `text` column / key) to a CSV or JSONL file.
   python -m byteflax.classify --model=/tmp/byteqrnn --input=comments.csv --output=scores.csv
 
-Each output row holds the text and one probability per label (the run's label names; for a
-.tflite, those of the manifest.json beside it). Any input works: a byte model has no
+Each output row holds the input row (a file's every field: ids and labels come through) and
+one probability per label, named as the run's labels (for a .tflite, those of the
+manifest.json beside it), or "<label>_probability" where the input has a field of that name. Any input works: a byte model has no
 out-of-vocabulary text; empty texts are scored (as the end-of-text id alone), longer ones cut
 to the model's length, and bytes that are not UTF-8 in a file read as U+FFFD (with a warning
 naming the line). From Python:
@@ -24,7 +25,7 @@ exported signature length that holds it, as a phone does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 import csv
 import json
 import os
@@ -129,22 +130,27 @@ def load(model: str, batch_size: int = 64, num_threads: int = 1) -> Classifier:
 
 
 def read_inputs(texts: Sequence[str], path: str | None, text_key: str,
-                stdin=sys.stdin, invalid_utf8: str = "replace") -> list[str]:
-  """The texts to score: arguments, else a file (.csv / .tsv / .jsonl / .json / .parquet:
+                stdin=sys.stdin, invalid_utf8: str = "replace"
+                ) -> tuple[list[str], list[dict[str, object]]]:
+  """The texts to score and the rows their output carries.
+
+  Texts come from the arguments, else a file (.csv / .tsv / .jsonl / .json / .parquet:
   `text_key`; anything else: one text per line; .gz / .bz2 / .xz decompressed), else stdin
-  (one per line). `invalid_utf8`: what a byte that is not UTF-8 reads as
-  (`user_files.decode_text`)."""
+  (one per line). A table file's rows keep every field (ids, labels: `write_outputs` writes
+  them beside the scores); any other text's row is {"text": text}. `invalid_utf8`: what a
+  byte that is not UTF-8 reads as (`user_files.decode_text`).
+  """
   if texts and path:
     raise ValueError("Give texts as arguments or --input, not both.")
-  if texts:
-    return list(texts)
   if path and user_files.file_format(path):
-    return user_files.read_texts(path, text_key, invalid_utf8)
-  if path:
-    data = user_files.read_bytes(path)
-  else:
+    rows = user_files.read_text_rows(path, text_key, invalid_utf8)
+    return [text for text, _ in rows], [row for _, row in rows]
+  if not texts and path:
+    texts = _lines(user_files.decode_text(user_files.read_bytes(path), path, invalid_utf8))
+  elif not texts:
     data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode()
-  return _lines(user_files.decode_text(data, path or "stdin", invalid_utf8))
+    texts = _lines(user_files.decode_text(data, "stdin", invalid_utf8))
+  return list(texts), [{"text": text} for text in texts]
 
 
 def _lines(text: str) -> list[str]:
@@ -157,25 +163,47 @@ def _lines(text: str) -> list[str]:
   return [line.removesuffix("\r") for line in lines]
 
 
-def write_outputs(texts: Sequence[str], probabilities: np.ndarray,
+def score_columns(label_names: Sequence[str], rows: Sequence[Mapping[str, object]]
+                  ) -> list[str]:
+  """The output's column for each label's probability: the label's name, or
+  "<name>_probability" where the input already has a field of that name (scoring a
+  labelled file must not overwrite its labels)."""
+  fields = {key for row in rows for key in row}
+  return [f"{name}_probability" if name in fields else name for name in label_names]
+
+
+def write_outputs(rows: Sequence[Mapping[str, object]], probabilities: np.ndarray,
                   label_names: Sequence[str], path: str | None, stdout=sys.stdout) -> None:
-  """Rows of text and one probability per label: CSV when `path` ends in .csv, else JSONL
-  (stdout when path is None)."""
+  """Each input row (`read_inputs`) with one probability per label (`score_columns`): CSV
+  when `path` ends in .csv, else JSON lines (stdout when path is None)."""
+  columns = score_columns(label_names, rows)
   f = open(path, "w", newline="", encoding="utf-8") if path else stdout
   try:
     if path and path.lower().endswith(".csv"):
+      # Every field that some row has, in the order the rows first have them.
+      fields = list(dict.fromkeys(key for row in rows for key in row))
       writer = csv.writer(f)
-      writer.writerow(["text", *label_names])
-      writer.writerows([text, *(f"{p:.6f}" for p in row)]
-                       for text, row in zip(texts, probabilities))
+      writer.writerow([*fields, *columns])
+      writer.writerows([*(_csv_field(row.get(key)) for key in fields),
+                        *(f"{p:.6f}" for p in scores)]
+                       for row, scores in zip(rows, probabilities))
     else:
-      for text, row in zip(texts, probabilities):
-        f.write(json.dumps({"text": text, **{name: round(float(p), 6)
-                                             for name, p in zip(label_names, row)}},
-                           ensure_ascii=False) + "\n")
+      for row, scores in zip(rows, probabilities):
+        scored = {**row, **{column: round(float(p), 6) for column, p in zip(columns, scores)}}
+        f.write(json.dumps(scored, ensure_ascii=False) + "\n")
   finally:
     if path:
       f.close()
+
+
+def _csv_field(value: object) -> str:
+  """An input field as CSV writes it: a nested value (a JSON object or list) as JSON, a
+  missing or null one empty, anything else as str() has it."""
+  if value is None:
+    return ""
+  if isinstance(value, (dict, list)):
+    return json.dumps(value, ensure_ascii=False)
+  return str(value)
 
 
 def main():
@@ -199,10 +227,10 @@ def main():
 
   @cli.clean_input_errors
   def run(argv):
-    texts = read_inputs(argv[1:], input_path.value, text_key.value,
-                        invalid_utf8=invalid_utf8.value)
+    texts, rows = read_inputs(argv[1:], input_path.value, text_key.value,
+                              invalid_utf8=invalid_utf8.value)
     classifier = load(model.value, batch_size.value, num_threads.value)
-    write_outputs(texts, classifier.predict(texts), classifier.label_names,
+    write_outputs(rows, classifier.predict(texts), classifier.label_names,
                   output_path.value)
     logging.info("Scored %d texts with %s.", len(texts), model.value)
 

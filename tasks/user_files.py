@@ -271,8 +271,8 @@ def _is_utf8(data: bytes) -> bool:
   return True
 
 
-def read_records(path: str, required_keys: Sequence[str], invalid_utf8: str = "replace"
-                 ) -> Iterator[tuple[int, Mapping[str, object]]]:
+def read_records(path: str, required_keys: Sequence[str], invalid_utf8: str = "replace",
+                 every_column: bool = False) -> Iterator[tuple[int, Mapping[str, object]]]:
   """(line number, record) of each record of a CSV file with a header row, a JSONL file or
   a Parquet file (whose rows count as its lines, from 1).
 
@@ -289,7 +289,8 @@ def read_records(path: str, required_keys: Sequence[str], invalid_utf8: str = "r
   warning naming the lines, "cp1252" reads it as its Windows-1252 character (a Latin-1
   file) with the same warning; "error" raises naming the first. A CSV header's column
   that differs from a required key only in case (Text for text) is read as that key (a
-  Parquet column too).
+  Parquet column too). CSV and JSON records hold every field; a Parquet row holds
+  `required_keys` only, unless `every_column`.
 
   Raises:
     FileNotFoundError: `path` does not exist.
@@ -305,7 +306,7 @@ def read_records(path: str, required_keys: Sequence[str], invalid_utf8: str = "r
     raise DataFileError(f"{path}: unknown format {given!r}; name it *{', *'.join(FILE_FORMATS)}"
                      f", each optionally compressed ({', '.join(COMPRESSIONS)}).{hint}")
   if extension == ".parquet":
-    yield from _parquet_records(path, required_keys)
+    yield from _parquet_records(path, required_keys, every_column)
     return
   text = _decode(path, invalid_utf8)
   if extension in (".csv", ".tsv"):
@@ -345,9 +346,10 @@ def _with_nested_keys(record: dict[str, object], keys: Sequence[str]) -> dict[st
   return record
 
 
-def _parquet_records(path: str, required_keys: Sequence[str]
+def _parquet_records(path: str, required_keys: Sequence[str], every_column: bool
                      ) -> Iterator[tuple[int, dict[str, object]]]:
-  """`read_records` of a Parquet file: its rows, numbered from 1."""
+  """`read_records` of a Parquet file: its rows, numbered from 1, with `required_keys` only
+  unless `every_column`."""
   import pyarrow  # pylint: disable=g-import-not-at-top
   from pyarrow import parquet  # pylint: disable=g-import-not-at-top
   try:
@@ -358,7 +360,9 @@ def _parquet_records(path: str, required_keys: Sequence[str]
       pyarrow.types.is_struct(column.type) for column in table.schema):
     table = table.flatten()  # A struct column's fields as columns "labels.toxic".
   table = table.rename_columns(_columns(table.column_names, required_keys, path, path))
-  yield from enumerate(table.select(list(dict.fromkeys(required_keys))).to_pylist(), start=1)
+  if not every_column:
+    table = table.select(list(dict.fromkeys(required_keys)))
+  yield from enumerate(table.to_pylist(), start=1)
 
 
 def _csv_records(text: str, path: str, delimiter: str | None, required_keys: Sequence[str]
@@ -635,9 +639,19 @@ def read_labelled_file(path: str, text_key: str = "text",
 def read_texts(path: str, text_key: str = "text", invalid_utf8: str = "replace"
                ) -> list[str]:
   """The texts of a CSV or JSONL file (`read_records`; labels, if any, are ignored)."""
-  records = _null_texts_as_empty(list(read_records(path, (text_key,), invalid_utf8)), path,
-                                 text_key)
-  return [_example(record, path, line, text_key, ())[0] for line, record in records]
+  return [text for text, _ in read_text_rows(path, text_key, invalid_utf8)]
+
+
+def read_text_rows(path: str, text_key: str = "text", invalid_utf8: str = "replace"
+                   ) -> list[tuple[str, dict[str, object]]]:
+  """(text, row) for each row of a CSV, JSON or Parquet file: the `text_key` field's text
+  (`read_texts`) and every field of the row, for an output that keeps them (ids, labels)."""
+  records = _null_texts_as_empty(
+      list(read_records(path, (text_key,), invalid_utf8, every_column=True)), path, text_key)
+  # A CSV row's fields beyond the header's come under the key None: not a column.
+  return [(_example(record, path, line, text_key, ())[0],
+           {key: value for key, value in record.items() if key is not None})
+          for line, record in records]
 
 
 def _null_texts_as_empty(records: list[tuple[int, Mapping[str, object]]], path: str,

@@ -56,48 +56,84 @@ def test_jax_and_tflite_agree_on_any_text_in_input_order(float_model):
   assert classify.load(path).predict([]).shape == (0, 2)
 
 
+def _texts(*args, **kwargs):
+  texts, rows = classify.read_inputs(*args, **kwargs)
+  assert len(rows) == len(texts)
+  return texts
+
+
 def test_inputs_from_arguments_files_and_stdin(tmp_path, caplog):
-  assert classify.read_inputs(["a", "b"], None, "text") == ["a", "b"]
+  assert _texts(["a", "b"], None, "text") == ["a", "b"]
   csv_file = tmp_path / "in.csv"
   csv_file.write_text('id,body\n1,"first, with a comma"\n2,second\n')
-  assert classify.read_inputs([], str(csv_file), "body") == ["first, with a comma", "second"]
+  assert _texts([], str(csv_file), "body") == ["first, with a comma", "second"]
   jsonl = tmp_path / "in.jsonl"
   jsonl.write_text('{"text": "one"}\n\n{"text": "two", "label": 1}\n')
-  assert classify.read_inputs([], str(jsonl), "text") == ["one", "two"]
+  assert _texts([], str(jsonl), "text") == ["one", "two"]
   with pytest.raises(ValueError, match="line 1: header has no column"):
-    classify.read_inputs([], str(csv_file), "text")
+    _texts([], str(csv_file), "text")
   lines = tmp_path / "in.txt"
   lines.write_bytes(b"caf\xe9\r\n\nlast")
   with caplog.at_level(std_logging.WARNING):
-    assert classify.read_inputs([], str(lines), "text") == ["caf\ufffd", "", "last"]
+    assert _texts([], str(lines), "text") == ["caf\ufffd", "", "last"]
   assert "line 1" in caplog.text
-  assert classify.read_inputs([], str(lines), "text", invalid_utf8="cp1252") == [
+  assert _texts([], str(lines), "text", invalid_utf8="cp1252") == [
       "caf\u00e9", "", "last"]
   stdin = io.TextIOWrapper(io.BytesIO("hello\nwörld\n".encode()))
-  assert classify.read_inputs([], None, "text", stdin=stdin) == ["hello", "wörld"]
+  assert _texts([], None, "text", stdin=stdin) == ["hello", "wörld"]
   # One text per "\n": separators that str.splitlines also splits at stay inside a text.
   inside = "a\u2028b\x85c\x0cd\re"
   stdin = io.TextIOWrapper(io.BytesIO(f"{inside}\r\n\n\nlast".encode()), newline="")
-  assert classify.read_inputs([], None, "text", stdin=stdin) == [inside, "", "", "last"]
+  assert _texts([], None, "text", stdin=stdin) == [inside, "", "", "last"]
   with pytest.raises(ValueError, match="not both"):
-    classify.read_inputs(["a"], str(lines), "text")
+    _texts(["a"], str(lines), "text")
   # Compressed files are decompressed first, whatever their inner format.
   (tmp_path / "in.jsonl.gz").write_bytes(gzip.compress(jsonl.read_bytes()))
-  assert classify.read_inputs([], str(tmp_path / "in.jsonl.gz"), "text") == ["one", "two"]
+  assert _texts([], str(tmp_path / "in.jsonl.gz"), "text") == ["one", "two"]
   (tmp_path / "in.txt.gz").write_bytes(gzip.compress(b"x\ny\n"))
-  assert classify.read_inputs([], str(tmp_path / "in.txt.gz"), "text") == ["x", "y"]
+  assert _texts([], str(tmp_path / "in.txt.gz"), "text") == ["x", "y"]
 
 
 def test_outputs_as_csv_or_json_lines(tmp_path):
   texts, probs = ["a, b", 'say "hi"'], np.array([[0.25, 0.5], [1.0, 0.0]])
-  classify.write_outputs(texts, probs, ("toxic", "insult"), str(tmp_path / "out.csv"))
-  assert classify.read_inputs([], str(tmp_path / "out.csv"), "text") == texts
+  _, rows = classify.read_inputs(texts, None, "text")
+  classify.write_outputs(rows, probs, ("toxic", "insult"), str(tmp_path / "out.csv"))
+  assert _texts([], str(tmp_path / "out.csv"), "text") == texts
   assert (tmp_path / "out.csv").read_text().splitlines()[1] == '"a, b",0.250000,0.500000'
   stdout = io.StringIO()
-  classify.write_outputs(texts, probs, ("toxic", "insult"), None, stdout=stdout)
+  classify.write_outputs(rows, probs, ("toxic", "insult"), None, stdout=stdout)
   rows = [json.loads(line) for line in stdout.getvalue().splitlines()]
   assert rows == [{"text": "a, b", "toxic": 0.25, "insult": 0.5},
                   {"text": 'say "hi"', "toxic": 1.0, "insult": 0.0}]
+
+
+def test_a_scored_file_keeps_its_columns_and_its_labels(tmp_path):
+  """Ids and labels come through beside the scores, so they can be joined or evaluated; a
+  label column of the model's label name keeps its values, the score gets its own name."""
+  probs = np.array([[0.25], [0.75], [0.5]])
+  (tmp_path / "in.csv").write_text("id,comment,label\n7,nice,0\n8,idiot,1\n9,,0\n")
+  texts, rows = classify.read_inputs([], str(tmp_path / "in.csv"), "comment")
+  assert texts == ["nice", "idiot", ""]
+  classify.write_outputs(rows, probs, ("label",), str(tmp_path / "out.csv"))
+  assert (tmp_path / "out.csv").read_text().splitlines() == [
+      "id,comment,label,label_probability", "7,nice,0,0.250000", "8,idiot,1,0.750000",
+      "9,,0,0.500000"]
+  # JSON keeps its types and nested fields, to JSON lines and to CSV; a null text is empty.
+  (tmp_path / "in.jsonl").write_text(
+      '{"id": 7, "text": "nice", "meta": {"lang": "en"}}\n{"id": 8, "text": null}\n'
+      '{"id": 9, "text": "idiot", "score": 0.125}\n')
+  texts, rows = classify.read_inputs([], str(tmp_path / "in.jsonl"), "text")
+  assert texts == ["nice", "", "idiot"]
+  stdout = io.StringIO()
+  classify.write_outputs(rows, probs, ("toxic",), None, stdout=stdout)
+  assert [json.loads(line) for line in stdout.getvalue().splitlines()] == [
+      {"id": 7, "text": "nice", "meta": {"lang": "en"}, "toxic": 0.25},
+      {"id": 8, "text": "", "toxic": 0.75},
+      {"id": 9, "text": "idiot", "score": 0.125, "toxic": 0.5}]
+  classify.write_outputs(rows, probs, ("toxic",), str(tmp_path / "out.csv"))
+  assert (tmp_path / "out.csv").read_text().splitlines() == [
+      "id,text,meta,score,toxic", '7,nice,"{""lang"": ""en""}",,0.250000',
+      "8,,,,0.750000", "9,idiot,,0.125,0.500000"]
 
 
 def test_missing_models_are_clear_errors(tmp_path):

@@ -306,8 +306,13 @@ def test_cli_float_then_qat_then_export_then_benchmark(tmp_path):
     run("-m", "byteflax.classify", f"--model={model}", f"--input={tmp_path / 'test.jsonl'}",
         f"--output={output}")
     with open(output, newline="") as f:
-      scores[name] = np.array([float(row["label"]) for row in csv.DictReader(f)])
+      rows = list(csv.DictReader(f))
+    # The file's own labels come through; the scores get a column of their own.
+    scores[name] = np.array([float(row["label_probability"]) for row in rows])
+    labels = [int(row["label"]) for row in rows]
   assert len(scores["jax"]) == 120  # Every line of test.jsonl.
+  with open(tmp_path / "test.jsonl") as f:
+    assert labels == [json.loads(line)["label"] for line in f]
   assert np.abs(scores["jax"] - scores["int8"]).mean() < 0.02
   texts = json.loads(run("-m", "byteflax.classify", f"--model={qat_run}", "", "fine text"
                          ).splitlines()[0])
