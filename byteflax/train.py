@@ -13,11 +13,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import json
 import math
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from absl import logging
@@ -42,6 +44,7 @@ from byteflax import quant
 from byteflax import step as step_lib
 
 CONFIG_FILE = "config.json"  # The run's config, written into its workdir when it starts.
+EVAL_FILE = "eval.json"  # The final evaluation of the run's model.
 
 
 def training_steps(config: ml_collections.ConfigDict, task_name: str) -> tuple[int, str]:
@@ -464,10 +467,10 @@ class MetricsLogger:
 
 
 def run_evals(trainer: Trainer, state: step_lib.TrainState, step: int, names,
-              writer: MetricsLogger, stored: dict[str, dict[str, float]] | None = None
+              writer: MetricsLogger | None, stored: dict[str, dict[str, float]] | None = None
               ) -> dict[str, dict[str, float]]:
-  """{eval name: metrics} of the named evals at `step`; those in `stored` (results that a
-  checkpoint saved with it) are reused rather than run again."""
+  """{eval name: metrics} of the named evals at `step`, logged to `writer` (if any); those
+  in `stored` (results that a checkpoint saved with it) are reused rather than run again."""
   results, thresholds = {}, None
   stored = stored or {}
   # Validation first: the other splits also report F1 at the thresholds it chose
@@ -479,7 +482,8 @@ def run_evals(trainer: Trainer, state: step_lib.TrainState, step: int, names,
     else:
       results[name] = trainer.evaluate(state, split,
                                        None if split == "validation" else thresholds)
-      writer.write_scalars(step, {f"{name}/{k}": v for k, v in results[name].items()})
+      if writer:
+        writer.write_scalars(step, {f"{name}/{k}": v for k, v in results[name].items()})
     if split == "validation" and trainer.label_names:
       thresholds = {label: results[name][f"f1_threshold/{label}"]
                     for label in trainer.label_names}
@@ -500,9 +504,18 @@ def _check_finite(losses: list[jax.Array], first_step: int):
 
 
 def write_final_eval(workdir: str, trainer: Trainer, state: step_lib.TrainState,
-                     writer: MetricsLogger, manager: ocp.CheckpointManager) -> dict[str, Any]:
+                     writer: MetricsLogger, manager: ocp.CheckpointManager,
+                     differences: Sequence[str] = ()) -> dict[str, Any]:
   """Every configured eval of the run's model (`Selection`: the selected checkpoint, else
-  `state`), written to <workdir>/eval.json."""
+  `state`), logged to `writer` and written to <workdir>/eval.json.
+
+  `differences`: the fields in which this config differs from the run's
+  (`config_differences`; e.g. a new test file). Then the report lists them and goes to
+  `eval_file(config)` instead, nothing is logged, and no result saved with a checkpoint is
+  reused (it was computed under the run's config).
+  """
+  if differences:
+    writer = None
   selection = trainer.selection
   last_step = int(jax.device_get(state.step))
   stored, chose = {}, {}
@@ -513,13 +526,15 @@ def write_final_eval(workdir: str, trainer: Trainer, state: step_lib.TrainState,
       logging.warning("No checkpoint has %s (config.checkpoint.select_by); the newest, at "
                       "step %d, is the model.", selection, last_step)
     else:
-      stored = {selection.eval_name: manager.metrics(best)[selection.eval_name]}
+      if writer:
+        stored = {selection.eval_name: manager.metrics(best)[selection.eval_name]}
       chose = {"selected_by": str(selection), "last_step": last_step}
       if best != last_step:
         last_value = selection.value(manager.metrics(last_step)) if (
             last_step in manager.all_steps()) else None
         logging.info("The model is the checkpoint of step %d, the best by %s (%.4f; the "
-                     "last step, %d: %s).", best, selection, selection.value(stored), last_step,
+                     "last step, %d: %s).", best, selection,
+                     selection.value(manager.metrics(best)), last_step,
                      "not evaluated" if last_value is None else f"{last_value:.4f}")
         state = _restore_first(manager, trainer, [best])
         if state is None:
@@ -530,9 +545,21 @@ def write_final_eval(workdir: str, trainer: Trainer, state: step_lib.TrainState,
   results = run_evals(trainer, state, step, list(trainer.config.evals), writer, stored)
   report = {"step": step, **chose, "task": trainer.task_name,
             "num_params": count_params(state.params), **results}
+  if differences:
+    report["config_differences"] = list(differences)
   if jax.process_index() == 0:
-    (epath.Path(workdir) / "eval.json").write_text(json.dumps(report, indent=2))
+    (epath.Path(workdir) / eval_file(trainer.config, differences)).write_text(
+        json.dumps(report, indent=2))
   return report
+
+
+def eval_file(config: ml_collections.ConfigDict, differences: Sequence[str] = ()) -> str:
+  """Where `write_final_eval` writes: eval.json for the run's own config, else
+  eval_<hash of the config>.json, one file per config evaluated."""
+  if not differences:
+    return EVAL_FILE
+  digest = hashlib.sha256(config.to_json_best_effort(sort_keys=True).encode()).hexdigest()
+  return f"eval_{digest[:8]}.json"
 
 
 class PreemptionNotice:
@@ -673,6 +700,30 @@ RUN_IDENTITY = ("model_name", "model", "data.task", "data.train_path", "data.val
                 "optim.ema_decay")
 
 
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  """A nested config dict as {"data.test_path": value, ...}."""
+  flat = {}
+  for name, value in tree.items():
+    if isinstance(value, dict) and value:
+      flat.update(_flat(value, f"{prefix}{name}."))
+    else:
+      flat[f"{prefix}{name}"] = value
+  return flat
+
+
+def config_differences(config: ml_collections.ConfigDict, workdir: str,
+                       fields: Sequence[str] | None = None) -> list[str]:
+  """"<field> is <value> there, <value> here" for each field in which `config` differs from
+  the run's config.json: fields (and the fields under) `fields`, else all. A field that one
+  of them lacks reads as None (a config.json written before the field existed)."""
+  stored = _flat(run_config(workdir).to_dict())
+  new = _flat(json.loads(config.to_json_best_effort()))
+  return [f"{key} is {stored.get(key)!r} there, {new.get(key)!r} here"
+          for key in sorted(stored.keys() | new.keys())
+          if (fields is None or any(key == f or key.startswith(f + ".") for f in fields))
+          and stored.get(key) != new.get(key)]
+
+
 def check_same_run(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Raises if workdir holds checkpoints of a run whose `RUN_IDENTITY` differs from config's
   (e.g. the default command rerun without the data flags in a workdir of one's own files)."""
@@ -680,16 +731,7 @@ def check_same_run(config: ml_collections.ConfigDict, workdir: str) -> None:
   if not ((epath.Path(workdir) / CONFIG_FILE).exists() and checkpoints.is_dir()
           and any(checkpoints.iterdir())):
     return
-  stored = run_config(workdir).to_dict()
-  new = json.loads(config.to_json_best_effort())
-
-  def value(tree, key):
-    for name in key.split("."):
-      tree = tree.get(name) if isinstance(tree, dict) else None
-    return tree
-
-  differences = [f"{key} is {value(stored, key)!r} there, {value(new, key)!r} here"
-                 for key in RUN_IDENTITY if value(stored, key) != value(new, key)]
+  differences = config_differences(config, workdir, RUN_IDENTITY)
   if differences:
     raise cli.InputError(
         f"{workdir} holds checkpoints of another run: {'; '.join(differences)}. Pass another "
@@ -743,7 +785,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """--mode=eval: evaluates the run's model (`Selection`) on every configured eval."""
+  """--mode=eval: evaluates the run's model (`Selection`) on every configured eval.
+
+  Under the run's own config the results rewrite eval.json and join metrics.jsonl. Under
+  another (a new test file, `model.representation_dims`, ...) they go to
+  eval_<hash of the config>.json, computed afresh, and the run's own records stay as they
+  are; the report lists the differences (`config_differences`).
+  """
   trainer = Trainer(config)
   manager = checkpoint_manager(workdir, config)
   state = restore_latest(manager, trainer)
@@ -751,8 +799,14 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     raise FileNotFoundError(
         f"No checkpoint under {epath.Path(workdir) / 'checkpoints'}; train first "
         "(--mode=train).")
+  differences = (config_differences(config, workdir)
+                 if (epath.Path(workdir) / CONFIG_FILE).exists() else [])
+  if differences:
+    logging.info("This config differs from the run's (%s): the results go to %s; %s and "
+                 "metrics.jsonl keep the run's own.", "; ".join(differences),
+                 eval_file(config, differences), EVAL_FILE)
   writer = MetricsLogger(workdir)
-  report = write_final_eval(workdir, trainer, state, writer, manager)
+  report = write_final_eval(workdir, trainer, state, writer, manager, differences)
   writer.flush()
   manager.close()
   return report

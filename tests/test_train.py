@@ -207,6 +207,35 @@ def test_a_workdir_resumes_only_its_own_run(toy_data, tmp_path):
       "step"] == 12
 
 
+def test_eval_under_another_config_keeps_the_runs_own_records(toy_data, tmp_path):
+  """--mode=eval on a new test file (or another representation_dims): its results go to
+  a file of their own, computed afresh (the validation AUC saved with the checkpoint was
+  computed under the run's config), and eval.json and metrics.jsonl stay as they are."""
+  config = _config(toy_data, total_steps=10)
+  train.train_and_evaluate(config, str(tmp_path))
+  records = {"eval.json": (tmp_path / "eval.json").read_text()}
+  # The run's own config: eval.json again, as it was.
+  assert train.evaluate_checkpoint(config, str(tmp_path))["test"] == json.loads(
+      records["eval.json"])["test"]
+  assert (tmp_path / "eval.json").read_text() == records["eval.json"]
+  metrics = (tmp_path / "metrics.jsonl").read_text()  # With that eval's lines.
+  # Another test file: the toy test file's first 40 rows.
+  lines = (toy_data / "test.csv").read_text().splitlines(keepends=True)
+  new_test = utils.write_file(tmp_path / "new_test.csv", "".join(lines[:41]))
+  other = _config(toy_data, total_steps=10, **{"data.test_path": new_test})
+  report = train.evaluate_checkpoint(other, str(tmp_path))
+  assert report["config_differences"] == [
+      f"data.test_path is {str(toy_data / 'test.csv')!r} there, {new_test!r} here"]
+  written = json.loads((tmp_path / train.eval_file(other, ["data.test_path"])).read_text())
+  assert written == json.loads(json.dumps(report))
+  assert written["test"]["auc"] != json.loads(records["eval.json"])["test"]["auc"]
+  # Validation was run again, under this config, and gives the run's own numbers.
+  assert written["validation"]["auc"] == pytest.approx(
+      json.loads(records["eval.json"])["validation"]["auc"], abs=1e-6)
+  assert (tmp_path / "eval.json").read_text() == records["eval.json"]
+  assert (tmp_path / "metrics.jsonl").read_text() == metrics
+
+
 def test_a_gs_workdir_keeps_every_file_in_the_bucket(toy_data, tmp_path, monkeypatch):
   """--workdir=gs://BUCKET/run, a TPU pod's shared workdir: what a run writes and reads (its
   data files, config, metrics, teacher file, checkpoints, eval.json) is in the bucket, and
