@@ -20,6 +20,7 @@ import csv
 import functools
 import gzip
 import io
+import itertools
 import json
 import lzma
 import math
@@ -359,7 +360,9 @@ def _parquet_records(path: str, required_keys: Sequence[str], every_column: bool
   while not set(required_keys) <= set(table.column_names) and any(
       pyarrow.types.is_struct(column.type) for column in table.schema):
     table = table.flatten()  # A struct column's fields as columns "labels.toxic".
-  table = table.rename_columns(_columns(table.column_names, required_keys, path, path))
+  table = table.rename_columns(_columns(
+      table.column_names, required_keys, path, path,
+      first_rows=lambda: table.slice(0, _SUGGESTION_ROWS).to_pylist()))
   if not every_column:
     table = table.select(list(dict.fromkeys(required_keys)))
   yield from enumerate(table.to_pylist(), start=1)
@@ -376,9 +379,16 @@ def _csv_records(text: str, path: str, delimiter: str | None, required_keys: Seq
     if reader.fieldnames is None:
       raise DataFileError(f"{path}: no examples (empty file).")
     # Hand-written headers often read "text, label".
-    reader.fieldnames = _columns([name.strip() for name in reader.fieldnames],
-                                 required_keys, path, f"{path}, line 1: header",
-                                 _headerless_hint(reader.fieldnames, required_keys, delimiter))
+    fieldnames = [name.strip() for name in reader.fieldnames]
+
+    def first_rows():
+      rows = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+      next(rows)  # The header.
+      return [dict(zip(fieldnames, row)) for row in itertools.islice(rows, _SUGGESTION_ROWS)]
+
+    reader.fieldnames = _columns(fieldnames, required_keys, path, f"{path}, line 1: header",
+                                 _headerless_hint(reader.fieldnames, required_keys, delimiter),
+                                 first_rows)
     repeated = [k for k in required_keys if reader.fieldnames.count(k) > 1]
     if repeated:  # DictReader would silently keep the last of them.
       raise DataFileError(f"{path}, line 1: header names column {repeated} more than once; "
@@ -439,14 +449,40 @@ def _headerless_hint(fields: Sequence[str], required_keys: Sequence[str], delimi
           f"naming its columns, e.g. {delimiter.join(header)!r}.")
 
 
+# How many rows of a table `_key_suggestion` reads to guess its text and label columns.
+_SUGGESTION_ROWS = 100
+
+
+def _key_suggestion(rows: Sequence[Mapping[str, object]], keys: Sequence[str]) -> str:
+  """The flags that probably name the text and the labels among a table's first `rows`:
+  the text is the column whose values are longest on average, the labels the other
+  columns whose every value is a label (`_label`). "" where no column holds text. Labelled
+  files are read under a config (--config.data.*); texts alone by byteflax.classify."""
+  columns = [c for c in (rows[0] if rows else {}) if c is not None]
+  lengths = {c: sum(len(row.get(c)) for row in rows if isinstance(row.get(c), str)) / len(rows)
+             for c in columns}
+  if not lengths or max(lengths.values()) == 0:
+    return ""
+  text = max(columns, key=lengths.get)
+  flags = f"--config.data.text_key={text}" if len(keys) > 1 else f"--text_key={text}"
+  if len(keys) > 1:
+    labels = [c for c in columns
+              if c != text and all(_label(row.get(c)) is not None for row in rows)]
+    if not labels:
+      return ""
+    flags += f" --config.data.label_keys={','.join(labels)}"
+  return f" (here probably {flags})"
+
+
 def _columns(columns: Sequence[str], keys: Sequence[str], path: str, where: str,
-             hint: str = "") -> list[str]:
+             hint: str = "", first_rows=None) -> list[str]:
   """`columns` with each one that is the only case-insensitive match of a key with no
   exact match renamed to that key (a spreadsheet's "Text" for text_key "text").
 
   Raises:
-    DataFileError: naming `where` (the header's line), a key that matches no column (and
-      `hint`).
+    DataFileError: naming `where` (the header's line), a key that matches no column, the
+      flags that probably name the columns (`_key_suggestion` of `first_rows()`, a callable
+      called only then) unless `hint` says the header is a row of data, and `hint`.
   """
   columns = list(columns)
   for key in keys:
@@ -456,10 +492,11 @@ def _columns(columns: Sequence[str], keys: Sequence[str], path: str, where: str,
       columns[matches[0]] = key
   missing = [key for key in keys if key not in columns]
   if missing:
+    example = (not hint and first_rows and _key_suggestion(first_rows(), keys)) or (
+        " (e.g. --config.data.text_key=comment --config.data.label_keys=toxic,insult)")
     raise DataFileError(
         f"{where} has no column {missing}; columns: {_shown(columns, 300)}. Name yours with "
-        "text_key / label_keys (e.g. --config.data.text_key=comment "
-        f"--config.data.label_keys=toxic,insult).{hint}")
+        f"text_key / label_keys{example}.{hint}")
   return columns
 
 

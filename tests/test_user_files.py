@@ -6,6 +6,7 @@ import codecs
 import csv
 import gzip
 import json
+import re
 import logging
 import lzma
 
@@ -283,6 +284,30 @@ def test_a_csv_without_a_header_line_gets_the_line_to_add(tmp_path):
     user_files.read_labelled_file(named)
   assert "no column ['text', 'label']" in str(error.value)
   assert "row of data" not in str(error.value)
+  assert "(here probably --config.data.text_key=comment --config.data.label_keys=toxic)" in (
+      str(error.value))
+
+
+def test_missing_columns_get_the_flags_that_probably_name_them(tmp_path):
+  """Jigsaw's layout: an id, the text, several 0/1 label columns."""
+  rows = [("a1", "you are an idiot and a moron", 1, 1, 0.0), ("b2", "have a nice day", 0, 0, 0.5)]
+  jigsaw = utils.write_file(tmp_path / "jigsaw.csv", "id,comment_text,toxic,insult,score\n" +
+                            "".join(",".join(map(str, row)) + "\n" for row in rows))
+  with pytest.raises(ValueError, match=re.escape(
+      "Name yours with text_key / label_keys (here probably --config.data.text_key="
+      "comment_text --config.data.label_keys=toxic,insult,score).")):
+    user_files.read_labelled_file(jigsaw)
+  with pytest.raises(ValueError, match=re.escape("(here probably --text_key=comment_text).")):
+    user_files.read_texts(jigsaw)
+  import pyarrow  # pylint: disable=g-import-not-at-top
+  from pyarrow import parquet  # pylint: disable=g-import-not-at-top
+  parquet.write_table(pyarrow.table({"id": [7, 8], "body": ["you idiot", "nice day"],
+                                     "labels": ["toxic", "clean"]}), tmp_path / "t.parquet")
+  # No column of labels: the generic example.
+  with pytest.raises(ValueError, match=re.escape("(e.g. --config.data.text_key=comment")):
+    user_files.read_labelled_file(str(tmp_path / "t.parquet"))
+  with pytest.raises(ValueError, match=re.escape("(here probably --text_key=body)")):
+    user_files.read_texts(str(tmp_path / "t.parquet"))
 
 
 def test_csv_header_names_are_stripped(tmp_path):
@@ -487,5 +512,5 @@ def test_label_keys_may_be_comma_separated(tmp_path):
   assert input_pipeline.label_keys(data) == ("a", "b")
   assert toxicity.label_names(input_pipeline.resolve_task(data)) == ("a", "b")
   data.label_keys = ("x",)
-  with pytest.raises(ValueError, match=r"no column \['x'\].*--config.data.label_keys=toxic,"):
+  with pytest.raises(ValueError, match=r"no column \['x'\].*--config.data.label_keys=a,b\)"):
     input_pipeline.resolve_task(data)
