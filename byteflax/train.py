@@ -10,6 +10,7 @@ run's objective (`byteflax/objectives.py`, chosen by config.model_name).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import contextlib
 import dataclasses
 import functools
@@ -19,7 +20,6 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from absl import logging
@@ -514,8 +514,6 @@ def write_final_eval(workdir: str, trainer: Trainer, state: step_lib.TrainState,
   `eval_file(config)` instead, nothing is logged, and no result saved with a checkpoint is
   reused (it was computed under the run's config).
   """
-  if differences:
-    writer = None
   selection = trainer.selection
   last_step = int(jax.device_get(state.step))
   stored, chose = {}, {}
@@ -526,7 +524,7 @@ def write_final_eval(workdir: str, trainer: Trainer, state: step_lib.TrainState,
       logging.warning("No checkpoint has %s (config.checkpoint.select_by); the newest, at "
                       "step %d, is the model.", selection, last_step)
     else:
-      if writer:
+      if not differences:
         stored = {selection.eval_name: manager.metrics(best)[selection.eval_name]}
       chose = {"selected_by": str(selection), "last_step": last_step}
       if best != last_step:
@@ -542,7 +540,8 @@ def write_final_eval(workdir: str, trainer: Trainer, state: step_lib.TrainState,
               f"The selected checkpoint, step {best} in {manager.directory}, is unreadable; "
               "set --config.checkpoint.select_by= to evaluate the newest.")
   step = int(jax.device_get(state.step))
-  results = run_evals(trainer, state, step, list(trainer.config.evals), writer, stored)
+  results = run_evals(trainer, state, step, list(trainer.config.evals),
+                      None if differences else writer, stored)
   report = {"step": step, **chose, "task": trainer.task_name,
             "num_params": count_params(state.params), **results}
   if differences:
