@@ -48,6 +48,7 @@ from etils import epath
 import seqio
 import tensorflow as tf
 
+from byteflax import paths as byteflax_paths
 from tasks import fortunes
 
 NOISE_DENSITY = 0.15
@@ -280,7 +281,7 @@ def _add_task(name: str, source: seqio.DataSource, *,
 def _matching_files(pattern: str) -> list[str]:
   """The non-empty files that the glob `pattern` matches; a URI's (gs://...) through epath,
   whose backend globs one directory level per `*`, as tf.io.gfile does."""
-  if "://" not in pattern:
+  if not byteflax_paths.is_uri(pattern):
     return [p for p in glob.glob(pattern, recursive=True)
             if os.path.isfile(p) and os.path.getsize(p)]
   parts = pattern.split("/")
