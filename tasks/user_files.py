@@ -12,7 +12,7 @@ the splits.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 import bz2
 import codecs
 import collections
@@ -475,7 +475,9 @@ def _key_suggestion(rows: Sequence[Mapping[str, object]], keys: Sequence[str]) -
 
 
 def _columns(columns: Sequence[str], keys: Sequence[str], path: str, where: str,
-             hint: str = "", first_rows=None) -> list[str]:
+             hint: str = "",
+             first_rows: Callable[[], Sequence[Mapping[str, object]]] | None = None
+             ) -> list[str]:
   """`columns` with each one that is the only case-insensitive match of a key with no
   exact match renamed to that key (a spreadsheet's "Text" for text_key "text").
 
