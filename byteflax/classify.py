@@ -9,10 +9,10 @@ r"""Scores texts with a trained classifier: a byteflax.main workdir (JAX) or a .
 
 Each output row holds the input row (a file's every field: ids and labels come through) and
 one probability per label, named as the run's labels (for a .tflite, those of the
-manifest.json beside it), or "<label>_probability" where the input has a field of that name. Any input works: a byte model has no
-out-of-vocabulary text; empty texts are scored (as the end-of-text id alone), longer ones cut
-to the model's length, and bytes that are not UTF-8 in a file read as U+FFFD (with a warning
-naming the line). From Python:
+manifest.json beside it), or "<label>_probability" where the input has a field of that
+name. Any input works: a byte model has no out-of-vocabulary text; empty texts are scored
+(as the end-of-text id alone), longer ones cut to the model's length, and bytes that are
+not UTF-8 in a file read as U+FFFD (with a warning naming the line). From Python:
 
   from byteflax import classify
   classifier = classify.load("/tmp/byteqrnn")   # or ".../model_int8.tflite"

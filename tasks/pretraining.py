@@ -30,8 +30,8 @@ Tasks and mixtures registered on import (none reads or downloads anything until 
                                           language sampling exponent alpha = 0.3; n =
                                           examples in the language's train split).
 `register_text_files_task` adds a task over text files (local or in a bucket) matched by glob
-patterns, and
-`register_corpus` a mixture over a corpus that `python -m byteflax.corpus` built.
+patterns, and `register_corpus` a mixture over a corpus that `python -m byteflax.corpus`
+built.
 """
 
 from __future__ import annotations
