@@ -25,7 +25,7 @@ exported signature length that holds it, as a phone does.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 import csv
 import json
 import os
@@ -145,7 +145,7 @@ def read_inputs(texts: Sequence[str], path: str | None, text_key: str,
   if path and user_files.file_format(path):
     rows = user_files.read_text_rows(path, text_key, invalid_utf8)
     return [text for text, _ in rows], [row for _, row in rows]
-  if not texts and path:
+  if path:
     texts = _lines(user_files.decode_text(user_files.read_bytes(path), path, invalid_utf8))
   elif not texts:
     data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode()
@@ -163,12 +163,10 @@ def _lines(text: str) -> list[str]:
   return [line.removesuffix("\r") for line in lines]
 
 
-def score_columns(label_names: Sequence[str], rows: Sequence[Mapping[str, object]]
-                  ) -> list[str]:
+def score_columns(label_names: Sequence[str], fields: Collection[str]) -> list[str]:
   """The output's column for each label's probability: the label's name, or
   "<name>_probability" where the input already has a field of that name (scoring a
   labelled file must not overwrite its labels)."""
-  fields = {key for row in rows for key in row}
   return [f"{name}_probability" if name in fields else name for name in label_names]
 
 
@@ -176,12 +174,12 @@ def write_outputs(rows: Sequence[Mapping[str, object]], probabilities: np.ndarra
                   label_names: Sequence[str], path: str | None, stdout=sys.stdout) -> None:
   """Each input row (`read_inputs`) with one probability per label (`score_columns`): CSV
   when `path` ends in .csv, else JSON lines (stdout when path is None)."""
-  columns = score_columns(label_names, rows)
+  # Every field that some row has, in the order the rows first have them.
+  fields = list(dict.fromkeys(key for row in rows for key in row))
+  columns = score_columns(label_names, fields)
   f = open(path, "w", newline="", encoding="utf-8") if path else stdout
   try:
     if path and path.lower().endswith(".csv"):
-      # Every field that some row has, in the order the rows first have them.
-      fields = list(dict.fromkeys(key for row in rows for key in row))
       writer = csv.writer(f)
       writer.writerow([*fields, *columns])
       writer.writerows([*(_csv_field(row.get(key)) for key in fields),

@@ -27,6 +27,7 @@ from clu import metric_writers
 from etils import epath
 import flax
 import flax.linen as nn
+from flax import traverse_util
 import jax
 from jax.experimental import multihost_utils
 import ml_collections
@@ -699,24 +700,13 @@ RUN_IDENTITY = ("model_name", "model", "data.task", "data.train_path", "data.val
                 "optim.ema_decay")
 
 
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-  """A nested config dict as {"data.test_path": value, ...}."""
-  flat = {}
-  for name, value in tree.items():
-    if isinstance(value, dict) and value:
-      flat.update(_flat(value, f"{prefix}{name}."))
-    else:
-      flat[f"{prefix}{name}"] = value
-  return flat
-
-
 def config_differences(config: ml_collections.ConfigDict, workdir: str,
                        fields: Sequence[str] | None = None) -> list[str]:
   """"<field> is <value> there, <value> here" for each field in which `config` differs from
   the run's config.json: fields (and the fields under) `fields`, else all. A field that one
   of them lacks reads as None (a config.json written before the field existed)."""
-  stored = _flat(run_config(workdir).to_dict())
-  new = _flat(json.loads(config.to_json_best_effort()))
+  stored = traverse_util.flatten_dict(run_config(workdir).to_dict(), sep=".")
+  new = traverse_util.flatten_dict(json.loads(config.to_json_best_effort()), sep=".")
   return [f"{key} is {stored.get(key)!r} there, {new.get(key)!r} here"
           for key in sorted(stored.keys() | new.keys())
           if (fields is None or any(key == f or key.startswith(f + ".") for f in fields))

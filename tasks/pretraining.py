@@ -287,7 +287,7 @@ def _matching_files(pattern: str) -> list[str]:
   parts = pattern.split("/")
   fixed = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
   if fixed == len(parts):  # No wildcard: the file itself.
-    matches = [epath.Path(pattern)] if epath.Path(pattern).exists() else []
+    matches = [epath.Path(pattern)]
   else:
     matches = epath.Path("/".join(parts[:fixed])).glob("/".join(parts[fixed:]))
   return [str(p) for p in matches if p.is_file() and p.stat().length]

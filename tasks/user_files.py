@@ -464,14 +464,14 @@ def _key_suggestion(rows: Sequence[Mapping[str, object]], keys: Sequence[str]) -
   if not lengths or max(lengths.values()) == 0:
     return ""
   text = max(columns, key=lengths.get)
-  flags = f"--config.data.text_key={text}" if len(keys) > 1 else f"--text_key={text}"
-  if len(keys) > 1:
-    labels = [c for c in columns
-              if c != text and all(_label(row.get(c)) is not None for row in rows)]
-    if not labels:
-      return ""
-    flags += f" --config.data.label_keys={','.join(labels)}"
-  return f" (here probably {flags})"
+  if len(keys) == 1:
+    return f" (here probably --text_key={text})"
+  labels = [c for c in columns
+            if c != text and all(_label(row.get(c)) is not None for row in rows)]
+  if not labels:
+    return ""
+  return (f" (here probably --config.data.text_key={text} "
+          f"--config.data.label_keys={','.join(labels)})")
 
 
 def _columns(columns: Sequence[str], keys: Sequence[str], path: str, where: str,
