@@ -23,8 +23,9 @@ the test texts, and ROC AUC on a perturbed copy of them (byteflax/perturb.py: ob
 spellings at --perturb_rate, seeded; 0 skips it), where a byte model needs no vocabulary.
 --max_test_examples scores a seeded subsample of the split (every row the same texts).
 Latency: per example, batch 1, one CPU thread (XLA, LiteRT and torch alike), median of
---latency_runs warm runs cycling through test examples. The TFLite models always take their
-fixed exported length (padded), text baselines take each text as it is.
+--latency_runs warm calls on test examples drawn at random. A TFLite model runs each text at
+its shortest signature that holds it (as on device and in byteflax.classify), a JAX row at its
+max_length (padded), a text baseline takes the text as it is.
 Writes <results_dir>/compare.json and compare.png (ROC AUC vs latency, bubble area = size).
 """
 

@@ -2,6 +2,9 @@ r"""Encoder benchmark: ByteQRNN, ByteTransformer, ByteFunnelTransformer, raw-byt
 
   pip install -e ".[bench]"
   python -m benchmarks.encoders --out=/tmp/encoders [--train_steps=300] [--skip_training]
+  # How ByteQRNN's recurrence is evaluated (byteflax/qrnn.py), one row per way:
+  python -m benchmarks.encoders --models=ByteQRNN --qrnn_scans=associative,sequential \
+      --lengths=128,256,512 --batch_size=32 --skip_training
 
 Every model is its config on the English fortunes, labels only
 (configs/byteqrnn_toxicity.py:fortunes,scratch, configs/transformer_toxicity.py:
@@ -226,6 +229,9 @@ def main() -> None:
                       help="Bytes kept per training / eval example (the configs keep 1024; "
                       "512 keeps the raw-bytes transformer's budget affordable on CPU).")
   parser.add_argument("--skip_training", action="store_true", help="Speed columns only.")
+  parser.add_argument("--qrnn_scans", default="",
+                      help="Comma-separated byteflax.qrnn.SCANS: one ByteQRNN row per way "
+                      "of evaluating its recurrence (default: the model's, auto).")
   args = parser.parse_args()
 
   names = args.models.split(",")
@@ -233,6 +239,11 @@ def main() -> None:
   if unknown:
     parser.error(f"Unknown models {sorted(unknown)}; choose from {list(CONFIGS)}.")
   configs = {name: CONFIGS[name]() for name in names}
+  if args.qrnn_scans and "ByteQRNN" in configs:
+    qrnn_config = configs.pop("ByteQRNN")
+    for scan in args.qrnn_scans.split(","):
+      configs[f"ByteQRNN ({scan} scan)"] = ml_collections.ConfigDict(qrnn_config.to_dict())
+      configs[f"ByteQRNN ({scan} scan)"].model.qrnn_scan = scan
   lengths = [int(length) for length in args.lengths.split(",")]
   os.makedirs(args.out, exist_ok=True)
 

@@ -204,7 +204,7 @@ class ByteQRNN(ByteClassifier):
   qrnn_pooling: str = "fo"
   bidirectional: bool = True
   zoneout: float = 0.01
-  qrnn_scan: str = "associative"
+  qrnn_scan: str = "auto"
   early_exit: bool = False
   shared_exit_head: bool = False
 

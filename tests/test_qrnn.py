@@ -84,7 +84,7 @@ def _init(model, x, mask):
   return init(jax.random.PRNGKey(0), x, mask)
 
 
-@pytest.mark.parametrize("scan", ["associative", "doubling"])
+@pytest.mark.parametrize("scan", ["associative", "sequential", "doubling", "auto"])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_linear_recurrence_matches_naive(reverse, scan):
   key_f, key_z = jax.random.split(jax.random.PRNGKey(0))
@@ -98,15 +98,31 @@ def test_linear_recurrence_matches_naive(reverse, scan):
   )
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+def test_sequential_and_associative_scans_have_equal_gradients(reverse):
+  key_f, key_z, key_w = jax.random.split(jax.random.PRNGKey(1), 3)
+  forget = jax.random.uniform(key_f, (2, 11, 3))
+  update = jax.random.normal(key_z, (2, 11, 3))
+  weights = jax.random.normal(key_w, (2, 11, 3))  # A loss that reads every state.
+
+  def gradients(scan):
+    loss = lambda f, z: jnp.sum(weights * linear_recurrence(f, z, reverse, scan))
+    return jax.grad(loss, argnums=(0, 1))(forget, update)
+
+  for sequential, associative in zip(gradients("sequential"), gradients("associative")):
+    np.testing.assert_allclose(sequential, associative, atol=1e-5)
+
+
 def test_scan_methods_agree_on_an_encoder():
   x, mask = utils.ragged_inputs([40, 17, 1], 40, 6)
   encoder = QRNNEncoder(num_layers=2, features=5)
   variables = _init(encoder, x, mask)
   outputs = [encoder.clone(scan=scan).apply(variables, x, mask, deterministic=True)
-             for scan in ("associative", "doubling")]
+             for scan in ("associative", "sequential", "doubling")]
   np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)
+  np.testing.assert_allclose(outputs[0], outputs[2], atol=1e-5)
   with pytest.raises(ValueError, match="scan must be one of"):
-    linear_recurrence(x, x, scan="sequential")
+    linear_recurrence(x, x, scan="parallel")
 
 
 @pytest.mark.parametrize("pooling", ["f", "fo"])
