@@ -488,8 +488,10 @@ def run_evals(trainer: Trainer, state: step_lib.TrainState, step: int, names,
     if split == "validation" and trainer.label_names:
       thresholds = {label: results[name][f"f1_threshold/{label}"]
                     for label in trainer.label_names}
-    logging.info("eval %s @ step %d: %s", name, step, "  ".join(
-        f"{key} {value:.4f}" for key, value in results[name].items() if "/" not in key))
+    shown = "  ".join(f"{key} {value:.4f}" for key, value in results[name].items()
+                      if "/" not in key)
+    logging.info("eval %s @ step %d%s: %s", name, step,
+                 " (saved with its checkpoint)" if name in stored else "", shown)
   return results
 
 

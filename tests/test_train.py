@@ -501,9 +501,9 @@ def test_budget_needs_total_steps_when_the_task_has_no_size():
                            output_features=toxicity.OUTPUT_FEATURES)
   with pytest.raises(ValueError, match=f"{name}.*set config.total_steps"):
     train.training_steps(config, name)
-  # The defaults: 1,000 steps on the 147k comments; 4.66 passes over the 13.7k fortunes,
+  # The defaults: 1,500 steps on the 147k comments; 4.66 passes over the 13.7k fortunes,
   # 6,000 steps when transfer texts fill 2/3 of each batch, 2,000 on the labels alone.
-  assert train.training_steps(config, "toxic_comments_en")[0] == 1000
+  assert train.training_steps(config, "toxic_comments_en")[0] == 1500
   assert train.training_steps(byteqrnn_toxicity.get_config("fortunes"),
                               "fortunes_offensive_en")[0] == 6000
   assert train.training_steps(byteqrnn_toxicity.get_config("fortunes,scratch"),
