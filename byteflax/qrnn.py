@@ -67,7 +67,7 @@ def linear_recurrence(
     reverse: scan from the last position (c_t depends on c_{t+1}).
     scan: "associative" (`jax.lax.associative_scan`: O(log length) depth, for GPU / TPU),
       "sequential" (`lax.scan`, one position per step: no parallelism to gain on a CPU's
-      few cores, and ~18% less time per ByteQRNN training step there than associative:
+      few cores, and ~17% less time per ByteQRNN training step there than associative:
       benchmarks/encoders.py --qrnn_scans), "auto" (sequential on CPU, else associative)
       or "doubling" (recursive doubling, O(length log length) work, ~5x slower to train on
       CPU, but only shifts, multiplies and adds: TFLite's int8 quantizer cannot handle the

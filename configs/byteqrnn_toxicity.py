@@ -18,7 +18,8 @@ random weights (`:scratch`); distilled from random weights: 0.9520.
 Running the same command again resumes from the newest checkpoint in --workdir.
 
 Variants (`--config=configs/byteqrnn_toxicity.py:<arg>`, comma-separated):
-  full          no step cap: 5 epochs (23,025 steps on the comments), for a GPU / TPU.
+  full          no step cap: 5 epochs (23,025 steps on the comments), for a GPU / TPU
+                (three length buckets: padding costs an accelerator little).
   fortunes      the English fortunes (offensive vs clean fortune-cookie texts): the shipped
                 encoder taught by a fine-tuned MiniLM on the fortunes, on 4 augmented
                 copies of each and on 20,000 toxic comments (the teacher's log-odds and

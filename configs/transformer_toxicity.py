@@ -17,8 +17,9 @@ The argument is a model, optionally followed by options, comma-separated:
                   first use; not run on this repository's machine yet.
   smoke           a ~1 minute run for tests and debugging (tiny model, few steps).
 e.g. `--config=configs/transformer_toxicity.py:raw,civil_comments`.
-The task is ByteQRNN's default, the 184k toxic comments, for 1,000 steps (ByteQRNN's until
-session 52, when its cap rose to 1,500 for the faster CPU step; results.md compares both at 1,000).
+The task is ByteQRNN's default, the 184k toxic comments, for 1,000 steps (ByteQRNN's cap
+until session 52, when a faster CPU step raised it to 1,500; docs/results.md compares the
+two models at 1,000).
 
 Everything but the model (data, optimizer, quantization, checkpoints, evals) is
 configs/byteqrnn_toxicity.py:scratch's (labels only, no distillation), so the encoders are
