@@ -92,8 +92,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Batches are padded to the next boundary. On a CPU the padding costs its share of the
   # time, so boundaries ~1.5x apart: real bytes are 87% of the padded ones on the
   # comments' training split, against 74% with (128, 256, 512) (docs/design.md), for one
-  # compilation per boundary. `:full` (GPU / TPU) keeps three, as did every result before
-  # session 52 (`--config.data.length_buckets="(128, 256, 512)"` batches as they did).
+  # compilation per boundary. `:full` (GPU / TPU) and the fortunes keep three, as did every
+  # result before session 52 (`--config.data.length_buckets="(128, 256, 512)"` batches as
+  # they did).
   config.data.length_buckets = (64, 96, 128, 192, 256, 384, 512, 768)
   config.data.batch_size = 32
   config.data.eval_batch_size = 128
@@ -219,6 +220,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # 13.7k fortunes: 2,000 steps (4.7 epochs) and the char teacher, as measured (docs/results.md).
     config.max_steps = 2000
     config.distill.teacher = "tfidf_char"
+    # The buckets every fortunes result was measured with. They also order the training
+    # texts that the augmented transfer texts are drawn from (input_pipeline.transfer_ids),
+    # so FORTUNES_TEACHER scored the copies this batching makes, not another's.
+    config.data.length_buckets = (128, 256, 512)
   if "fortunes" in args and not args & {"scratch", "smoke", "qat"}:
     # The best recipe measured on the English fortunes (docs/distillation.md): the shipped
     # encoder learns from a fine-tuned MiniLM, whose logits for the fortunes, four augmented
