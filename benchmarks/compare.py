@@ -38,7 +38,6 @@ import datetime
 import functools
 import json
 import os
-import platform
 
 from absl import app
 from absl import flags
@@ -214,7 +213,7 @@ def compare(config, export_dir: str | None, runs: list[str], baseline_kinds: lis
                            "seed": 0} if perturb_rate else None,
           "latency_runs": latency_runs, "bert_base": {"params": BERT_BASE_PARAMS,
                                                       "bytes": BERT_BASE_BYTES},
-          "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+          "machine": results_io.machine(),
           "date": datetime.date.today().isoformat(), "rows": rows}
 
 

@@ -120,13 +120,16 @@ def benchmark(config, export_dirs: Sequence[str], baseline_kinds: Sequence[str],
   text_bytes = [len(t.encode("utf-8")) for t in test_texts]
   return {"task": config.data.task if not config.data.train_path else config.data.train_path,
           "texts": len(test_texts), "median_text_bytes": float(np.median(text_bytes)),
-          "export_dirs": list(export_dirs), "threads": 1, "rows": rows}
+          "export_dirs": list(export_dirs), "threads": 1, "machine": results_io.machine(),
+          "rows": rows}
 
 
 def format_table(results: dict) -> str:
   lengths = list(results["rows"][0]["ms_by_length"]) if results["rows"] else []
+  cpu = results["machine"]
   lines = [f"Per comment ({results['texts']} test texts, median {results['median_text_bytes']:.0f}"
-           " bytes; batch 1, one thread) and by length (ms):", "",
+           " bytes; batch 1, one thread) and by length (ms), on "
+           f"{cpu['cpu']} ({', '.join(cpu['features']) or 'no listed features'}):", "",
            "| model | median | p90 | p99 | " + " | ".join(lengths) + " |",
            "|---|---|---|---|" + "---|" * len(lengths)]
   for row in results["rows"]:

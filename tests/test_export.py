@@ -334,6 +334,7 @@ def test_latency_benchmark_times_every_model_on_the_same_texts(quantized_model, 
     assert 0 < row["median_ms"] <= row["p90_ms"] <= row["p99_ms"]
     assert list(row["ms_by_length"]) == ["16", "64", "256"]
   assert results["texts"] == 30 and "| tfidf_word |" in latency.format_table(results)
+  assert f"on {results['machine']['cpu']} (" in latency.format_table(results)
   assert len(latency.synthetic_text(64)) == 63
   # Two exports of one model (e.g. before and after a change) keep a row each.
   again = shutil.copytree(export_dir, tmp_path / "again")
@@ -391,3 +392,18 @@ def test_timed_models_take_turns_on_every_input():
                    ("a", "x"), ("b", "x"), ("b", "y"), ("a", "y"), ("a", "z"), ("b", "z")]
   assert sorted(times) == ["a", "b"] and all(t.shape == (3,) and np.all(t >= 0)
                                               for t in times.values())
+
+
+def test_benchmarks_name_the_cpu_and_its_int8_dot_product_features(tmp_path):
+  from benchmarks import results_io  # pylint: disable=g-import-not-at-top
+  cpuinfo = tmp_path / "cpuinfo"
+  cpuinfo.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8481C\n"
+                     "flags\t\t: fpu sse2 avx2 avx512f avx512_vnni amx_int8\n\n"
+                     "processor\t: 1\nmodel name\t: Intel(R) Xeon(R) Platinum 8481C\n")
+  found = results_io.machine(str(cpuinfo))
+  assert found["cpu"] == "Intel(R) Xeon(R) Platinum 8481C"
+  assert found["features"] == ["avx2", "avx512f", "avx512_vnni", "amx_int8"]
+  arm = tmp_path / "arm"
+  arm.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp i8mm\n")
+  assert results_io.machine(str(arm))["features"] == ["asimddp", "i8mm"]
+  assert results_io.machine(str(tmp_path / "missing"))["features"] == []
