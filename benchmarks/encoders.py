@@ -42,6 +42,7 @@ import ml_collections
 import numpy as np
 
 import tasks  # pylint: disable=unused-import  (registers the SeqIO tasks)
+from byteflax import qrnn
 from byteflax import train
 from configs import byteqrnn_toxicity
 from configs import transformer_toxicity
@@ -239,9 +240,15 @@ def main() -> None:
   if unknown:
     parser.error(f"Unknown models {sorted(unknown)}; choose from {list(CONFIGS)}.")
   configs = {name: CONFIGS[name]() for name in names}
-  if args.qrnn_scans and "ByteQRNN" in configs:
+  if args.qrnn_scans:
+    scans = args.qrnn_scans.split(",")
+    if "ByteQRNN" not in configs:
+      parser.error("--qrnn_scans gives ByteQRNN rows; add ByteQRNN to --models.")
+    if set(scans) - set(qrnn.SCANS):
+      parser.error(f"Unknown --qrnn_scans {sorted(set(scans) - set(qrnn.SCANS))}; "
+                   f"choose from {list(qrnn.SCANS)}.")
     qrnn_config = configs.pop("ByteQRNN")
-    for scan in args.qrnn_scans.split(","):
+    for scan in scans:
       configs[f"ByteQRNN ({scan} scan)"] = ml_collections.ConfigDict(qrnn_config.to_dict())
       configs[f"ByteQRNN ({scan} scan)"].model.qrnn_scan = scan
   lengths = [int(length) for length in args.lengths.split(",")]

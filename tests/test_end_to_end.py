@@ -145,3 +145,13 @@ def test_encoder_benchmark_writes_its_table_json_and_plot(tmp_path):
   assert all(row["forward_gflops"] > 0 and row["train_bytes_per_s"] > 0 for row in rows)
   assert os.path.getsize(tmp_path / "encoders.png") > 0
   assert "| ByteTransformer |" in result.stdout
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--models=ByteTransformer", "--qrnn_scans=sequential"], "add ByteQRNN to --models"),
+    (["--models=ByteQRNN", "--qrnn_scans=sequental"], "Unknown --qrnn_scans ['sequental']"),
+])
+def test_encoder_benchmark_refuses_qrnn_scans_it_cannot_run(flags, message):
+  result = subprocess.run([sys.executable, "-m", "benchmarks.encoders", *flags], cwd=_REPO,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
