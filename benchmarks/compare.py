@@ -49,6 +49,7 @@ from byteflax import baselines
 from byteflax import cli
 from byteflax import distill
 from byteflax import export
+from byteflax import machine
 from byteflax import input_pipeline
 from byteflax import metrics
 from byteflax import perturb
@@ -213,7 +214,7 @@ def compare(config, export_dir: str | None, runs: list[str], baseline_kinds: lis
                            "seed": 0} if perturb_rate else None,
           "latency_runs": latency_runs, "bert_base": {"params": BERT_BASE_PARAMS,
                                                       "bytes": BERT_BASE_BYTES},
-          "machine": results_io.machine(),
+          "machine": machine.describe(),
           "date": datetime.date.today().isoformat(), "rows": rows}
 
 

@@ -33,6 +33,7 @@ from byteflax import cli
 from byteflax import distill
 from byteflax import early_exit
 from byteflax import export
+from byteflax import machine
 from byteflax import splitter
 from byteflax import train
 
@@ -88,7 +89,8 @@ def benchmark(config, workdir: str, plain_export: str | None, num_texts: int, ro
     rows.append(row)
   full = next(r for r in rows if r["threshold"] == 1.0)
   return {"workdir": workdir, "texts": len(ids), "rounds": rounds, "threads": 1,
-          "machine": results_io.machine(), "tolerance": report["tolerance"], "per_exit_roc_auc": report["per_exit_roc_auc"],
+          "machine": machine.describe(), "tolerance": report["tolerance"],
+          "per_exit_roc_auc": report["per_exit_roc_auc"],
           "full_model_chain_mean_ms": full["mean_ms"], "rows": rows}
 
 

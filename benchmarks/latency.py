@@ -43,6 +43,7 @@ from byteflax import baselines
 from byteflax import cli
 from byteflax import distill
 from byteflax import export
+from byteflax import machine
 from byteflax import splitter
 
 def synthetic_text(num_ids: int, seed: int = 0) -> str:
@@ -120,7 +121,7 @@ def benchmark(config, export_dirs: Sequence[str], baseline_kinds: Sequence[str],
   text_bytes = [len(t.encode("utf-8")) for t in test_texts]
   return {"task": config.data.task if not config.data.train_path else config.data.train_path,
           "texts": len(test_texts), "median_text_bytes": float(np.median(text_bytes)),
-          "export_dirs": list(export_dirs), "threads": 1, "machine": results_io.machine(),
+          "export_dirs": list(export_dirs), "threads": 1, "machine": machine.describe(),
           "rows": rows}
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from byteflax import cli
 from byteflax import export
 from byteflax import input_pipeline
+from byteflax import machine
 from byteflax import metrics as metrics_lib
 from byteflax import paths
 from byteflax import train
@@ -288,8 +289,12 @@ def write_card(workdir: str, export_dir: str | None = None, out: str | None = No
       size_rows.append([f"TFLite `{filename}` ({length} bytes in)", f"{os.path.getsize(path):,}",
                         f"{auc:.4f}" if auc is not None else "-",
                         f"{export.median_latency_ms(classifier, ids, latency_runs):.2f}"])
+    cpu = machine.describe()
     lines += [f"Latency: median of {latency_runs} single test examples, batch 1, one thread, "
-              "LiteRT interpreter, on the machine that wrote this card. LiteRT AUC: from "
+              f"LiteRT interpreter, on the machine that wrote this card ({cpu['cpu']}; "
+              f"{', '.join(cpu['features']) or 'none'} of avx2, avx512f and the int8 dot-product "
+              "instructions; without the latter int8 ran no faster than float32 in "
+              "docs/benchmarks.md). LiteRT AUC: from "
               "`benchmarks/export_benchmark.py` (its benchmark.json), when it was run.", ""]
   lines += _table(["model", "bytes", "test ROC AUC (LiteRT)", "ms / example"], size_rows)
   lines += [""]

@@ -13,6 +13,7 @@ import pytest
 
 from byteflax import export
 from byteflax import input_pipeline
+from byteflax import machine
 from byteflax import models
 from byteflax import quant
 from byteflax import train
@@ -394,16 +395,15 @@ def test_timed_models_take_turns_on_every_input():
                                               for t in times.values())
 
 
-def test_benchmarks_name_the_cpu_and_its_int8_dot_product_features(tmp_path):
-  from benchmarks import results_io  # pylint: disable=g-import-not-at-top
+def test_machine_names_the_cpu_and_its_int8_dot_product_features(tmp_path):
   cpuinfo = tmp_path / "cpuinfo"
   cpuinfo.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8481C\n"
                      "flags\t\t: fpu sse2 avx2 avx512f avx512_vnni amx_int8\n\n"
                      "processor\t: 1\nmodel name\t: Intel(R) Xeon(R) Platinum 8481C\n")
-  found = results_io.machine(str(cpuinfo))
+  found = machine.describe(str(cpuinfo))
   assert found["cpu"] == "Intel(R) Xeon(R) Platinum 8481C"
   assert found["features"] == ["avx2", "avx512f", "avx512_vnni", "amx_int8"]
   arm = tmp_path / "arm"
   arm.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp i8mm\n")
-  assert results_io.machine(str(arm))["features"] == ["asimddp", "i8mm"]
-  assert results_io.machine(str(tmp_path / "missing"))["features"] == []
+  assert machine.describe(str(arm))["features"] == ["asimddp", "i8mm"]
+  assert machine.describe(str(tmp_path / "missing"))["features"] == []

@@ -9,6 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from byteflax import machine
 from byteflax import report
 from configs import byteqrnn_toxicity
 from tests import utils
@@ -87,6 +88,7 @@ def test_cli_train_export_then_model_card_and_comparison(tmp_path):
           f"file's distinct texts (seed 0); test `{tmp_path / 'test.jsonl'}`); text `text`, "
           "labels `label`.") in card
   assert "seed 0) on the splits above. Check" in card  # Nothing about the fortunes' labels.
+  assert f"on the machine that wrote this card ({machine.describe()['cpu']}; " in card
   for section in ("## Data", "## Metrics", "(best F1)", "expected calibration error",
                   "model_int8.tflite", "| train | 360 |", "| test | 120 |"):
     assert section in card, section
