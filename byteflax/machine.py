@@ -11,8 +11,9 @@ INT8_DOT_PRODUCT_FEATURES = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "
 def describe(cpuinfo: str = "/proc/cpuinfo") -> dict:
   """The CPU this process runs on: {"cpus", "platform", "cpu" (its model name), "features"
   (the INT8_DOT_PRODUCT_FEATURES it has, plus avx2 / avx512f)}, read off Linux's `cpuinfo`;
-  without that file the model name is platform.processor()'s and features is empty."""
-  model, features = platform.processor(), set()
+  without a model name there (ARM's cpuinfo has none) it is platform.processor()'s or the
+  architecture's, and without the file features is empty."""
+  model, features = platform.processor() or platform.machine(), set()
   try:
     with open(cpuinfo) as f:
       for line in f:

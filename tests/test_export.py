@@ -406,4 +406,5 @@ def test_machine_names_the_cpu_and_its_int8_dot_product_features(tmp_path):
   arm = tmp_path / "arm"
   arm.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp i8mm\n")
   assert machine.describe(str(arm))["features"] == ["asimddp", "i8mm"]
+  assert machine.describe(str(arm))["cpu"]  # The architecture, at least.
   assert machine.describe(str(tmp_path / "missing"))["features"] == []
