@@ -660,7 +660,10 @@ def _train_loop(trainer: Trainer, state: step_lib.TrainState, start_step: int,
     metrics = _selection_metrics(selection, results)
     if manager.should_save(step) or is_last or preempted or metrics:
       _check_finite(pending_losses, first_pending)
-      manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics,
+      # A save without an eval stores empty metrics (never selected: Selection.score),
+      # rather than none, which orbax warns about on every save when it tracks a best.
+      manager.save(step, args=ocp.args.StandardSave(state),
+                   metrics=metrics if metrics is not None or selection is None else {},
                    force=is_last or preempted or metrics is not None)
     if preempted:
       return state, True

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -522,3 +523,17 @@ def test_cli_stops_on_too_little_text_for_the_teacher_with_its_message(tmp_path)
   message = result.stderr[result.stderr.index("Error: "):].rstrip().splitlines()
   assert message[0].startswith("Error: TF-IDF on word 1-2-grams: no n-gram occurs in 2 or more")
   assert message[-1].endswith("--config.distill.alpha=0 trains on the labels alone.")
+
+
+def test_checkpoints_saved_between_evals_are_kept_for_resuming_never_selected(
+    toy_data, tmp_path, monkeypatch, caplog):
+  monkeypatch.setattr(train.Trainer, "evaluate", _scripted_evaluate({20: 0.9, 40: 0.8}))
+  config = _config(toy_data, total_steps=40, **{
+      "checkpoint.every_steps": 10, "checkpoint.keep": 1, "evals.validation.every_steps": 20,
+      "evals.validation.every_epochs": 0.0})
+  with caplog.at_level(logging.WARNING):
+    report = train.train_and_evaluate(config, str(tmp_path))
+  assert (report["step"], report["last_step"]) == (20, 40)
+  assert sorted(int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit()) == [20, 40]
+  # Orbax warns on a save without metrics when it tracks a best; those saves store none.
+  assert "did not provide metrics" not in caplog.text
