@@ -4,6 +4,7 @@ from collections.abc import Callable
 import json
 import os
 
+
 def write_results(out: str, name: str, results: object,
                   plot: Callable[[object, str], None] | None = None) -> list[str]:
   """Writes `results` to <out>/<name>.json and, given `plot(results, path)`, <out>/<name>.png;
