@@ -199,7 +199,12 @@ def compare(config, export_dir: str | None, runs: list[str], baseline_kinds: lis
   test = TestSet(config, split, max_test_examples, perturb_rate)
   rows = tflite_rows(export_dir, test, latency_runs) if export_dir else []
   task_name = input_pipeline.resolve_task(config.data)
-  rows += [jax_row(workdir, task_name, test, latency_runs) for workdir in runs]
+  jax_rows = [jax_row(workdir, task_name, test, latency_runs) for workdir in runs]
+  names = [row["name"] for row in jax_rows]
+  for row in jax_rows:  # Runs of one model (e.g. seeds) are told apart by their workdir.
+    if names.count(row["name"]) > 1:
+      row["name"] += f" {row['workdir']}"
+  rows += jax_rows
   examples = {split: len(test.texts)}
   if baseline_kinds:
     splits = {name: distill.split_texts(config, name)[1:] for name in ("train", "validation")}

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -95,19 +96,23 @@ def test_cli_train_export_then_model_card_and_comparison(tmp_path):
   for png in ("training.png", "thresholds.png", "reliability.png"):
     assert f"]({png})" in card and os.path.getsize(card_dir / png) > 1000
 
+  # Two runs of one model (as seeds are) get a row each, named by their workdirs.
+  run_copy = shutil.copytree(run_dir, tmp_path / "run_copy")
   table = run("-m", "benchmarks.compare", *flags, f"--export_dir={export_dir}",
-              f"--runs={run_dir}", "--baselines=tfidf_char,minilm", "--latency_runs=10",
+              f"--runs={run_dir},{run_copy}", "--baselines=tfidf_char,minilm", "--latency_runs=10",
               f"--results_dir={results}")
   with open(results / "compare.json") as f:
     comparison = json.load(f)
   rows = {row["name"]: row for row in comparison["rows"]}
   assert set(rows) == {"byte_qrnn TFLite int8", "byte_qrnn TFLite int8_full",
-                       "byte_qrnn TFLite float32", "byte_qrnn (JAX)", "TF-IDF char n-grams + LR",
+                       "byte_qrnn TFLite float32", f"byte_qrnn (JAX) {run_dir}",
+                       f"byte_qrnn (JAX) {run_copy}", "TF-IDF char n-grams + LR",
                        "all-MiniLM-L6-v2 frozen + LR"}
   assert comparison["examples"] == {"train": 360, "validation": 40, "test": 120}
   # The float TFLite file and the JAX run are one model on the same test texts.
   assert rows["byte_qrnn TFLite float32"]["auc"] == pytest.approx(test_auc, abs=1e-3)
-  assert rows["byte_qrnn (JAX)"]["auc"] == pytest.approx(test_auc, abs=1e-3)
+  assert rows[f"byte_qrnn (JAX) {run_dir}"]["auc"] == pytest.approx(test_auc, abs=1e-3)
+  assert rows[f"byte_qrnn (JAX) {run_copy}"]["auc"] == rows[f"byte_qrnn (JAX) {run_dir}"]["auc"]
   assert rows["byte_qrnn TFLite int8"]["bytes"] == os.path.getsize(
       export_dir / "model_int8.tflite")
   assert rows["all-MiniLM-L6-v2 frozen + LR"]["params"] > 22_000_000
