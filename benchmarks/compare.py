@@ -49,8 +49,8 @@ from byteflax import baselines
 from byteflax import cli
 from byteflax import distill
 from byteflax import export
-from byteflax import machine
 from byteflax import input_pipeline
+from byteflax import machine
 from byteflax import metrics
 from byteflax import perturb
 from byteflax import splitter
