@@ -13,7 +13,8 @@ which the command fits into the workdir first (~3 min). The budget follows the d
 
 Measured (docs/results.md), 1.51 M parameters: test ROC AUC 0.9656 at seed 0, in 20 min
 on 2 idle CPU cores (the teacher's fit included); seeds 0-2: 0.9673 (0.9656-0.9687). At
-1,000 steps (the cap until session 52): 0.9601; labels only, 3 seeds each: 0.9586 from the shipped encoder, 0.9493 from
+1,000 steps (the cap until session 52): 0.9601; labels only, 3 seeds
+each: 0.9586 from the shipped encoder, 0.9493 from
 random weights (`:scratch`); distilled from random weights: 0.9520.
 Running the same command again resumes from the newest checkpoint in --workdir.
 
