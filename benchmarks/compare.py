@@ -5,6 +5,8 @@ r"""ByteQRNN against the baselines: ROC AUC, parameters, file size and CPU laten
   python -m benchmarks.compare --config=configs/byteqrnn_toxicity.py \
       --export_dir=/tmp/byteqrnn/export [--runs=/tmp/transformer,/tmp/funnel] \
       [--baselines=tfidf_char,minilm] [--results_dir=benchmarks/results]
+  python -m benchmarks.compare --config=configs/byteqrnn_toxicity.py \
+      --baselines=tfidf_char,minilm  # The baselines alone: no byte model needed.
 
 Rows, all on the test split of the config's task (any task: the same --config.data.* flags
 as byteflax.main, e.g. --config.data.train_path=mine.csv), as the byte models see it (texts
@@ -16,7 +18,8 @@ cut to config.data.max_length bytes):
     word n-grams + logistic regression; minilm = frozen all-MiniLM-L6-v2 sentence embeddings
     + logistic regression; minilm_finetuned = all-MiniLM-L6-v2 fine-tuned end to end
     (--finetune_epochs, the best validation epoch kept; --finetune_examples subsamples the
-    training texts for a CPU budget) (both the `baselines` extra). Size = the pickled fitted
+    training texts for a CPU budget; --frozen_examples does so for the frozen row) (both the
+    `baselines` extra). Size = the pickled fitted
     model, or the encoder's float32 weights (+ the LR).
 Quality: ROC AUC and PR-AUC (average precision; ROC AUC saturates on the toxic comments) on
 the test texts, and ROC AUC on a perturbed copy of them (byteflax/perturb.py: obfuscated
@@ -70,6 +73,10 @@ _FINETUNE_EXAMPLES = flags.DEFINE_integer(
     "finetune_examples", None,
     "minilm_finetuned: fine-tune on a seeded subsample of this many training texts (CPU "
     "budgets: ~25 CPU-minutes an epoch per 14k texts).")
+_FROZEN_EXAMPLES = flags.DEFINE_integer(
+    "frozen_examples", None,
+    "minilm: fit the logistic regression on the frozen embeddings of a seeded subsample of "
+    "this many training texts (CPU budgets: encoding costs ~1 CPU-minute per 1k texts).")
 _PERTURB_RATE = flags.DEFINE_float(
     "perturb_rate", perturb.DEFAULT_RATE,
     "Share of words obfuscated in the perturbed copy of the test texts; 0: no perturbed "
@@ -193,9 +200,9 @@ def baseline_row(kind: str, splits: dict, test: TestSet, latency_runs: int,
 def compare(config, export_dir: str | None, runs: list[str], baseline_kinds: list[str],
             split: str, latency_runs: int, max_test_examples: int | None = None,
             perturb_rate: float = perturb.DEFAULT_RATE,
-            finetune_options: dict | None = None) -> dict:
-  """All rows on one task and split, plus the context to read them; finetune_options
-  go to the minilm_finetuned baseline."""
+            baseline_options: dict[str, dict] | None = None) -> dict:
+  """All rows on one task and split, plus the context to read them; baseline_options maps
+  a baseline kind to its options (`baselines.build`: the MiniLM models' budgets)."""
   test = TestSet(config, split, max_test_examples, perturb_rate)
   rows = tflite_rows(export_dir, test, latency_runs) if export_dir else []
   task_name = input_pipeline.resolve_task(config.data)
@@ -210,7 +217,7 @@ def compare(config, export_dir: str | None, runs: list[str], baseline_kinds: lis
     splits = {name: distill.split_texts(config, name)[1:] for name in ("train", "validation")}
     examples.update({name: len(texts) for name, (texts, _) in splits.items()})
     rows += [baseline_row(kind, splits, test, latency_runs,
-                          **(finetune_options or {}) if kind == "minilm_finetuned" else {})
+                          **(baseline_options or {}).get(kind, {}))
              for kind in baseline_kinds]
   return {"task": task_name, "split": split, "max_length": config.data.max_length,
           "examples": examples,
@@ -265,12 +272,15 @@ def main(argv):
     raise app.UsageError("--workdir / --out are export_benchmark's; compare takes the "
                          "exported run as --export_dir, other runs as --runs and writes to "
                          "--results_dir.")
-  if not FLAGS.export_dir and not _RUNS.value:
-    raise app.UsageError("Give --export_dir (an exported ByteQRNN) and/or --runs.")
+  if not (FLAGS.export_dir or _RUNS.value or _BASELINES.value):
+    raise app.UsageError("Nothing to compare: give --export_dir (an exported ByteQRNN), "
+                         "--runs and/or --baselines.")
   results = compare(FLAGS.config, FLAGS.export_dir, _RUNS.value, _BASELINES.value,
                     FLAGS.split, FLAGS.latency_runs, _MAX_TEST_EXAMPLES.value,
-                    _PERTURB_RATE.value, {"epochs": _FINETUNE_EPOCHS.value,
-                                          "max_train_examples": _FINETUNE_EXAMPLES.value})
+                    _PERTURB_RATE.value,
+                    {"minilm": {"max_train_examples": _FROZEN_EXAMPLES.value},
+                     "minilm_finetuned": {"epochs": _FINETUNE_EPOCHS.value,
+                                          "max_train_examples": _FINETUNE_EXAMPLES.value}})
   print(format_table(results))
   print("Wrote", ", ".join(results_io.write_results(_RESULTS_DIR.value, "compare", results,
                                                     plot)))

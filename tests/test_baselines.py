@@ -101,6 +101,22 @@ def test_unknown_baselines_are_errors():
     baselines.TfidfLogisticRegression("bytes")
 
 
+def test_subsample_draws_text_label_pairs_and_leaves_small_sets_whole():
+  texts, labels = _texts(50, 0)
+  rng = np.random.default_rng(3)
+  small, small_labels = baselines.subsample((texts, labels), 20, rng)
+  assert len(small) == 20 == len(set(small)) and small_labels.shape == (20, 1)
+  for text, label in zip(small, small_labels):
+    assert labels[texts.index(text), 0] == label[0]
+  again = baselines.subsample((texts, labels), 20, np.random.default_rng(3))[0]
+  assert again == small  # Seeded.
+  for cap in (None, 50, 80):  # No cap, or one the set fits: all, in order, rng untouched.
+    state = rng.bit_generator.state
+    whole, whole_labels = baselines.subsample((texts, labels), cap, rng)
+    assert whole == texts and np.array_equal(whole_labels, labels)
+    assert rng.bit_generator.state == state
+
+
 @pytest.mark.slow  # Importing torch + transformers alone takes ~10-60 s here.
 def test_frozen_minilm_embeddings_separate_the_classes():
   model = baselines.build("minilm")  # Loads from the installed wheel; nothing downloads.
@@ -112,6 +128,13 @@ def test_frozen_minilm_embeddings_separate_the_classes():
   assert baselines.macro_auc(labels, model.decision_function(texts)) > 0.95
   assert 22_000_000 < model.num_params() < 23_000_000  # all-MiniLM-L6-v2: 22.7 M.
   assert model.size_bytes() > 80_000_000  # Its float32 weight file.
+  # max_train_examples: the LR sees a subsample of the training texts' embeddings.
+  sizes = []
+  model = baselines.build("minilm", max_train_examples=25)
+  encode = model.features
+  model.features = lambda texts, fit=False: sizes.append(len(texts)) or encode(texts, fit)
+  model.fit(_texts(60, 0), _texts(30, 1))
+  assert sizes == [25, 30]
 
 
 @pytest.mark.slow  # torch + transformers, and a few dozen fine-tuning steps.

@@ -122,3 +122,11 @@ def test_cli_train_export_then_model_card_and_comparison(tmp_path):
     assert row["bytes_vs_bert_base"] == pytest.approx(440e6 / row["bytes"])
     assert row["name"] in table
   assert os.path.getsize(results / "compare.png") > 1000
+
+  # Baselines alone, no byte model: the frozen MiniLM's LR fit on 100 of the 360 texts.
+  run("-m", "benchmarks.compare", *flags, "--baselines=minilm", "--frozen_examples=100",
+      "--perturb_rate=0", "--latency_runs=10", f"--results_dir={tmp_path / 'baselines'}")
+  with open(tmp_path / "baselines" / "compare.json") as f:
+    (row,) = json.load(f)["rows"]
+  assert row["name"] == "all-MiniLM-L6-v2 frozen + LR" and row["max_train_examples"] == 100
+  assert "auc_perturbed" not in row and 0.5 <= row["auc"] <= 1
