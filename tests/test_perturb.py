@@ -55,3 +55,25 @@ def test_bad_arguments():
     perturb.perturb_texts(["x"], kinds=("upside_down",))
   with pytest.raises(ValueError, match="Unknown perturbation kinds"):
     perturb.perturb_texts(["x"], kinds="leet")
+
+
+def test_perturb_spread_scores_one_fit_on_each_seeds_copy(tmp_path):
+  """benchmarks/perturb_spread.py: one TF-IDF fit, a perturbed test AUC per seed; copies of
+  other seeds differ, the clean AUC does not depend on them."""
+  from benchmarks import perturb_spread  # pylint: disable=g-import-not-at-top
+  from configs import byteqrnn_toxicity  # pylint: disable=g-import-not-at-top
+  from tests import utils  # pylint: disable=g-import-not-at-top
+  utils.write_toy_jsonl(tmp_path, numbered=True)
+  config = byteqrnn_toxicity.get_config("smoke")
+  config.data.train_path = str(tmp_path / "train.jsonl")
+  config.data.test_path = str(tmp_path / "test.jsonl")
+  results = perturb_spread.spread(config, ["tfidf_word", "tfidf_char"], c=10.0, seeds=3,
+                                  rate=1.0)
+  assert results["test_examples"] == 120 and results["task"].startswith("file_")
+  for row in results["rows"]:
+    assert row["auc"] > 0.95  # The marker word separates the classes.
+    assert len(row["auc_perturbed"]) == 3 and len(set(row["auc_perturbed"])) > 1
+    assert all(0 <= auc < row["auc"] for auc in row["auc_perturbed"])
+  table = perturb_spread.format_table(results)
+  assert table.splitlines()[2].startswith("| tfidf_word | ")
+  assert "perturbed, seed 2 | range |" in table.splitlines()[0]
