@@ -10,7 +10,8 @@ LR and MiniLM, on the same texts in one run.
   python -m benchmarks.latency ... --export_dir=/tmp/byteqrnn/export,/tmp/transformer/export
 
 Two tables, printed and written to <out>/latency.{json,png}:
-  per comment  --texts test texts drawn at random (seed 0), each scored once at batch 1
+  per comment  --texts test texts drawn at random (seed 0; the same for any length
+               buckets), each scored once at batch 1
                by every model in turn (so all share the machine's load), after --warmup
                calls: median / p90 / p99 ms. The exported model runs each
                text at the shortest signature length that holds it (byteflax/export.py).
@@ -96,15 +97,20 @@ def predictors(export_dirs: Sequence[str], baseline_kinds: Sequence[str], train_
   return rows
 
 
+def draw(texts: Sequence[str], count: int, rng: np.random.Generator) -> np.ndarray:
+  """Indices of min(count, len(texts)) of `texts`, drawn by rng in the texts' sorted order:
+  the draw does not depend on the split's order, which follows config.data.length_buckets."""
+  order = np.argsort(np.asarray(texts, dtype=object), kind="stable")
+  return order[rng.choice(len(texts), min(count, len(texts)), replace=False)]
+
+
 def benchmark(config, export_dirs: Sequence[str], baseline_kinds: Sequence[str], num_texts: int,
               fit_texts: int, lengths: Sequence[int], runs: int, warmup: int) -> dict:
   _, test_texts, _ = distill.split_texts(config, "test")
   rng = np.random.default_rng(0)
-  test_texts = [test_texts[i] for i in rng.choice(len(test_texts), min(num_texts,
-                                                                       len(test_texts)),
-                                                  replace=False)]
+  test_texts = [test_texts[i] for i in draw(test_texts, num_texts, rng)]
   _, train_texts, train_labels = distill.split_texts(config, "train")
-  keep = rng.choice(len(train_texts), min(fit_texts, len(train_texts)), replace=False)
+  keep = draw(train_texts, fit_texts, rng)
   predicts = predictors(export_dirs, baseline_kinds, [train_texts[i] for i in keep],
                         train_labels[keep])
   per_text = export.time_each(predicts, test_texts, warmup)

@@ -341,6 +341,12 @@ def test_latency_benchmark_times_every_model_on_the_same_texts(quantized_model, 
   again = shutil.copytree(export_dir, tmp_path / "again")
   rows = latency.predictors([export_dir, str(again)], [], [], [])
   assert len(rows) == 6 and f"byte_qrnn ({again}) {export.INT8_FILE}" in rows
+  # The drawn texts do not depend on the split's order (it follows the length buckets).
+  texts = [f"text {i}" for i in range(50)]
+  drawn = [texts[i] for i in latency.draw(texts, 20, np.random.default_rng(0))]
+  shuffled = list(np.random.default_rng(1).permutation(texts))
+  assert [shuffled[i] for i in latency.draw(shuffled, 20, np.random.default_rng(0))] == drawn
+  assert len(set(drawn)) == 20 and len(latency.draw(texts, 80, np.random.default_rng(0))) == 50
 
 
 def test_each_signature_is_calibrated_on_the_texts_it_will_run():
