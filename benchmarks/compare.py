@@ -19,8 +19,8 @@ cut to config.data.max_length bytes):
     + logistic regression; minilm_finetuned = all-MiniLM-L6-v2 fine-tuned end to end
     (--finetune_epochs, the best validation epoch kept; --finetune_examples subsamples the
     training texts for a CPU budget; --frozen_examples does so for the frozen row) (both the
-    `baselines` extra). Size = the pickled fitted
-    model, or the encoder's float32 weights (+ the LR).
+    `baselines` extra). Size = the pickled fitted model, or the encoder's float32 weights
+    (+ the LR).
 Quality: ROC AUC and PR-AUC (average precision; ROC AUC saturates on the toxic comments) on
 the test texts, and ROC AUC on a perturbed copy of them (byteflax/perturb.py: obfuscated
 spellings at --perturb_rate, seeded; 0 skips it), where a byte model needs no vocabulary.

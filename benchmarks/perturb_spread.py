@@ -41,9 +41,6 @@ def spread(config, kinds: list[str], c: float, seeds: int, rate: float) -> dict:
   copies = [perturb.perturb_texts(test_texts, rate, seed=seed) for seed in range(seeds)]
   rows = []
   for kind in kinds:
-    if not kind.startswith("tfidf_"):
-      raise app.UsageError(f"--baselines takes TF-IDF kinds (tfidf_word, tfidf_char), got "
-                           f"{kind!r}.")
     model = baselines.build(kind).fit((train_texts, train_labels), None, c=c)
     perturbed = [baselines.macro_auc(test_labels, model.decision_function(texts))
                  for texts in copies]
@@ -71,6 +68,9 @@ def format_table(results: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if any(not kind.startswith("tfidf_") for kind in _BASELINES.value):
+    raise app.UsageError(f"--baselines takes TF-IDF kinds (tfidf_word, tfidf_char), got "
+                         f"{_BASELINES.value}.")
   results = spread(_CONFIG.value, _BASELINES.value, _C.value, _SEEDS.value, _RATE.value)
   results_io.report(results, format_table(results), _OUT.value, "perturb_spread")
 

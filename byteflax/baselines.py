@@ -176,8 +176,8 @@ def subsample(train: tuple[Sequence[str], np.ndarray], max_examples: int | None,
 class MiniLMLogisticRegression(_LogisticRegressionOnFeatures):
   """Frozen all-MiniLM-L6-v2 sentence embeddings (mean-pooled, normalised) -> LR.
 
-  On CPU encoding costs ~1 CPU-minute per 1k texts (both cores: the 147k comments' train,
-  validation and test splits take ~2 hours); `max_train_examples` fits the LR on a seeded
+  On CPU encoding costs ~1 CPU-minute per 1k texts (the 147k comments' train, validation,
+  test and perturbed test splits: ~1.5 hours of 2 cores); `max_train_examples` fits the LR on a seeded
   subsample of the training texts (C is still chosen on the whole validation split)."""
 
   def __init__(self, batch_size: int = 64, max_train_examples: int | None = None):
