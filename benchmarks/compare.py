@@ -94,6 +94,13 @@ class TestSet:
 
   def __init__(self, config, split: str, max_examples: int | None, perturb_rate: float):
     self.ids, self.texts, self.labels = distill.split_texts(config, split)
+    for column in range(self.labels.shape[1]):
+      classes = np.unique(self.labels[:, column])
+      if len(classes) < 2:  # ROC AUC would be NaN in every row.
+        raise cli.InputError(
+            f"The {split} split's {len(self.texts)} example(s) are all of class "
+            f"{int(classes[0])} in label column {column}: ROC AUC needs both classes. "
+            "Give more data, or a --config.data.test_path that holds both.")
     if max_examples and max_examples < len(self.texts):
       keep = np.sort(np.random.default_rng(0).choice(len(self.texts), max_examples,
                                                      replace=False))

@@ -10,6 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from byteflax import cli
 from byteflax import machine
 from byteflax import report
 from configs import byteqrnn_toxicity
@@ -130,3 +131,16 @@ def test_cli_train_export_then_model_card_and_comparison(tmp_path):
     (row,) = json.load(f)["rows"]
   assert row["name"] == "all-MiniLM-L6-v2 frozen + LR" and row["max_train_examples"] == 100
   assert "auc_perturbed" not in row and 0.5 <= row["auc"] <= 1
+
+
+def test_comparison_on_a_test_split_of_one_class_says_so(tmp_path):
+  from benchmarks import compare  # pylint: disable=g-import-not-at-top
+  utils.write_toy_jsonl(tmp_path, numbered=True)
+  with open(tmp_path / "test.jsonl", "w") as f:
+    f.writelines(json.dumps({"text": f"a calm day {i}", "label": 0}) + "\n" for i in range(5))
+  config = byteqrnn_toxicity.get_config("smoke")
+  config.data.train_path = str(tmp_path / "train.jsonl")
+  config.data.test_path = str(tmp_path / "test.jsonl")
+  with pytest.raises(cli.InputError, match=r"The test split's 5 example\(s\) are all of class 0 "
+                     r"in label column 0: ROC AUC needs both classes"):
+    compare.TestSet(config, "test", None, 0.0)
