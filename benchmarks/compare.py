@@ -22,7 +22,8 @@ cut to config.data.max_length bytes):
     `baselines` extra). Size = the pickled fitted model, or the encoder's float32 weights
     (+ the LR).
 Quality: ROC AUC and PR-AUC (average precision; ROC AUC saturates on the toxic comments) on
-the test texts, and ROC AUC on a perturbed copy of them (byteflax/perturb.py: obfuscated
+the test texts, F1 there at the threshold of the row's best F1 on the validation split (the
+F1 a deployed model gets), and ROC AUC on a perturbed copy of them (byteflax/perturb.py: obfuscated
 spellings at --perturb_rate, seeded; 0 skips it), where a byte model needs no vocabulary.
 --max_test_examples scores a seeded subsample of the split (every row the same texts).
 Latency: per example, batch 1, one CPU thread (XLA, LiteRT and torch alike), median of
@@ -90,7 +91,8 @@ _RESULTS_DIR = flags.DEFINE_string("results_dir", "benchmarks/results",
 class TestSet:
   """The evaluated texts as every row sees them: byte ids `[n, length]` (cut to the byte
   models' max_length, as `input_pipeline.task_examples` cuts them), their texts, labels
-  `[n, labels]`, and the perturbed texts (None without --perturb_rate)."""
+  `[n, labels]`, the perturbed texts (None without --perturb_rate), and the validation
+  split's texts and labels, on which each row chooses its F1 threshold."""
 
   def __init__(self, config, split: str, max_examples: int | None, perturb_rate: float):
     self.ids, self.texts, self.labels = distill.split_texts(config, split)
@@ -108,24 +110,42 @@ class TestSet:
       self.texts = [self.texts[i] for i in keep]
     self.perturbed = (perturb.perturb_texts(self.texts, perturb_rate) if perturb_rate
                       else None)
+    _, self.validation_texts, self.validation_labels = distill.split_texts(
+        config, "validation")
 
-  def ids_at(self, length: int, perturbed: bool = False) -> np.ndarray:
-    """Byte ids `[n, length]` of the (perturbed) texts, cut to length as on device."""
-    if not perturbed and length == self.ids.shape[1]:
+  def texts_of(self, variant: str) -> list[str]:
+    """The texts of "test" (the compared split), "perturbed" or "validation"."""
+    return {"test": self.texts, "perturbed": self.perturbed,
+            "validation": self.validation_texts}[variant]
+
+  def ids_at(self, length: int, variant: str = "test") -> np.ndarray:
+    """Byte ids `[n, length]` of a variant's texts, cut to length as on device."""
+    if variant == "test" and length == self.ids.shape[1]:
       return self.ids
-    texts = self.perturbed if perturbed else self.texts
-    return splitter.ByteSplitter(length).encode_batch(texts)[0]
+    return splitter.ByteSplitter(length).encode_batch(self.texts_of(variant))[0]
 
   def quality(self, score: Callable[[np.ndarray | list[str]], np.ndarray],
-              inputs_of: Callable[[bool], np.ndarray | list[str]]) -> dict[str, float]:
-    """ROC AUC, PR-AUC and perturbed ROC AUC of `score` (inputs -> logits `[n, labels]`);
-    `inputs_of(perturbed)` gives its inputs."""
-    logits = score(inputs_of(False))
+              inputs_of: Callable[[str], np.ndarray | list[str]],
+              validation_logits: np.ndarray | None = None) -> dict[str, float]:
+    """ROC AUC, PR-AUC, F1 at the threshold of the best F1 on validation (the F1 a
+    deployed model gets, as train.evaluate's `f1_at_threshold`) and perturbed ROC AUC of
+    `score` (inputs -> logits `[n, labels]`); `inputs_of(variant)` gives its inputs (a
+    `texts_of` variant). validation_logits: the row's validation scores where its fit
+    already made them; otherwise they are scored here."""
+    logits = score(inputs_of("test"))
+    if validation_logits is None:
+      validation_logits = score(inputs_of("validation"))
+    f1s = [metrics.f1_at_threshold(
+        self.labels[:, j], logits[:, j],
+        metrics.best_f1(self.validation_labels[:, j], validation_logits[:, j])[1])
+           for j in range(self.labels.shape[1])]
     quality = {"auc": baselines.macro_auc(self.labels, logits),
                "pr_auc": float(np.mean([metrics.pr_auc(self.labels[:, j], logits[:, j])
-                                        for j in range(self.labels.shape[1])]))}
+                                        for j in range(self.labels.shape[1])])),
+               "f1_at_threshold": float(np.mean(f1s))}
     if self.perturbed is not None:
-      quality["auc_perturbed"] = baselines.macro_auc(self.labels, score(inputs_of(True)))
+      quality["auc_perturbed"] = baselines.macro_auc(self.labels,
+                                                     score(inputs_of("perturbed")))
     return quality
 
 
@@ -149,7 +169,7 @@ def tflite_rows(export_dir: str, test: TestSet, latency_runs: int) -> list[dict]
     rows.append(_row(
         f"{manifest['model_name']} TFLite {precision}", "byte model (TFLite)",
         test.quality(lambda ids: classifier(ids)["logits"],
-                     lambda perturbed: test.ids_at(length, perturbed)),
+                     lambda variant: test.ids_at(length, variant)),
         manifest["num_params"], os.path.getsize(path),
         export.median_latency_ms(classifier, test.ids_at(length), latency_runs),
         input_bytes=length, checkpoint_step=manifest["checkpoint_step"]))
@@ -173,7 +193,7 @@ def jax_row(workdir: str, task_name: str, test: TestSet, latency_runs: int) -> d
 
   params = train.count_params(variables["params"])
   return _row(f"{config.model_name} (JAX)", "byte model (JAX)",
-              test.quality(score, lambda perturbed: test.ids_at(length, perturbed)),
+              test.quality(score, lambda variant: test.ids_at(length, variant)),
               params, 4 * params,
               export.median_latency_ms(
                   lambda x: jax.block_until_ready(apply(x)), test.ids_at(length),
@@ -190,8 +210,7 @@ def baseline_row(kind: str, splits: dict, test: TestSet, latency_runs: int,
   """Fits a byteflax.baselines model on train (C or epoch on validation), scores the test
   set; options go to `baselines.build` (fine-tuning budgets)."""
   model = baselines.build(kind, **options).fit(splits["train"], splits["validation"])
-  quality = test.quality(model.decision_function,
-                         lambda perturbed: test.perturbed if perturbed else test.texts)
+  quality = test.quality(model.decision_function, test.texts_of, model.validation_scores)
   if kind.startswith("minilm"):
     import torch  # pylint: disable=g-import-not-at-top  (the baselines extra)
     torch.set_num_threads(1)
@@ -221,7 +240,8 @@ def compare(config, export_dir: str | None, runs: list[str], baseline_kinds: lis
   rows += jax_rows
   examples = {split: len(test.texts)}
   if baseline_kinds:
-    splits = {name: distill.split_texts(config, name)[1:] for name in ("train", "validation")}
+    splits = {"train": distill.split_texts(config, "train")[1:],
+              "validation": (test.validation_texts, test.validation_labels)}
     examples.update({name: len(texts) for name, (texts, _) in splits.items()})
     rows += [baseline_row(kind, splits, test, latency_runs,
                           **(baseline_options or {}).get(kind, {}))
@@ -239,11 +259,12 @@ def compare(config, export_dir: str | None, runs: list[str], baseline_kinds: lis
 
 def format_table(results: dict) -> str:
   """A Markdown table of the rows."""
-  lines = ["| model | ROC AUC | PR-AUC | ROC AUC perturbed | params | bytes | ms / example "
-           "| BERT-base / size |", "|---|---|---|---|---|---|---|---|"]
+  lines = ["| model | ROC AUC | PR-AUC | F1 at val. threshold | ROC AUC perturbed | params "
+           "| bytes | ms / example | BERT-base / size |", "|---|---|---|---|---|---|---|---|---|"]
   for row in results["rows"]:
     perturbed = f"{row['auc_perturbed']:.4f}" if "auc_perturbed" in row else "-"
-    lines.append(f"| {row['name']} | {row['auc']:.4f} | {row['pr_auc']:.4f} | {perturbed} | "
+    lines.append(f"| {row['name']} | {row['auc']:.4f} | {row['pr_auc']:.4f} | "
+                 f"{row['f1_at_threshold']:.4f} | {perturbed} | "
                  f"{row['params']:,} | {row['bytes']:,} | {row['latency_ms']:.2f} | "
                  f"{row['bytes_vs_bert_base']:.0f}x |")
   return "\n".join(lines)

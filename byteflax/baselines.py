@@ -72,15 +72,21 @@ class _LogisticRegressionOnFeatures:
       return [linear_model.LogisticRegression(C=c, max_iter=2000).fit(x_train, y_train[:, j])
               for j in range(y_train.shape[1])]
 
-    def validation_auc(c):
+    # The models of the chosen C and their validation scores (e.g. for a threshold chosen
+    # on validation); without validation, None.
+    self.c, self._models, self.validation_scores = c, None, None
+    if c is not None:
       self._models = fit_c(c)
-      return macro_auc(np.asarray(validation[1]), self._scores(x_validation))
-
-    if c is None:
-      x_validation = self.features(validation[0])
-      c = max(C_GRID, key=validation_auc)
-    self.c = c
-    self._models = fit_c(self.c)
+      return self
+    x_validation = self.features(validation[0])
+    best = None
+    for candidate in C_GRID:  # The first C of the best validation AUC.
+      self._models = fit_c(candidate)
+      scores = self._scores(x_validation)
+      auc = macro_auc(np.asarray(validation[1]), scores)
+      if best is None or auc > best[0]:
+        best = auc, candidate, self._models, scores
+    _, self.c, self._models, self.validation_scores = best
     return self
 
   def decision_function(self, texts: Sequence[str]) -> np.ndarray:
@@ -230,6 +236,7 @@ class MiniLMFineTuned:
     self.max_train_examples, self.seed = max_train_examples, seed
     self.device, self.model_dir, self.eval_batch_size = device, model_dir, eval_batch_size
     self.validation_aucs: list[float] = []
+    self.validation_scores: np.ndarray | None = None  # The kept epoch's, `[n, labels]`.
 
   def _pooled(self, texts: Sequence[str]):
     """The encoder's mean-pooled output `[n, hidden]`: what the head reads."""
@@ -266,7 +273,7 @@ class MiniLMFineTuned:
     steps = self.epochs * -(-len(texts) // self.batch_size)
     scheduler = transformers.get_linear_schedule_with_warmup(
         optimizer, int(self.warmup_fraction * steps), steps)
-    best, self.validation_aucs = None, []
+    best, self.validation_aucs, self.validation_scores = None, [], None
     for _ in range(self.epochs):
       self._encoder.train()
       order = rng.permutation(len(texts))
@@ -280,10 +287,11 @@ class MiniLMFineTuned:
         optimizer.step()
         scheduler.step()
       if validation is not None:
-        self.validation_aucs.append(
-            macro_auc(np.asarray(validation[1]), self.decision_function(validation[0])))
+        scores = self.decision_function(validation[0])
+        self.validation_aucs.append(macro_auc(np.asarray(validation[1]), scores))
         if self.validation_aucs[-1] >= max(self.validation_aucs):
           best = [p.detach().clone() for p in parameters]
+          self.validation_scores = scores
     if best is not None:  # The best validation epoch's weights.
       with torch.no_grad():
         for parameter, value in zip(parameters, best):

@@ -61,6 +61,12 @@ def best_f1(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
   return float(f1[best]), float(sorted_scores[best])
 
 
+def f1_at_threshold(labels: np.ndarray, scores: np.ndarray, threshold: float) -> float:
+  """F1 of the predictions `score >= threshold` (e.g. a threshold chosen on validation)."""
+  return float(sklearn_metrics.f1_score(np.asarray(labels).astype(bool),
+                                        np.asarray(scores) >= threshold, zero_division=0.0))
+
+
 def classification_metrics(labels: np.ndarray, probs: np.ndarray, loss: float,
                            label_names: tuple[str, ...],
                            thresholds: dict[str, float] | None = None) -> dict[str, float]:
@@ -84,8 +90,7 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, loss: float,
     metrics[f"accuracy/{name}"] = float(np.mean((p >= 0.5) == y))
     metrics[f"f1/{name}"], metrics[f"f1_threshold/{name}"] = best_f1(y, p)
     if thresholds is not None:
-      metrics[f"f1_at_threshold/{name}"] = float(sklearn_metrics.f1_score(
-          y, p >= thresholds[name], zero_division=0.0))
+      metrics[f"f1_at_threshold/{name}"] = f1_at_threshold(y, p, thresholds[name])
   keys = ("auc", "pr_auc", "accuracy", "f1") + (("f1_at_threshold",) if thresholds else ())
   for key in keys:
     values = [metrics[f"{key}/{name}"] for name in label_names]

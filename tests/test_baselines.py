@@ -32,9 +32,15 @@ def test_tfidf_tunes_c_on_validation_and_ranks_the_classes():
   assert model.c in baselines.C_GRID
   assert baselines.macro_auc(labels, scores) == 1.0
   assert model.num_params() > 100 and model.size_bytes() > 1000
+  # The kept models are the chosen C's, and its validation scores are theirs.
+  np.testing.assert_allclose(model.validation_scores,
+                             model.decision_function(_texts(40, 1)[0]), rtol=1e-6)
+  refit = baselines.TfidfLogisticRegression("char").fit(_texts(80, 0), None, c=model.c)
+  np.testing.assert_allclose(refit.decision_function(texts), scores, rtol=1e-6)
   # With C given, validation is not needed; a weaker C gives other scores.
   other = baselines.TfidfLogisticRegression("char").fit(_texts(80, 0), None, c=0.01)
   assert not np.allclose(other.decision_function(texts), scores)
+  assert other.validation_scores is None
 
 
 def test_tfidf_on_too_little_text_says_so():
@@ -151,6 +157,8 @@ def test_fine_tuned_minilm_learns_and_keeps_its_best_epoch():
   validation_texts, validation_labels = _texts(30, 1)
   assert baselines.macro_auc(validation_labels, model.decision_function(
       validation_texts)) == pytest.approx(max(model.validation_aucs))
+  np.testing.assert_allclose(model.validation_scores,
+                             model.decision_function(validation_texts), atol=1e-4)
   assert 22_000_000 < model.num_params() < 23_000_000
   with pytest.raises(ValueError, match="takes no options"):
     baselines.build("tfidf_char", epochs=2)

@@ -82,7 +82,8 @@ def test_cli_train_export_then_model_card_and_comparison(tmp_path):
   with open(card_dir / "model_card.md") as f:
     card = f.read()
   with open(run_dir / "eval.json") as f:
-    test_auc = json.load(f)["test"]["auc"]
+    test_metrics = json.load(f)["test"]
+  test_auc = test_metrics["auc"]
   # The card's AUC is recomputed from the checkpoint: it must equal eval.json's.
   assert f"ROC AUC {test_auc:.4f} on 120 examples" in card
   assert card.startswith("# Model card: byte_qrnn on train.jsonl\n")
@@ -114,12 +115,16 @@ def test_cli_train_export_then_model_card_and_comparison(tmp_path):
   assert rows["byte_qrnn TFLite float32"]["auc"] == pytest.approx(test_auc, abs=1e-3)
   assert rows[f"byte_qrnn (JAX) {run_dir}"]["auc"] == pytest.approx(test_auc, abs=1e-3)
   assert rows[f"byte_qrnn (JAX) {run_copy}"]["auc"] == rows[f"byte_qrnn (JAX) {run_dir}"]["auc"]
+  # Its F1 at the threshold chosen on validation is the trainer's, computed apart.
+  assert rows[f"byte_qrnn (JAX) {run_dir}"]["f1_at_threshold"] == pytest.approx(
+      test_metrics["f1_at_threshold"], abs=1e-3)
   assert rows["byte_qrnn TFLite int8"]["bytes"] == os.path.getsize(
       export_dir / "model_int8.tflite")
   assert rows["all-MiniLM-L6-v2 frozen + LR"]["params"] > 22_000_000
   for row in rows.values():
     assert row["latency_ms"] > 0 and 0.5 <= row["auc"] <= 1
     assert 0 < row["pr_auc"] <= 1 and 0 <= row["auc_perturbed"] <= 1
+    assert 0 < row["f1_at_threshold"] <= 1
     assert row["bytes_vs_bert_base"] == pytest.approx(440e6 / row["bytes"])
     assert row["name"] in table
   assert os.path.getsize(results / "compare.png") > 1000
