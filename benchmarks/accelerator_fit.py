@@ -90,7 +90,9 @@ def bundle(config: ml_collections.ConfigDict, out: str, name: str) -> None:
   data_file = os.path.join(out, DATA_FILE)
   data = {"task": task, "label_names": list(toxicity.label_names(task)),
           "config": json.loads(config.data.to_json_best_effort()),
-          "boundaries": input_pipeline.bucket_boundaries(config.data)}
+          "boundaries": input_pipeline.bucket_boundaries(config.data),
+          "train_boundaries": input_pipeline.bucket_boundaries(
+              config.data, input_pipeline.train_length(config.data))}
   train_ids = None  # Kept from writing the splits, for the teacher's keys below.
   if os.path.exists(data_file):
     with open(data_file) as f:
@@ -155,19 +157,22 @@ def _initialised(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
 
 class Split:
   """One split in memory: padded byte ids `[n, max_length]` (bytes, EOS, padding), labels
-  `[n, labels]`, and teacher logits when the bundle has them."""
+  `[n, labels]`, and teacher logits when the bundle has them. A text longer than the
+  bundle's is cut to max_length - 1 bytes and EOS (input_pipeline.train_length)."""
 
   def __init__(self, path: str, max_length: int):
     with np.load(path) as arrays:
-      lengths = arrays["lengths"]
+      bundled = arrays["lengths"]
       data = arrays["bytes"].astype(np.int32) + splitter.NUM_SPECIAL_IDS
       self.labels = arrays["labels"]
     self.teacher_logits = None
+    rows = np.repeat(np.arange(len(bundled)), bundled)
+    columns = np.arange(len(data)) - np.repeat(np.cumsum(bundled) - bundled, bundled)
+    kept = columns < max_length - 1
+    lengths = np.minimum(bundled, max_length - 1)
     self.lengths = lengths + 1  # EOS.
     self.ids = np.zeros((len(lengths), max_length), np.int32)
-    rows = np.repeat(np.arange(len(lengths)), lengths)
-    columns = np.arange(len(data)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    self.ids[rows, columns] = data
+    self.ids[rows[kept], columns[kept]] = data[kept]
     self.ids[np.arange(len(lengths)), lengths] = splitter.EOS_ID
 
   def __len__(self) -> int:
@@ -225,7 +230,10 @@ def fit(bundle_dir: str, name: str, out: str, seeds: list[int], deadline_s: floa
     labelling = json.load(f)
   label_names, data = tuple(labelling["label_names"]), config.data
   boundaries = labelling["boundaries"]  # input_pipeline.bucket_boundaries, at bundle time.
-  splits = {split: Split(os.path.join(bundle_dir, f"{split}.npz"), data.max_length)
+  # Training texts cut to data.train_max_length (a bundle from before it: max_length).
+  train_boundaries = labelling.get("train_boundaries", boundaries)
+  splits = {split: Split(os.path.join(bundle_dir, f"{split}.npz"),
+                         train_boundaries[-1] if split == "train" else data.max_length)
             for split in SPLITS}
   train, num_labels = splits["train"], splits["train"].labels.shape[1]
   total_steps, budget = step_lib.step_budget(config, len(train))
@@ -298,9 +306,9 @@ def fit(bundle_dir: str, name: str, out: str, seeds: list[int], deadline_s: floa
   while step_number < total_steps:
     for member, rng in enumerate(streams):
       if not pending[member]:
-        pending[member] = _epoch_batches(train, boundaries, data.batch_size, rng)
+        pending[member] = _epoch_batches(train, train_boundaries, data.batch_size, rng)
     rows = [pending[member].pop(0) for member in range(len(seeds))]
-    length = max(_boundary(int(train.lengths[r].max()), boundaries) for r in rows)
+    length = max(_boundary(int(train.lengths[r].max()), train_boundaries) for r in rows)
     batch = {"inputs": np.zeros((len(seeds), data.batch_size, length), np.int32),
              "labels": np.zeros((len(seeds), data.batch_size, num_labels), np.float32),
              "weights": np.zeros((len(seeds), data.batch_size), np.float32)}

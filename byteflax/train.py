@@ -37,6 +37,7 @@ import seqio
 
 from byteflax import cli
 from byteflax import distill
+from byteflax import input_pipeline
 from byteflax import objectives
 from byteflax import partitioning
 from byteflax import paths
@@ -750,6 +751,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   logging.info("Model %s: %d parameters; task %s; mesh %s.", config.model_name,
                count_params(state.params), trainer.task_name, dict(trainer.mesh.shape))
   logging.info("Training budget: %s.", trainer.budget)
+  train_length = input_pipeline.train_length(config.data)  # Checked before a teacher's fit.
+  if train_length < config.data.max_length:
+    logging.info("Training texts are cut to %d bytes (EOS included); evaluation reads %d.",
+                 train_length, config.data.max_length)
   if start_step >= trainer.total_steps:
     logging.info("Training already finished (step %d of %d); evaluating only.", start_step,
                  trainer.total_steps)

@@ -27,6 +27,16 @@ def test_split_rebuilds_the_ids_bundle_stored(tmp_path):
   assert len(split) == 4 and split.labels.shape == (4, 1) and split.teacher_logits is None
 
 
+def test_split_cut_shorter_is_the_ids_at_that_length(tmp_path):
+  """Training texts cut to data.train_max_length: as the CPU pipeline and splitter cut."""
+  texts = ["", "abc", "día 😀 día", "x" * 40]
+  path = tmp_path / "split.npz"
+  np.savez(path, **accelerator_fit._ragged(_ids(texts, 16)), labels=np.zeros((4, 1)))
+  split = accelerator_fit.Split(str(path), 8)
+  np.testing.assert_array_equal(split.ids, _ids(texts, 8))
+  np.testing.assert_array_equal(split.lengths, [1, 4, 8, 8])
+
+
 def test_epoch_batches_cover_every_example_once_within_length_buckets(tmp_path):
   lengths = np.random.default_rng(0).integers(0, 60, size=101)
   ids = _ids(["y" * n for n in lengths], 64)

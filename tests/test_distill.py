@@ -18,6 +18,7 @@ from byteflax import augment
 from byteflax import corpus
 from byteflax import distill
 from byteflax import input_pipeline
+from byteflax import splitter
 from byteflax import step
 from byteflax import train
 from configs import byteqrnn_toxicity
@@ -322,6 +323,39 @@ def test_teacher_file_is_read_back_for_every_training_example(toy_data, tmp_path
     keys = input_pipeline.teacher_keys(batch["inputs"])
     for key, teacher_logits in zip(keys, batch["teacher_logits"]):
       np.testing.assert_array_equal(teacher_logits, by_key[key])
+
+
+def test_training_texts_cut_to_train_max_length_keep_their_teacher_logits(toy_data, tmp_path):
+  config = _config(toy_data, tmp_path)
+  distill.write_teacher(config, config.distill.teacher_path)
+  ids, _, _ = distill.split_texts(config, "train")
+  with np.load(config.distill.teacher_path) as teacher:
+    by_key = dict(zip(teacher["keys"], teacher["logits"]))
+  logits = np.stack([by_key[key] for key in input_pipeline.teacher_keys(ids)])
+  config.data.train_max_length = 24
+  batches = input_pipeline.train_batches(train.Trainer(config).task_name, config.data, seed=0,
+                                         teacher_path=config.distill.teacher_path)
+  cut = 0
+  for _ in range(20):  # More than one epoch of the 270 examples.
+    batch = next(batches)
+    assert batch["inputs"].shape[1] == 24  # smoke's buckets, (64, 128), give way to 24.
+    for row, teacher_logits in zip(batch["inputs"][batch["weights"] > 0],
+                                   batch["teacher_logits"]):
+      length = int((row != 0).sum())
+      assert row[length - 1] == splitter.EOS_ID
+      # The training texts it may be: the same ids, or (cut) the same first 23.
+      same = (ids[:, :length - 1] == row[:length - 1]).all(axis=1)
+      if length < 24:
+        same &= ids[:, length - 1] == splitter.EOS_ID
+      else:
+        cut += 1
+      assert same.any()
+      assert any(np.array_equal(teacher_logits, candidate) for candidate in logits[same])
+  assert cut > 100  # Most toy texts are longer than 23 bytes.
+  for length in (1, 129):  # smoke's max_length is 128.
+    config.data.train_max_length = length
+    with pytest.raises(ValueError, match=r"train_max_length must be in \[2, data.max_length"):
+      next(input_pipeline.train_batches(train.Trainer(config).task_name, config.data, seed=0))
 
 
 def test_transfer_texts_are_taught_by_the_teacher_alone(toy_data, tmp_path):
