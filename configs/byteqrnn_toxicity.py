@@ -21,8 +21,10 @@ Running the same command again resumes from the newest checkpoint in --workdir.
 Variants (`--config=configs/byteqrnn_toxicity.py:<arg>`, comma-separated):
   full          no step cap: 5 epochs (23,025 steps on the comments), for a GPU / TPU
                 (three length buckets: padding costs an accelerator little). On 2 CPU
-                cores: 3 epochs with the MiniLM teacher, ~2 h, test AUC 0.9855
-                (0.9853-0.9856) over seeds 0-1 (docs/results.md has the command).
+                cores: 3 epochs with the MiniLM teacher, ~2 h, test AUC 0.9857
+                (0.9853-0.9863) over seeds 0-2 (docs/results.md has the command).
+                `--config.data.train_max_length=384` trains on the first 384 bytes
+                (~0.71 of the time; docs/training.md).
   fortunes      the English fortunes (offensive vs clean fortune-cookie texts): the shipped
                 encoder taught by a fine-tuned MiniLM on the fortunes, on 4 augmented
                 copies of each and on 20,000 toxic comments (the teacher's log-odds and
