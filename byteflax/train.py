@@ -787,9 +787,10 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   """--mode=eval: evaluates the run's model (`Selection`) on every configured eval.
 
   Under the run's own config the results rewrite eval.json and join metrics.jsonl. Under
-  another (a new test file, `model.representation_dims`, ...) they go to
-  eval_<hash of the config>.json, computed afresh, and the run's own records stay as they
-  are; the report lists the differences (`config_differences`).
+  another (a new test file, `model.representation_dims`, ...), or when the workdir has no
+  config.json to compare with, they go to eval_<hash of the config>.json, computed afresh,
+  and the run's own records stay as they are; the report lists the differences
+  (`config_differences`).
   """
   trainer = Trainer(config)
   manager = checkpoint_manager(workdir, config)
@@ -798,8 +799,11 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     raise FileNotFoundError(
         f"No checkpoint under {epath.Path(workdir) / 'checkpoints'}; train first "
         "(--mode=train).")
+  # Without the run's config.json (e.g. checkpoints copied alone) nothing tells whether this
+  # config reads texts as the run did: evaluate afresh rather than trust saved results.
   differences = (config_differences(config, workdir)
-                 if (epath.Path(workdir) / CONFIG_FILE).exists() else [])
+                 if (epath.Path(workdir) / CONFIG_FILE).exists()
+                 else [f"{CONFIG_FILE} is missing there"])
   if differences:
     logging.info("This config differs from the run's (%s): the results go to %s; %s and "
                  "metrics.jsonl keep the run's own.", "; ".join(differences),

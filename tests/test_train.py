@@ -100,6 +100,14 @@ def test_tiny_run_learns_the_toy_task(toy_data, tmp_path):
   moved["data"]["test_path"] = str(tmp_path / "gone" / "test.csv")
   with open(copied / train.CONFIG_FILE, "w") as f:
     json.dump(moved, f)
+  # Checkpoints copied without config.json: the results saved with them may come from
+  # another config, so the evaluation is computed afresh and goes beside eval.json.
+  bare = tmp_path.parent / f"{tmp_path.name}_bare"
+  shutil.copytree(tmp_path / "checkpoints", bare / "checkpoints")
+  bare_report = train.evaluate_checkpoint(config, str(bare))
+  assert bare_report["config_differences"] == [f"{train.CONFIG_FILE} is missing there"]
+  assert (bare / train.eval_file(config, bare_report["config_differences"])).exists()
+  assert bare_report["test"]["auc"] == pytest.approx(report["test"]["auc"], abs=1e-6)
   texts = ["apple river dammit stone", "quiet green table"]
   np.testing.assert_allclose(classify.load(str(copied)).predict(texts),
                              classify.load(str(tmp_path)).predict(texts), atol=1e-6)
