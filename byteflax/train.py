@@ -805,8 +805,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
                  if (epath.Path(workdir) / CONFIG_FILE).exists()
                  else [f"{CONFIG_FILE} is missing there"])
   if differences:
-    logging.info("This config differs from the run's (%s): the results go to %s; %s and "
-                 "metrics.jsonl keep the run's own.", "; ".join(differences),
+    logging.info("This config differs from the run's (%s): the results go to %s; the run's "
+                 "own %s and metrics.jsonl, if any, stay as they are.", "; ".join(differences),
                  eval_file(config, differences), EVAL_FILE)
   writer = MetricsLogger(workdir)
   report = write_final_eval(workdir, trainer, state, writer, manager, differences)
